@@ -1,0 +1,169 @@
+"""Talking to the cluster as an administrator: is it there, which version, make and drop topics.
+
+The daemon, the demo, the tests and ``scripts/kafka.sh`` all ask "does the broker answer?" through
+``probe_broker``, so there is one definition of ready: a metadata request answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamer.errors import BrokerUnavailableError, TopicError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """What a cluster said about itself in answer to a metadata request."""
+
+    bootstrap: list[str]
+    cluster_id: str | None
+    controller_id: int | None
+    brokers: list[str]
+    api_version: str
+    """Protocol level the client negotiated: ``"4.3"`` for an Apache Kafka 4.3 broker."""
+    topic_count: int
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: its name, partition count and any topic-level configs (strings)."""
+
+    name: str
+    partitions: int = 1
+    replication_factor: int = 1
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def admin_client(client_options: Mapping[str, Any], timeout_s: float) -> Iterator[KafkaAdminClient]:
+    """An admin client; ``BrokerUnavailableError`` if bootstrapping takes over ``timeout_s``."""
+    timeout_ms = max(int(timeout_s * 1000), 1000)
+    options = {
+        **client_options,
+        "request_timeout_ms": timeout_ms,
+        "bootstrap_timeout_ms": timeout_ms,
+    }
+    try:
+        admin = KafkaAdminClient(**options)
+    except KafkaError as error:
+        servers = options.get("bootstrap_servers")
+        raise BrokerUnavailableError(
+            f"no broker answered at {servers} within {timeout_s:g}s: {error!r}"
+        ) from error
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
+def probe_broker(client_options: Mapping[str, Any], timeout_s: float = 5.0) -> BrokerInfo:
+    """Send one metadata request and describe the answer; ``BrokerUnavailableError`` if none."""
+    with admin_client(client_options, timeout_s) as admin:
+        try:
+            cluster = admin.describe_cluster()
+            topics = admin.list_topics()
+            brokers = cluster.get("brokers", [])
+            version = (
+                admin.get_broker_version_data(brokers[0]["broker_id"]).broker_version_str
+                if brokers
+                else "unknown"
+            )
+        except KafkaError as error:
+            raise BrokerUnavailableError(
+                f"the broker did not answer a metadata request: {error!r}"
+            ) from error
+    return BrokerInfo(
+        bootstrap=list(client_options.get("bootstrap_servers", [])),
+        cluster_id=cluster.get("cluster_id"),
+        controller_id=cluster.get("controller_id"),
+        brokers=[f"{b['host']}:{b['port']}" for b in brokers],
+        api_version=version,
+        topic_count=len(topics),
+    )
+
+
+def wait_for_broker(
+    client_options: Mapping[str, Any],
+    timeout_s: float,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = 10.0,
+) -> BrokerInfo:
+    """Probe until the broker answers, backing off exponentially and logging each miss.
+
+    Raises ``BrokerUnavailableError`` once ``timeout_s`` has passed without an answer.
+    """
+    deadline = time.monotonic() + timeout_s
+    backoff = first_backoff_s
+    attempt = 1
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return probe_broker(client_options, timeout_s=max(min(remaining, 5.0), 1.0))
+        except BrokerUnavailableError as error:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            pause = min(backoff, max_backoff_s, remaining)
+            log.warning(
+                "broker_unreachable", attempt=attempt, retry_in_s=round(pause, 2), error=str(error)
+            )
+            time.sleep(pause)
+            backoff *= 2
+            attempt += 1
+
+
+def create_topics(
+    client_options: Mapping[str, Any], specs: Sequence[TopicSpec], timeout_s: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet and wait until every partition has a leader.
+
+    Returns the names that were created (existing ones are left as they are).
+    """
+    created: list[str] = []
+    with admin_client(client_options, timeout_s) as admin:
+        for spec in specs:
+            request = {
+                spec.name: {
+                    "num_partitions": spec.partitions,
+                    "replication_factor": spec.replication_factor,
+                    "configs": dict(spec.configs),
+                }
+            }
+            try:
+                admin.create_topics(request, timeout_ms=int(timeout_s * 1000))
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                continue
+            except KafkaError as error:
+                raise TopicError(f"could not create topic {spec.name!r}: {error!r}") from error
+        try:
+            admin.wait_for_topics([spec.name for spec in specs], timeout_ms=int(timeout_s * 1000))
+        except KafkaError as error:
+            raise TopicError(f"topics not ready within {timeout_s:g}s: {error!r}") from error
+    if created:
+        log.info("topics_created", topics=created)
+    return created
+
+
+def delete_topics(
+    client_options: Mapping[str, Any], names: Sequence[str], timeout_s: float = 30.0
+) -> None:
+    """Delete topics; names that do not exist are ignored."""
+    if not names:
+        return
+    with admin_client(client_options, timeout_s) as admin:
+        existing = set(admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
+            log.info("topics_deleted", topics=doomed)

@@ -1,0 +1,79 @@
+"""structlog set up once, by the CLI, for the whole process.
+
+JSON lines (one object per event, ISO-8601 UTC timestamps) when stderr is not a terminal, so log
+shippers parse them; coloured console rendering on a terminal. Context bound with
+``structlog.contextvars.bind_contextvars`` (topic, partition, group) rides along on every event.
+The standard library's loggers (kafka-python logs through them) are routed through the same
+renderer, so one stream carries everything in one format.
+
+Loggers are deliberately not cached on first use: tandem logs once per batch, not per record, so
+caching saves nothing measurable, and uncached loggers let tests and embedders reconfigure freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import orjson
+import structlog
+from structlog.typing import Processor
+
+LogFormat = Literal["auto", "json", "console"]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure_logging(
+    level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
+) -> None:
+    """Configure structlog and the standard library's root logger to write to ``stream``.
+
+    ``level`` is one of debug, info, warning, error; ``fmt`` ``auto`` picks JSON unless ``stream``
+    is a terminal. kafka-python's own loggers are held at WARNING unless ``level`` is debug.
+    """
+    stream = sys.stderr if stream is None else stream
+    numeric_level = _LEVELS[level]
+    as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    final: list[Processor] = (
+        [structlog.processors.dict_tracebacks, renderer] if as_json else [renderer]
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def _orjson_dumps(event: Any, **_: Any) -> str:
+    return orjson.dumps(event, default=str).decode()
