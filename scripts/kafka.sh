@@ -40,8 +40,9 @@ say() { echo "kafka.sh: $*" >&2; }
 die() {
   say "$*"
   if [[ -f $logfile ]]; then
-    say "last lines of $logfile:"
-    tail -n 40 "$logfile" >&2
+    say "last lines of $logfile since this start:"
+    awk '/^===== start /{n=0} {lines[n++]=$0} END{for(i=(n>40?n-40:0);i<n;i++) print lines[i]}' \
+      "$logfile" >&2
   fi
   exit 1
 }
@@ -154,8 +155,8 @@ cmd_start() {
   port_open "$port" && die "port $port is taken by another process (another checkout's broker? stop it, or set TANDEM_BROKER_PORT)"
   fetch_jars
   write_config
-  format_storage
   echo "===== start $(date -u +%FT%TZ) =====" >>"$logfile"
+  format_storage
   setsid nohup java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -Dkafka.logs.dir="$home" \

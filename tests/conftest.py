@@ -1,0 +1,163 @@
+"""Shared fixtures: one real Kafka broker per test session, and uniquely named topics per test.
+
+Tests under ``tests/integration/`` are marked ``integration`` and ask for ``kafka_broker`` (directly
+or through ``make_topic``). The broker is the project's own Apache Kafka (``scripts/kafka.sh
+start``), or the cluster named by ``TANDEM_KAFKA_BOOTSTRAP``. If it cannot be reached the fixture
+FAILS with the script's output and the broker log's tail: an integration test never skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from streamer.broker import (
+    BrokerInfo,
+    TopicSpec,
+    create_topics,
+    delete_topics,
+    probe_broker,
+    wait_for_broker,
+)
+from streamer.config import KafkaConfig, TandemConfig
+from streamer.errors import BrokerUnavailableError
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT = REPO / "scripts" / "kafka.sh"
+_BROKER_DESCRIPTION = pytest.StashKey[str]()
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The cluster the integration tests run against."""
+
+    bootstrap: str
+    info: BrokerInfo
+    description: str
+
+    def client_options(self) -> dict[str, Any]:
+        return KafkaConfig(bootstrap=self.bootstrap).client_options()
+
+    def config(self, **sections: Mapping[str, Any]) -> TandemConfig:
+        """A config pointing at this broker; ``sections`` override others, e.g. ``batch={...}``."""
+        kafka = {"bootstrap": self.bootstrap, **sections.pop("kafka", {})}
+        return TandemConfig.model_validate({"kafka": kafka, **sections})
+
+
+def _script(
+    *args: str,
+    timeout_s: float = 300,
+    env: Mapping[str, str] | None = None,
+    unset: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/kafka.sh with this interpreter as its Python, extra ``env``, minus ``unset``."""
+    merged = {**os.environ, "TANDEM_PYTHON": sys.executable, **(env or {})}
+    for name in unset:
+        merged.pop(name, None)
+    return subprocess.run(
+        [str(KAFKA_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=merged,
+        check=False,
+    )
+
+
+def _start_local_broker() -> tuple[str, str, bool]:
+    """Start (or find running) the project's broker; return bootstrap, version, started_here."""
+    was_running = _script("status").returncode == 0
+    started = _script("start")
+    if started.returncode != 0:
+        log_tail = _script("logs").stdout[-6000:]
+        pytest.fail(
+            f"scripts/kafka.sh start failed (exit {started.returncode}); integration tests "
+            f"cannot run.\n--- script output ---\n{started.stdout}{started.stderr}"
+            f"\n--- broker log (tail) ---\n{log_tail}",
+            pytrace=False,
+        )
+    bootstrap = _script("bootstrap").stdout.strip()
+    version = _script("version").stdout.strip()
+    return bootstrap, version, not was_running
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """The session's broker: started once, stopped at the end only if this session started it."""
+    external = os.environ.get("TANDEM_KAFKA_BOOTSTRAP")
+    started_here = False
+    if external:
+        bootstrap = external
+        try:
+            info = wait_for_broker(KafkaConfig(bootstrap=bootstrap).client_options(), 60)
+        except BrokerUnavailableError as error:
+            pytest.fail(
+                f"TANDEM_KAFKA_BOOTSTRAP={external} does not answer: {error}", pytrace=False
+            )
+        description = f"external cluster at {bootstrap} (protocol {info.api_version})"
+    else:
+        bootstrap, version, started_here = _start_local_broker()
+        info = probe_broker(KafkaConfig(bootstrap=bootstrap).client_options())
+        description = (
+            f"Apache Kafka {version} (KRaft, scripts/kafka.sh) at {bootstrap}, "
+            f"protocol {info.api_version}, cluster {info.cluster_id}"
+        )
+    request.config.stash[_BROKER_DESCRIPTION] = description
+    yield Broker(bootstrap=bootstrap, info=info, description=description)
+    if started_here:
+        _script("stop")
+
+
+@pytest.fixture
+def make_topic(
+    kafka_broker: Broker, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., str]]:
+    """Create topics named after the test plus a random suffix; delete them when the test ends."""
+    created: list[str] = []
+    options = kafka_broker.client_options()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:120]
+
+    def make(partitions: int = 1, configs: Mapping[str, str] | None = None) -> str:
+        name = f"test.{stem}.{uuid.uuid4().hex[:8]}"
+        create_topics(options, [TopicSpec(name, partitions=partitions, configs=configs or {})])
+        created.append(name)
+        return name
+
+    yield make
+    delete_topics(options, created)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo ``configure_logging`` (the CLI calls it) so no test writes to another's stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration_dir = REPO / "tests" / "integration"
+    for item in items:
+        if integration_dir in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    description = config.stash.get(_BROKER_DESCRIPTION, None)
+    line = description or "none (no integration test ran)"
+    terminalreporter.write_sep("-", f"broker: {line}")
