@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from detectors.spec import CascadeSpec
 from streamer.errors import ConfigError
 
 ENV_PREFIX = "TANDEM_"
@@ -231,10 +232,11 @@ class TandemConfig(_Section):
     codec: CodecConfig = CodecConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    train: CascadeSpec = CascadeSpec()
 
 
-SECTIONS: dict[str, type[_Section]] = {
-    name: typing.cast(type[_Section], field.annotation)
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: typing.cast(type[BaseModel], field.annotation)
     for name, field in TandemConfig.model_fields.items()
 }
 
@@ -302,28 +304,31 @@ def _env_location(name: str) -> tuple[str, str] | None:
 
 
 def _describe(item: Any, origins: Mapping[tuple[str, ...], str], file_label: str) -> str:
+    """One line for one validation error: origin, ``[section] key = value``, what was expected."""
     loc = tuple(str(part) for part in item["loc"])
     origin = origins.get(loc[:2], file_label)
     if not loc:
         return f"{origin}: {item['msg']}"
-    section = loc[0]
-    if section not in SECTIONS:
-        hint = _did_you_mean(section, SECTIONS)
-        return f"{origin}: unknown section [{section}]{hint}; sections are {_listing(SECTIONS)}"
-    if len(loc) == 1:
-        if item["type"] == "model_type":
-            return f"{origin}: [{section}] must be a table, got {item['input']!r}"
-        return f"{origin}: [{section}]: {_strip_prefix(item['msg'])}"
-    key = loc[1]
-    fields = SECTIONS[section].model_fields
-    if key not in fields:
-        hint = _did_you_mean(key, fields)
-        return f"{origin}: [{section}] unknown key '{key}'{hint}; keys are {_listing(fields)}"
-    expected = _type_name(fields[key].annotation)
-    return (
-        f"{origin}: [{section}] {key} = {_shown(item.get('input'))}: expected {expected} "
-        f"({_strip_prefix(item['msg'])})"
-    )
+    if loc[0] not in SECTIONS:
+        hint = _did_you_mean(loc[0], SECTIONS)
+        return f"{origin}: unknown section [{loc[0]}]{hint}; sections are {_listing(SECTIONS)}"
+    model: type[BaseModel] = SECTIONS[loc[0]]
+    table = loc[0]
+    for key in loc[1:]:
+        fields = model.model_fields
+        if key not in fields:
+            hint = _did_you_mean(key, fields)
+            return f"{origin}: [{table}] unknown key '{key}'{hint}; keys are {_listing(fields)}"
+        annotation = fields[key].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return (
+                f"{origin}: [{table}] {key} = {_shown(item.get('input'))}: expected "
+                f"{_type_name(annotation)} ({_strip_prefix(item['msg'])})"
+            )
+        model, table = annotation, f"{table}.{key}"
+    if item["type"] == "model_type":
+        return f"{origin}: [{table}] must be a table, got {item['input']!r}"
+    return f"{origin}: [{table}]: {_strip_prefix(item['msg'])}"
 
 
 def _did_you_mean(word: str, choices: Mapping[str, Any]) -> str:

@@ -1,0 +1,81 @@
+"""The detector protocol and what scoring returns.
+
+Windows are float arrays of shape (n, D): n windows of D features each. Higher scores are more
+anomalous. ``score`` is in decades of tail probability (see ``detectors.normalise``);
+thresholds are not a detector's business but the calibrator's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-window results for n windows of D features.
+
+    - ``score`` (n,): the combined score; equals the sum of ``parts``.
+    - ``parts`` name → (n,): each stage's weighted tail decades (``ae1``, ``ae2``), see
+      ``detectors.normalise``.
+    - ``errors`` name → (n,): each stage's raw mean squared reconstruction error, in scaled units.
+    - ``contributions`` (n, D): each feature's share of AE1's squared error; rows sum to 1.
+    """
+
+    score: FloatArray
+    parts: Mapping[str, FloatArray]
+    errors: Mapping[str, FloatArray]
+    contributions: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+
+class Detector(Protocol):
+    """What the run loop, backtests and benchmarks need from any detector."""
+
+    kind: str
+
+    @property
+    def window_length(self) -> int:
+        """D: the number of features per window the detector was fitted on."""
+        ...
+
+    @property
+    def feature_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def version(self) -> str | None:
+        """The bundle's content hash once saved or loaded; None for an unsaved detector."""
+        ...
+
+    def fit(self, windows: NDArray[np.floating]) -> Self: ...
+
+    def score(self, windows: NDArray[np.floating]) -> Scores: ...
+
+    def save(self, path: Path, name: str | None = None) -> str: ...
+
+    @classmethod
+    def load(cls, path: Path, expected_window: int | None = None, device: str = "auto") -> Self: ...
+
+
+def as_windows(windows: NDArray[np.floating], expected_width: int | None = None) -> FloatArray:
+    """Validate (n, D) finite windows and return them as contiguous float32."""
+    array = np.ascontiguousarray(windows, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"windows must be a 2-D array (n, D); got shape {array.shape}")
+    if expected_width is not None and array.shape[1] != expected_width:
+        raise ValueError(
+            f"windows have {array.shape[1]} features; the detector expects {expected_width}"
+        )
+    if not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise ValueError(f"window {bad} holds a NaN or infinite value")
+    return array

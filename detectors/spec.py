@@ -1,0 +1,60 @@
+"""Hyperparameters of the detectors, as frozen validated models that import no Keras.
+
+The CLI reads them from the ``[train]`` section of a config file; the bundle stores them, so a
+loaded model says exactly how it was built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Activation = Literal["relu", "elu", "gelu", "tanh", "selu", "swish", "linear"]
+
+
+class AutoencoderSpec(BaseModel):
+    """A dense autoencoder: ``hidden`` widths from the input down to ``latent``; the decoder mirrors
+    them. ``linear`` on a single layer gives PCA-like behaviour."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (32,)
+    latent: Annotated[int, Field(ge=1)] = 16
+    activation: Activation = "relu"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class CascadeSpec(BaseModel):
+    """The cascade: AE1 on the scaled window (D → ``ae1.latent``), AE2 on AE1's code
+    (``ae1.latent`` → ``ae2.latent``), and how they are trained and their errors combined.
+
+    ``weights`` multiply the two stages' tail decades (AE1, AE2) in the combined score; with
+    unit weights the score is Fisher's combination of their tail probabilities, in decades.
+    ``validation_fraction`` is the chronologically last share of the training windows, used for
+    early stopping and to fit the error normalisation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ae1: AutoencoderSpec = AutoencoderSpec(hidden=(32,), latent=16)
+    ae2: AutoencoderSpec = AutoencoderSpec(hidden=(8,), latent=4)
+    scaler: Literal["robust", "standard"] = "robust"
+    weights: tuple[Annotated[float, Field(ge=0.0)], Annotated[float, Field(ge=0.0)]] = (1.0, 1.0)
+    epochs: Annotated[int, Field(ge=1)] = 100
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2
+    patience: Annotated[int, Field(ge=1)] = 8
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _cascade_fits(self) -> Self:
+        if self.ae2.latent > self.ae1.latent:
+            raise ValueError(
+                f"ae2.latent ({self.ae2.latent}) must not exceed ae1.latent ({self.ae1.latent}): "
+                "AE2 compresses AE1's code"
+            )
+        if sum(self.weights) <= 0:
+            raise ValueError("at least one of the two weights must be positive")
+        return self

@@ -1,0 +1,172 @@
+"""Reading windows from CSV or Parquet files, as windows or as a raw series to cut into windows.
+
+A file has optional reserved columns ``key`` (entity), ``ts`` (epoch milliseconds or ISO-8601),
+``label`` (0/1) and ``kind`` (anomaly kind), and numeric feature columns: everything else. Each row
+is one window, unless a window length is given: then each row is one step of a multichannel
+series, cut per entity (in file order) into sliding windows with ``streamer.windows``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from streamer.errors import TandemError
+from streamer.windows import sliding_windows, window_any, window_feature_names, window_last_steps
+
+RESERVED = ("key", "ts", "label", "kind")
+DEFAULT_KEY = "default"
+
+
+class TableError(TandemError):
+    """A data file cannot be read as windows; the message names the file and the column."""
+
+
+@dataclass(frozen=True)
+class WindowTable:
+    """n windows: ``keys`` (n,), ``ts_ms`` (n,) int64, ``windows`` (n, D) float32, ``feature_names``
+    (D,), and when the file has them ``labels`` (n,) int8 and ``kinds`` (n,) str."""
+
+    keys: NDArray[np.str_]
+    ts_ms: NDArray[np.int64]
+    windows: NDArray[np.float32]
+    feature_names: tuple[str, ...]
+    labels: NDArray[np.int8] | None = None
+    kinds: NDArray[np.str_] | None = None
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0])
+
+    def select(self, mask: NDArray[np.bool_]) -> WindowTable:
+        """The windows where ``mask`` (n,) is true, in order."""
+        return WindowTable(
+            keys=self.keys[mask],
+            ts_ms=self.ts_ms[mask],
+            windows=self.windows[mask],
+            feature_names=self.feature_names,
+            labels=None if self.labels is None else self.labels[mask],
+            kinds=None if self.kinds is None else self.kinds[mask],
+        )
+
+    def head_per_key(self, fraction: float) -> NDArray[np.bool_]:
+        """(n,) mask of each entity's chronologically first ``fraction`` of windows."""
+        mask = np.zeros(len(self), dtype=bool)
+        for key in np.unique(self.keys):
+            rows = np.flatnonzero(self.keys == key)
+            mask[rows[: round(len(rows) * fraction)]] = True
+        return mask
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) file as a DataFrame."""
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path)
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise TableError(f"{path}: cannot be read: {error}") from None
+    raise TableError(f"{path}: unknown format; use .csv, .csv.gz, .parquet or .pq")
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet by suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.lower().endswith((".parquet", ".pq")):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def load_windows(path: Path, window: int | None = None, stride: int = 1) -> WindowTable:
+    """Read ``path`` as windows (``window`` None) or as a series cut into windows."""
+    frame = read_table(Path(path))
+    features = [column for column in frame.columns if column not in RESERVED]
+    if not features:
+        raise TableError(f"{path}: no feature columns besides {', '.join(RESERVED)}")
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise TableError(f"{path}: column {non_numeric[0]!r} is not numeric (features must be)")
+    values = frame[features].to_numpy(dtype=np.float32)
+    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad_rows.size:
+        raise TableError(f"{path}: row {int(bad_rows[0])} holds an empty, NaN or infinite value")
+    keys: NDArray[np.str_] = (
+        frame["key"].astype(str).to_numpy(dtype=str)
+        if "key" in frame
+        else np.full(len(frame), DEFAULT_KEY)
+    )
+    ts_ms = _timestamps(frame, path)
+    labels = frame["label"].to_numpy(dtype=np.int8) if "label" in frame else None
+    kinds = frame["kind"].fillna("").astype(str).to_numpy(dtype=str) if "kind" in frame else None
+    if window is None:
+        return WindowTable(keys, ts_ms, values, tuple(str(f) for f in features), labels, kinds)
+    return _cut(keys, ts_ms, values, labels, kinds, [str(f) for f in features], window, stride)
+
+
+def _timestamps(frame: pd.DataFrame, path: Path) -> NDArray[np.int64]:
+    if "ts" not in frame:
+        return np.arange(len(frame), dtype=np.int64)
+    column = frame["ts"]
+    if pd.api.types.is_integer_dtype(column):
+        return column.to_numpy(dtype=np.int64)
+    try:
+        stamps = pd.to_datetime(column, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as error:
+        raise TableError(
+            f"{path}: column 'ts' is neither epoch milliseconds nor ISO-8601: {error}"
+        ) from None
+    return np.asarray(stamps.astype("int64").to_numpy() // 1_000_000, dtype=np.int64)
+
+
+def _cut(
+    keys: NDArray[np.str_],
+    ts_ms: NDArray[np.int64],
+    values: NDArray[np.float32],
+    labels: NDArray[np.int8] | None,
+    kinds: NDArray[np.str_] | None,
+    channels: list[str],
+    window: int,
+    stride: int,
+) -> WindowTable:
+    """Cut each entity's rows into windows, then merge all entities back into time order."""
+    pieces: dict[str, list[NDArray[np.generic]]] = {
+        "last": [],
+        "windows": [],
+        "labels": [],
+        "kinds": [],
+    }
+    for key in pd.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        pieces["last"].append(rows[window_last_steps(len(rows), window, stride)])
+        pieces["windows"].append(sliding_windows(values[rows], window, stride))
+        if labels is not None:
+            pieces["labels"].append(window_any(labels[rows], window, stride))
+        if kinds is not None:
+            steps = kinds[rows]
+            starts = range(0, len(rows) - window + 1, stride)
+            pieces["kinds"].append(
+                np.array([_first_kind(steps[s : s + window]) for s in starts], dtype=str)
+            )
+    last = np.concatenate(pieces["last"])
+    order = np.lexsort((last, ts_ms[last]))
+    return WindowTable(
+        keys=keys[last][order],
+        ts_ms=ts_ms[last][order],
+        windows=np.concatenate(pieces["windows"])[order],
+        feature_names=window_feature_names(channels, window),
+        labels=None if labels is None else np.concatenate(pieces["labels"])[order].astype(np.int8),
+        kinds=None if kinds is None else np.concatenate(pieces["kinds"])[order],
+    )
+
+
+def _first_kind(kinds: NDArray[np.str_]) -> str:
+    named = kinds[kinds != ""]
+    return str(named[0]) if named.size else ""
