@@ -17,9 +17,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import tomli_w
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 from rich.console import Console
 from rich.table import Table
 
+from streamer.cli_model import add_model_commands
 from streamer.config import TandemConfig, load_config, masked, overrides_in
 from streamer.errors import BrokerUnavailableError, ConfigError, TandemError
 from streamer.logging import configure_logging
@@ -107,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout-s", type=float, default=120.0)
     demo.add_argument("--keep-topic", action="store_true", help="do not delete the demo topic")
     demo.set_defaults(command=_demo)
+    add_model_commands(commands, _add_config_option)
     return parser
 
 

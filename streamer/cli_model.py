@@ -1,0 +1,208 @@
+"""``tandem generate``, ``tandem train`` and ``tandem score``: data and models, no broker needed.
+
+Each command takes the parsed arguments and the loaded config, prints its result for a person on
+stdout, and returns an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from detectors.base import Scores
+from streamer.config import TandemConfig
+from streamer.synthetic import sensor_series
+from streamer.tables import WindowTable, load_windows, write_table
+
+ConfigOption = Callable[[argparse.ArgumentParser], None]
+
+
+def add_model_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], config_option: ConfigOption
+) -> None:
+    """Register ``generate``, ``train`` and ``score`` on the CLI's sub-command parser."""
+    generate = commands.add_parser(
+        "generate", help="write a generated multichannel sensor series with labelled anomalies"
+    )
+    generate.add_argument("--out", type=Path, required=True, help=".csv or .parquet file")
+    generate.add_argument("--steps", type=int, default=20_000, help="steps per sensor")
+    generate.add_argument("--keys", type=int, default=4, help="how many sensors")
+    generate.add_argument("--channels", type=int, default=4, help="readings per step")
+    generate.add_argument("--anomaly-rate", type=float, default=0.02)
+    generate.add_argument(
+        "--clean-fraction", type=float, default=0.5, help="anomaly-free leading share"
+    )
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(command=generate_command)
+
+    train = commands.add_parser("train", help="fit the cascade detector and write a model bundle")
+    config_option(train)
+    _add_data_options(train)
+    train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    train.add_argument("--name", help="model name in alerts (default: the bundle's directory name)")
+    train.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="train on each key's first share of windows (default: all)",
+    )
+    train.set_defaults(command=train_command)
+
+    score = commands.add_parser("score", help="score windows from a file with a model bundle")
+    config_option(score)
+    _add_data_options(score)
+    score.add_argument("--model", type=Path, required=True, help="bundle directory")
+    score.add_argument("--out", type=Path, help="write every window's scores (.csv or .parquet)")
+    score.add_argument("--top", type=int, default=10, help="show the N highest-scoring windows")
+    score.set_defaults(command=score_command)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, required=True, help="windows, or a series with --window"
+    )
+    parser.add_argument(
+        "--window", type=int, help="cut a raw series into windows of this many steps"
+    )
+    parser.add_argument("--stride", type=int, default=1, help="steps between window starts")
+
+
+def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
+    frame = sensor_series(
+        args.steps,
+        n_keys=args.keys,
+        channels=args.channels,
+        anomaly_rate=args.anomaly_rate,
+        clean_fraction=args.clean_fraction,
+        seed=args.seed,
+    )
+    write_table(frame, args.out)
+    labelled = frame[frame["label"] == 1]
+    events = int((labelled["kind"] != labelled["kind"].shift()).sum())
+    kinds = ", ".join(sorted(set(labelled["kind"])))
+    print(
+        f"{args.out}: {len(frame)} steps from {args.keys} sensors, {args.channels} channels each; "
+        f"{len(labelled)} anomalous steps in {events} events ({kinds})"
+    )
+    return 0
+
+
+def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
+    from detectors.cascade import CascadeDetector
+    from streamer.progress import TrainingProgress
+
+    table = load_windows(args.data, args.window, args.stride)
+    mask = table.head_per_key(args.train_fraction)
+    labelled = 0
+    if table.labels is not None:
+        labelled = int((mask & (table.labels == 1)).sum())
+        mask &= table.labels == 0
+    training = table.select(mask)
+    detector = CascadeDetector(
+        config.train,
+        feature_names=training.feature_names,
+        device=config.model.device,
+        callbacks=[TrainingProgress(config.train.epochs)],
+    )
+    detector.fit(training.windows)
+    version = detector.save(args.out, name=args.name)
+    _print_training(detector.training_summary_, len(training), labelled, args.out, version)
+    return 0
+
+
+def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
+    from detectors.cascade import CascadeDetector
+
+    table = load_windows(args.data, args.window, args.stride)
+    detector = CascadeDetector.load(
+        args.model, expected_window=table.windows.shape[1], device=config.model.device
+    )
+    scores = detector.score(table.windows)
+    frame = _scores_frame(table, scores, detector.feature_names)
+    if args.out:
+        write_table(frame, args.out)
+    console = Console()
+    top = frame.nlargest(args.top, "score")
+    grid = Table(
+        title=f"{args.top} highest scores of {len(frame)} windows (model {detector.version})"
+    )
+    for column in ("key", "time (UTC)", "score", "ae1", "ae2", "most blamed feature", "label"):
+        grid.add_column(
+            column, justify="left" if column in ("key", "most blamed feature") else "right"
+        )
+    for row in top.to_dict("records"):
+        grid.add_row(
+            str(row["key"]),
+            datetime.fromtimestamp(int(row["ts"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            f"{row['score']:.2f}",
+            f"{row['ae1']:.2f}",
+            f"{row['ae2']:.2f}",
+            f"{row['top_feature']} ({row['top_share']:.0%})",
+            str(row.get("label", "")),
+        )
+    console.print(grid)
+    quantiles = frame["score"].quantile([0.5, 0.9, 0.99, 0.999]).round(2).tolist()
+    console.print(f"score p50/p90/p99/p99.9: {' / '.join(map(str, quantiles))}")
+    if args.out:
+        console.print(f"all {len(frame)} scores written to {args.out}")
+    return 0
+
+
+def _scores_frame(table: WindowTable, scores: Scores, names: tuple[str, ...]) -> pd.DataFrame:
+    blamed = np.argmax(scores.contributions, axis=1)
+    frame = pd.DataFrame(
+        {
+            "key": table.keys,
+            "ts": table.ts_ms,
+            "score": scores.score,
+            "ae1": scores.parts["ae1"],
+            "ae2": scores.parts["ae2"],
+            "ae1_error": scores.errors["ae1"],
+            "ae2_error": scores.errors["ae2"],
+            "top_feature": np.asarray(names)[blamed],
+            "top_share": scores.contributions[np.arange(len(blamed)), blamed],
+        }
+    )
+    if table.labels is not None:
+        frame["label"] = table.labels
+    return frame
+
+
+def _print_training(
+    summary: dict[str, object], used: int, labelled: int, out: Path, version: str
+) -> None:
+    console = Console()
+    stages = Table(title="training")
+    for column in ("model", "epochs run", "best epoch", "train loss", "held-out loss"):
+        stages.add_column(column, justify="right")
+    for stage in ("ae1", "ae2"):
+        result = summary[stage]
+        assert isinstance(result, dict)
+        stages.add_row(
+            stage,
+            str(result["epochs_run"]),
+            str(result["best_epoch"]),
+            f"{result['train_loss']:.4g}",
+            f"{result['val_loss']:.4g}",
+        )
+    console.print(stages)
+    quantiles = summary["held_out_quantiles"]
+    assert isinstance(quantiles, dict)
+    spread = Table(title="held-out windows: error and score quantiles")
+    spread.add_column("quantity")
+    names = list(next(iter(quantiles.values())))
+    for name in names:
+        spread.add_column(name, justify="right")
+    for quantity, values in quantiles.items():
+        spread.add_row(quantity, *(f"{values[name]:.4g}" for name in names))
+    console.print(spread)
+    skipped = f"; {labelled} labelled windows left out" if labelled else ""
+    console.print(f"trained on {used} windows{skipped} in {summary['seconds']}s")
+    console.print(f"bundle {out}, version {version}")
