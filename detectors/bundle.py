@@ -94,7 +94,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 def load_model(directory: Path, name: str) -> keras.Model:
     """Load ``<name>.keras`` from a verified bundle with safe mode on, uncompiled."""
-    return keras.saving.load_model(Path(directory) / f"{name}.keras", compile=False, safe_mode=True)
+    path = Path(directory) / f"{name}.keras"
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError) as error:
+        raise BundleError(f"{path} cannot be loaded safely: {error}") from None
 
 
 def _file_hash(path: Path) -> str:

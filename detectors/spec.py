@@ -50,9 +50,9 @@ class CascadeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _cascade_fits(self) -> Self:
-        if self.ae2.latent > self.ae1.latent:
+        if self.ae2.latent >= self.ae1.latent:
             raise ValueError(
-                f"ae2.latent ({self.ae2.latent}) must not exceed ae1.latent ({self.ae1.latent}): "
+                f"ae2.latent ({self.ae2.latent}) must be below ae1.latent ({self.ae1.latent}): "
                 "AE2 compresses AE1's code"
             )
         if sum(self.weights) <= 0:

@@ -87,7 +87,15 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 
 def load_windows(path: Path, window: int | None = None, stride: int = 1) -> WindowTable:
     """Read ``path`` as windows (``window`` None) or as a series cut into windows."""
-    frame = read_table(Path(path))
+    return windows_from_frame(read_table(Path(path)), window, stride, source=str(path))
+
+
+def windows_from_frame(
+    frame: pd.DataFrame, window: int | None = None, stride: int = 1, source: str = "data"
+) -> WindowTable:
+    """A DataFrame as windows (``window`` None) or as a series cut into windows; ``source`` names
+    it in error messages."""
+    path = source
     features = [column for column in frame.columns if column not in RESERVED]
     if not features:
         raise TableError(f"{path}: no feature columns besides {', '.join(RESERVED)}")
@@ -111,7 +119,7 @@ def load_windows(path: Path, window: int | None = None, stride: int = 1) -> Wind
     return _cut(keys, ts_ms, values, labels, kinds, [str(f) for f in features], window, stride)
 
 
-def _timestamps(frame: pd.DataFrame, path: Path) -> NDArray[np.int64]:
+def _timestamps(frame: pd.DataFrame, path: str) -> NDArray[np.int64]:
     if "ts" not in frame:
         return np.arange(len(frame), dtype=np.int64)
     column = frame["ts"]

@@ -1,0 +1,121 @@
+"""Model bundles: exact round trip, content hash as version, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from detectors import bundle
+from detectors.cascade import CascadeDetector
+from detectors.errors import BundleError
+from tests.detectors.conftest import Labelled
+
+
+@pytest.fixture(scope="module")
+def saved(trained: CascadeDetector, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundles") / "sensor"
+    trained.save(path)
+    return path
+
+
+@pytest.fixture
+def copy(saved: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(saved, target)
+    return target
+
+
+def test_saved_and_loaded_detectors_score_identically(
+    trained: CascadeDetector, saved: Path, labelled: Labelled
+) -> None:
+    loaded = CascadeDetector.load(saved, expected_window=64, device="cpu")
+    windows = labelled.test.windows[:3000]
+    np.testing.assert_array_equal(loaded.score(windows).score, trained.score(windows).score)
+    np.testing.assert_array_equal(
+        loaded.score(windows).contributions, trained.score(windows).contributions
+    )
+    assert loaded.version == trained.version and loaded.version.startswith("sha256:")
+    assert loaded.feature_names == trained.feature_names
+    assert loaded.spec == trained.spec
+
+
+def test_bundle_json_describes_the_model(saved: Path) -> None:
+    manifest = json.loads((saved / "bundle.json").read_text())
+    assert manifest["kind"] == "cascade" and manifest["format"] == bundle.BUNDLE_FORMAT
+    assert manifest["window_length"] == 64 and manifest["name"] == "sensor"
+    assert set(manifest["files"]) == {"ae1.keras", "ae2.keras"}
+    assert manifest["scaler"]["method"] == "robust" and len(manifest["scaler"]["center"]) == 64
+    assert manifest["normalisation"]["weights"] == {"ae1": 1.0, "ae2": 1.0}
+    assert {"keras", "backend", "numpy"} <= set(manifest["libraries"])
+    assert manifest["training"]["held_out_quantiles"]["score"]["p99"] > 0
+    assert manifest["created"].endswith("Z")
+
+
+def test_missing_file_is_named(copy: Path) -> None:
+    (copy / "ae2.keras").unlink()
+    with pytest.raises(BundleError, match=r"ae2\.keras is missing"):
+        CascadeDetector.load(copy)
+
+
+def test_modified_model_file_is_detected(copy: Path) -> None:
+    with (copy / "ae1.keras").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match=r"ae1\.keras does not match its recorded hash"):
+        CascadeDetector.load(copy)
+
+
+def test_edited_manifest_is_detected(copy: Path) -> None:
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["normalisation"]["weights"]["ae2"] = 0.0
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="was edited after the bundle was written"):
+        CascadeDetector.load(copy)
+
+
+def test_wrong_window_length_is_a_load_error(saved: Path) -> None:
+    with pytest.raises(
+        BundleError, match="trained on windows of 64 features but the stream carries 32"
+    ):
+        CascadeDetector.load(saved, expected_window=32)
+
+
+def test_other_bundle_format_is_refused(copy: Path) -> None:
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["format"] = bundle.BUNDLE_FORMAT + 1
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=f"bundle format {bundle.BUNDLE_FORMAT + 1}; this tandem reads"
+    ):
+        CascadeDetector.load(copy)
+
+
+def test_a_directory_without_bundle_json_is_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"not a model bundle: bundle\.json is missing"):
+        CascadeDetector.load(tmp_path)
+
+
+def test_saving_replaces_a_bundle_but_not_other_directories(
+    trained: CascadeDetector, copy: Path, tmp_path: Path
+) -> None:
+    trained.save(copy)
+    assert CascadeDetector.load(copy).version == trained.version
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="is not a model bundle; not replacing it"):
+        trained.save(precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_models_load_in_safe_mode(tmp_path: Path) -> None:
+    inputs = keras.Input((4,))
+    sneaky = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    bundle.write_bundle(tmp_path / "b", {"ae1": sneaky}, {"kind": "cascade"})
+    bundle.read_manifest(tmp_path / "b")
+    with pytest.raises(BundleError, match="cannot be loaded safely"):
+        bundle.load_model(tmp_path / "b", "ae1")

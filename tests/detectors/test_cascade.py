@@ -1,0 +1,169 @@
+"""Conformance of the cascade detector: shapes, detection quality, the AE2 path, determinism,
+batch independence, no retracing, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from detectors.cascade import CascadeDetector
+from detectors.errors import DetectorError, NotFittedError
+from detectors.spec import AutoencoderSpec, CascadeSpec
+from streamer.synthetic import ANOMALY_KINDS
+from tests.detectors.conftest import Labelled
+
+# Measured on this dataset at the time of writing: overall 0.96; spike 1.00, level_shift 1.00,
+# frozen 0.83, correlation_break 0.92. Floors sit a little below to absorb platform noise.
+AUC_FLOORS = {
+    "all": 0.93,
+    "spike": 0.98,
+    "level_shift": 0.98,
+    "frozen": 0.75,
+    "correlation_break": 0.87,
+}
+
+
+SMALL = CascadeSpec(
+    ae1=AutoencoderSpec(latent=4), ae2=AutoencoderSpec(hidden=(), latent=2), epochs=2
+)
+
+
+def test_scores_have_the_documented_shapes(trained: CascadeDetector, labelled: Labelled) -> None:
+    windows = labelled.test.windows[:777]
+    scores = trained.score(windows)
+    assert scores.score.shape == (777,) and scores.score.dtype == np.float32
+    assert set(scores.parts) == set(scores.errors) == {"ae1", "ae2"}
+    np.testing.assert_allclose(scores.score, scores.parts["ae1"] + scores.parts["ae2"], rtol=1e-6)
+    assert scores.contributions.shape == (777, 64)
+    np.testing.assert_allclose(scores.contributions.sum(axis=1), 1.0, rtol=1e-5)
+    assert (scores.contributions >= 0).all()
+    assert (scores.errors["ae1"] >= 0).all() and (scores.errors["ae2"] >= 0).all()
+    assert trained.window_length == 64
+    assert trained.feature_names[:5] == (
+        "ch0[t-15]",
+        "ch1[t-15]",
+        "ch2[t-15]",
+        "ch3[t-15]",
+        "ch0[t-14]",
+    )
+
+
+@pytest.mark.parametrize("kind", ["all", *ANOMALY_KINDS])
+def test_roc_auc_floor_per_anomaly_kind(
+    trained: CascadeDetector, labelled: Labelled, kind: str
+) -> None:
+    test = labelled.test
+    assert test.labels is not None and test.kinds is not None
+    scores = trained.score(test.windows).score
+    chosen = (
+        np.ones(len(test), bool) if kind == "all" else (test.kinds == kind) | (test.labels == 0)
+    )
+    assert test.labels[chosen].sum() >= 10, "the dataset should hold enough anomalies of each kind"
+    auc = roc_auc_score(test.labels[chosen], scores[chosen])
+    assert auc >= AUC_FLOORS[kind], f"{kind}: ROC-AUC {auc:.3f} below {AUC_FLOORS[kind]}"
+
+
+def test_anomalies_are_blamed_on_the_disturbed_channel(
+    trained: CascadeDetector, labelled: Labelled
+) -> None:
+    test = labelled.test
+    spikes = np.flatnonzero(test.kinds == "spike")
+    scores = trained.score(test.windows[spikes])
+    shares_per_channel = scores.contributions.reshape(len(spikes), 16, 4).sum(axis=1)
+    assert (shares_per_channel.max(axis=1) > 0.5).mean() > 0.8, "one channel should carry the blame"
+
+
+def test_a_window_normal_for_ae1_but_unusual_for_ae2_still_scores_high() -> None:
+    """Windows lie on a plane (a linear AE1 reconstructs all of it) with codes on a parabola in it
+    (AE2, with a 1-D code, learns the curve). Points on the plane but off the parabola are new
+    combinations of familiar features: only AE2 can see them, and the score must."""
+    rng = np.random.default_rng(0)
+    u, v = np.linalg.qr(rng.normal(size=(8, 2)))[0].T
+
+    def windows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        noise = rng.normal(0, 0.01, size=(len(a), 8))
+        return (np.outer(a, u) + np.outer(b, v) + noise).astype(np.float32)
+
+    t = rng.uniform(-1, 1, 2500)
+    spec = CascadeSpec(
+        ae1=AutoencoderSpec(hidden=(), latent=2, activation="linear"),
+        ae2=AutoencoderSpec(hidden=(16, 16), latent=1, activation="tanh"),
+        epochs=120,
+        patience=15,
+        batch_size=128,
+        learning_rate=1e-2,
+    )
+    detector = CascadeDetector(spec).fit(windows(t, t**2))
+    t_normal = rng.uniform(-1, 1, 2000)
+    normal = detector.score(windows(t_normal, t_normal**2))
+    odd = detector.score(windows(np.array([0.0, 0.5, -0.5]), np.array([0.8, -0.3, 0.9])))
+    assert (odd.parts["ae1"] <= np.quantile(normal.parts["ae1"], 0.99)).all(), (
+        "AE1 finds them normal"
+    )
+    assert (odd.parts["ae2"] > normal.parts["ae2"].max()).all(), "AE2 finds their codes unusual"
+    assert (odd.score > np.quantile(normal.score, 0.999)).all(), "so the combined score is high"
+
+
+def test_same_seed_same_model(small_windows: np.ndarray) -> None:
+    spec = CascadeSpec(
+        ae1=AutoencoderSpec(hidden=(8,), latent=4),
+        ae2=AutoencoderSpec(hidden=(), latent=2),
+        epochs=2,
+        seed=11,
+    )
+    first = CascadeDetector(spec).fit(small_windows).score(small_windows)
+    second = CascadeDetector(spec).fit(small_windows).score(small_windows)
+    np.testing.assert_array_equal(first.score, second.score)
+    other = (
+        CascadeDetector(spec.model_copy(update={"seed": 12}))
+        .fit(small_windows)
+        .score(small_windows)
+    )
+    assert not np.array_equal(first.score, other.score)
+
+
+def test_a_window_scores_the_same_alone_or_in_any_batch(
+    trained: CascadeDetector, labelled: Labelled
+) -> None:
+    windows = labelled.test.windows[:5000]
+    together = trained.score(windows).score
+    alone = np.array([trained.score(windows[i : i + 1]).score[0] for i in range(0, 5000, 997)])
+    np.testing.assert_allclose(alone, together[::997], rtol=1e-5, atol=1e-6)
+
+
+def test_odd_batch_sizes_never_retrace(trained: CascadeDetector, labelled: Labelled) -> None:
+    compiled = trained._compiled
+    assert compiled is not None
+    compiled.warm_up()
+    after_warm_up = compiled.traces
+    assert after_warm_up <= len(compiled.buckets)
+    for size in (1, 63, 64, 65, 511, 4096, 4097, 7000, 0):
+        assert len(trained.score(labelled.test.windows[:size])) == size
+    assert compiled.traces == after_warm_up
+
+
+def test_bad_input_is_refused_with_the_reason(
+    trained: CascadeDetector, small_windows: np.ndarray
+) -> None:
+    with pytest.raises(ValueError, match="window 3 holds a NaN"):
+        bad = np.zeros((5, 64), np.float32)
+        bad[3, 7] = np.nan
+        trained.score(bad)
+    with pytest.raises(ValueError, match="windows have 12 features; the detector expects 64"):
+        trained.score(small_windows)
+    with pytest.raises(ValueError, match="2-D array"):
+        trained.score(np.zeros(64, np.float32))
+
+
+def test_fit_validates_its_data(small_windows: np.ndarray) -> None:
+    with pytest.raises(NotFittedError, match="call fit"):
+        CascadeDetector().score(small_windows)
+    with pytest.raises(DetectorError, match="at least 50 needed"):
+        CascadeDetector(SMALL).fit(small_windows[:40])
+    with pytest.raises(
+        DetectorError, match=r"ae1.latent \(16\) must be below the window length \(12\)"
+    ):
+        CascadeDetector().fit(small_windows)
+    with pytest.raises(DetectorError, match="3 feature names given for windows of 12 features"):
+        CascadeDetector(SMALL, feature_names=["a", "b", "c"]).fit(small_windows)
