@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 from rich.console import Console
 from rich.table import Table
 
+from detectors.errors import DetectorError
 from streamer.cli_model import add_model_commands
 from streamer.config import TandemConfig, load_config, masked, overrides_in
 from streamer.errors import BrokerUnavailableError, ConfigError, TandemError
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerUnavailableError as error:
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.BROKER
-    except TandemError as error:
+    except (TandemError, DetectorError) as error:
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.FAILURE
     except KeyboardInterrupt:

@@ -131,7 +131,7 @@ def _timestamps(frame: pd.DataFrame, path: str) -> NDArray[np.int64]:
         raise TableError(
             f"{path}: column 'ts' is neither epoch milliseconds nor ISO-8601: {error}"
         ) from None
-    return np.asarray(stamps.astype("int64").to_numpy() // 1_000_000, dtype=np.int64)
+    return np.asarray(stamps.dt.as_unit("ms").astype("int64").to_numpy(), dtype=np.int64)
 
 
 def _cut(

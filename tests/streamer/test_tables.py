@@ -1,0 +1,80 @@
+"""Reading windows and series from CSV and Parquet, and the errors that name file and column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamer.tables import TableError, load_windows, write_table
+
+
+def test_windows_file_keeps_rows_and_reserved_columns(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "key": ["a", "b"],
+            "ts": ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01.5Z"],
+            "x": [1.0, 2.0],
+            "y": [3.0, 4.0],
+            "label": [0, 1],
+        }
+    )
+    path = tmp_path / "w.parquet"
+    write_table(frame, path)
+    table = load_windows(path)
+    assert table.feature_names == ("x", "y")
+    np.testing.assert_array_equal(table.windows, [[1, 3], [2, 4]])
+    assert table.keys.tolist() == ["a", "b"]
+    assert table.ts_ms.tolist() == [1767225600000, 1767225601500]
+    assert table.labels is not None and table.labels.tolist() == [0, 1]
+    assert table.kinds is None
+
+
+def test_series_are_cut_per_key_and_merged_back_in_time_order(tmp_path: Path) -> None:
+    steps = 6
+    frame = pd.DataFrame(
+        {
+            "key": ["a", "b"] * steps,
+            "ts": np.repeat(np.arange(steps) * 1000, 2),
+            "v": np.r_[np.arange(steps) * 10.0, np.arange(steps) * -10.0][
+                np.argsort(np.r_[np.arange(steps) * 2, np.arange(steps) * 2 + 1])
+            ],
+            "label": [0] * 8 + [1, 0, 0, 0],
+            "kind": [""] * 8 + ["spike", "", "", ""],
+        }
+    )
+    path = tmp_path / "s.csv"
+    write_table(frame, path)
+    table = load_windows(path, window=3, stride=1)
+    assert table.keys.tolist() == ["a", "b"] * 4
+    assert table.ts_ms.tolist() == [2000, 2000, 3000, 3000, 4000, 4000, 5000, 5000]
+    np.testing.assert_array_equal(table.windows[0], [0.0, 10.0, 20.0])
+    np.testing.assert_array_equal(table.windows[1], [0.0, -10.0, -20.0])
+    assert table.labels is not None and table.kinds is not None
+    assert table.labels.tolist() == [0, 0, 0, 0, 1, 0, 1, 0]
+    assert table.kinds.tolist() == ["", "", "", "", "spike", "", "spike", ""]
+    assert table.feature_names == ("v[t-2]", "v[t-1]", "v[t-0]")
+    assert table.head_per_key(0.5).tolist() == [True, True, True, True, False, False, False, False]
+
+
+def test_non_numeric_feature_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"x": [1.0], "note": ["hello"]}).to_csv(path, index=False)
+    with pytest.raises(TableError, match="column 'note' is not numeric"):
+        load_windows(path)
+
+
+def test_missing_value_names_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "gap.csv"
+    pd.DataFrame({"x": [1.0, None, 3.0]}).to_csv(path, index=False)
+    with pytest.raises(TableError, match="row 1 holds an empty, NaN or infinite value"):
+        load_windows(path)
+
+
+def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TableError, match="unknown format"):
+        load_windows(tmp_path / "data.xlsx")
+    with pytest.raises(TableError, match="no such file"):
+        load_windows(tmp_path / "absent.csv")
