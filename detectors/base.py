@@ -7,7 +7,7 @@ thresholds are not a detector's business but the calibrator's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self
@@ -26,16 +26,25 @@ class Scores:
     - ``parts`` name → (n,): each stage's weighted tail decades (``ae1``, ``ae2``), see
       ``detectors.normalise``.
     - ``errors`` name → (n,): each stage's raw mean squared reconstruction error, in scaled units.
-    - ``contributions`` (n, D): each feature's share of AE1's squared error; rows sum to 1.
+    - ``contributions(rows)``: (len(rows), D), each feature's share of AE1's squared error for
+      those windows; rows sum to 1. Computed when asked, because blame is wanted for the few
+      flagged windows and computing it for every window would cost a fifth of the throughput.
+      It reads the windows that were scored, so do not modify them while blame may be asked for.
     """
 
     score: FloatArray
     parts: Mapping[str, FloatArray]
     errors: Mapping[str, FloatArray]
-    contributions: FloatArray
+    blame: Callable[[NDArray[np.intp]], FloatArray]
+    """Maps window indices (k,) to their (k, D) shares; use ``contributions``."""
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
+
+    def contributions(self, rows: NDArray[np.integer] | None = None) -> FloatArray:
+        """(k, D) blame for the windows at ``rows`` (k,), or (n, D) for all when None."""
+        index = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.intp)
+        return self.blame(index)
 
 
 class Detector(Protocol):

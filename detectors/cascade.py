@@ -112,13 +112,13 @@ class CascadeDetector:
         self.scaler_ = scaler
         self.ae1_, self.ae2_ = ae1, ae2
         self.feature_names_ = names
-        self._compiled = CompiledCascade(ae1, ae2, select_device(self.device))
-        raw = self._compiled(held_out)
+        self._compiled = CompiledCascade(ae1, ae2, scaler, select_device(self.device))
+        raw = self._compiled(data[n - n_val :])
         self.normalisers_ = {
             "ae1": LogRobustNormaliser.fit(raw.ae1),
             "ae2": LogRobustNormaliser.fit(raw.ae2),
         }
-        held_out_scores = self._combine(raw.ae1, raw.ae2, raw.squared)
+        held_out_scores = self.score(data[n - n_val :])
         self.training_summary_: dict[str, Any] = {
             "windows": {"train": n - n_val, "held_out": n_val},
             "ae1": result1.__dict__,
@@ -138,11 +138,20 @@ class CascadeDetector:
 
     def score(self, windows: NDArray[np.floating]) -> Scores:
         """Score (n, D) windows; see ``Scores`` for what comes back."""
-        scaler = self._fitted()
-        assert self._compiled is not None
+        self._fitted()
+        compiled = self._compiled
+        assert compiled is not None
         data = as_windows(windows, expected_width=self.window_length)
-        raw = self._compiled(scaler.transform(data))
-        return self._combine(raw.ae1, raw.ae2, raw.squared)
+        raw = compiled(data)
+        w1, w2 = self.spec.weights
+        part1 = w1 * tail_decades(self.normalisers_["ae1"](raw.ae1))
+        part2 = w2 * tail_decades(self.normalisers_["ae2"](raw.ae2))
+        return Scores(
+            score=part1 + part2,
+            parts={"ae1": part1, "ae2": part2},
+            errors={"ae1": raw.ae1, "ae2": raw.ae2},
+            blame=lambda rows: compiled.shares(data[rows]),
+        )
 
     def save(self, path: Path, name: str | None = None) -> str:
         """Write the bundle to directory ``path``; return its version (content hash)."""
@@ -193,7 +202,9 @@ class CascadeDetector:
         norms = manifest["normalisation"]
         detector.normalisers_ = {part: LogRobustNormaliser.from_dict(norms[part]) for part in PARTS}
         detector.training_summary_ = manifest.get("training", {})
-        detector._compiled = CompiledCascade(detector.ae1_, detector.ae2_, select_device(device))
+        detector._compiled = CompiledCascade(
+            detector.ae1_, detector.ae2_, detector.scaler_, select_device(device)
+        )
         detector._compiled.warm_up()
         detector._version = manifest["version"]
         log.info("bundle_loaded", path=str(path), version=detector._version, window=window)
@@ -210,20 +221,6 @@ class CascadeDetector:
             learning_rate=spec.learning_rate,
             patience=spec.patience,
             callbacks=self.callbacks,
-        )
-
-    def _combine(self, ae1: FloatArray, ae2: FloatArray, squared: FloatArray) -> Scores:
-        w1, w2 = self.spec.weights
-        part1 = w1 * tail_decades(self.normalisers_["ae1"](ae1))
-        part2 = w2 * tail_decades(self.normalisers_["ae2"](ae2))
-        total = squared.sum(axis=1, keepdims=True)
-        uniform = np.full_like(squared, 1.0 / squared.shape[1])
-        shares = np.divide(squared, total, out=uniform, where=total > 0)
-        return Scores(
-            score=(part1 + part2).astype(np.float32),
-            parts={"ae1": part1, "ae2": part2},
-            errors={"ae1": ae1, "ae2": ae2},
-            contributions=shares,
         )
 
     def _fitted(self) -> FeatureScaler:

@@ -1,10 +1,10 @@
 """Scoring the cascade through one compiled function with fixed batch shapes.
 
 ``model.predict`` costs milliseconds of set-up per call; one compiled forward pass over the whole
-cascade (both autoencoders and the error arithmetic, fused by XLA) scores a batch in about the time
-its arithmetic takes. Batches are padded up to the smallest of a few fixed sizes (``BUCKETS``) and
-longer inputs are cut into chunks of the largest, so after one trace per bucket the function never
-traces again, whatever batch sizes the stream delivers.
+cascade (scaling, both autoencoders and their errors, fused by XLA) scores a batch in about the
+time its arithmetic takes. Batches are padded up to the smallest of a few fixed sizes (``BUCKETS``)
+and longer inputs are cut into chunks of the largest, so after one trace per bucket the function
+never traces again, whatever batch sizes the stream delivers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from keras import ops
 from numpy.typing import NDArray
 
 from detectors.autoencoder import decoder_of, encoder_of
-from detectors.backend import Device, compile_forward
+from detectors.backend import CompiledFn, Device, compile_forward
+from detectors.scaling import FeatureScaler
 
 log = structlog.get_logger(__name__)
 
@@ -28,71 +29,110 @@ BUCKETS: tuple[int, ...] = (64, 512, 4096)
 
 @dataclass(frozen=True)
 class RawErrors:
-    """Per-window raw errors of n scaled windows of D features.
-
-    ``ae1`` (n,) and ``ae2`` (n,): mean squared reconstruction errors of the window and of AE1's
-    code; ``squared`` (n, D): AE1's squared error per feature.
-    """
+    """Per-window raw errors of n windows: ``ae1`` (n,) and ``ae2`` (n,), the mean squared
+    reconstruction errors (in scaled units) of the window and of AE1's code."""
 
     ae1: NDArray[np.float32]
     ae2: NDArray[np.float32]
-    squared: NDArray[np.float32]
 
 
-def cascade_error_model(ae1: keras.Model, ae2: keras.Model) -> keras.Model:
-    """(B, D) scaled windows → [(B,) AE1 error, (B,) AE2 error, (B, D) AE1 squared error]."""
-    width = ae1.input_shape[-1]
-    window = keras.Input((width,), name="scaled_window")
-    code = encoder_of(ae1)(window)
-    squared = ops.square(window - decoder_of(ae1)(code))
+def cascade_error_model(ae1: keras.Model, ae2: keras.Model, scaler: FeatureScaler) -> keras.Model:
+    """(B, D) raw windows → [(B,) AE1 error, (B,) AE2 error]; scaling is the first layer."""
+    window, scaled = _scaled_input(ae1, scaler)
+    code = encoder_of(ae1)(scaled)
+    squared = ops.square(scaled - decoder_of(ae1)(code))
     code_error = ops.mean(ops.square(code - ae2(code)), axis=1)
-    return keras.Model(
-        window, [ops.mean(squared, axis=1), code_error, squared], name="cascade_errors"
-    )
+    return keras.Model(window, [ops.mean(squared, axis=1), code_error], name="cascade_errors")
+
+
+def blame_model(ae1: keras.Model, scaler: FeatureScaler) -> keras.Model:
+    """(B, D) raw windows → (B, D) each feature's share of AE1's squared error.
+
+    Rows sum to 1; a perfectly reconstructed window blames all features equally.
+    """
+    window, scaled = _scaled_input(ae1, scaler)
+    squared = ops.square(scaled - ae1(scaled))
+    total = ops.sum(squared, axis=1, keepdims=True)
+    width = int(ae1.input_shape[-1])
+    shares = ops.where(total > 0, squared / ops.maximum(total, 1e-30), 1.0 / width)
+    return keras.Model(window, shares, name="cascade_blame")
+
+
+def _scaled_input(
+    ae1: keras.Model, scaler: FeatureScaler
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    window = keras.Input((int(ae1.input_shape[-1]),), name="window")
+    variance = np.square(scaler.scale)
+    return window, keras.layers.Normalization(mean=scaler.center, variance=variance)(window)
 
 
 class CompiledCascade:
-    """The cascade's error function compiled once per bucket size on one device."""
+    """The cascade's error function, and its blame function, compiled per bucket on one device.
+
+    Errors are what every window needs; blame (n, D) is wanted for the few flagged windows, so it
+    is a second function called on demand rather than an output that slows every batch (by about
+    a fifth, measured with bench/bench_scoring.py).
+    """
 
     def __init__(
-        self, ae1: keras.Model, ae2: keras.Model, device: Device, buckets: Sequence[int] = BUCKETS
+        self,
+        ae1: keras.Model,
+        ae2: keras.Model,
+        scaler: FeatureScaler,
+        device: Device,
+        buckets: Sequence[int] = BUCKETS,
     ) -> None:
         self.device = device
         self.buckets = tuple(sorted(buckets))
         self._width = int(ae1.input_shape[-1])
-        self._run, self._traces = compile_forward(cascade_error_model(ae1, ae2), device)
+        self._errors, self._error_traces = compile_forward(
+            cascade_error_model(ae1, ae2, scaler), device
+        )
+        self._blame, self._blame_traces = compile_forward(blame_model(ae1, scaler), device)
 
     @property
     def traces(self) -> int:
-        """How many times the function was traced (at most one per bucket)."""
-        return self._traces()
+        """How many times the functions were traced (at most once per bucket each)."""
+        return self._error_traces() + self._blame_traces()
 
     def warm_up(self) -> None:
-        """Trace every bucket now, so the first real batches do not pay for compilation."""
+        """Trace every bucket of the error function now, so first batches do not pay for it."""
         for size in self.buckets:
-            self._run(np.zeros((size, self._width), dtype=np.float32))
+            self._errors(np.zeros((size, self._width), dtype=np.float32))
         log.info(
             "scorer_compiled", device=self.device.name, buckets=self.buckets, traces=self.traces
         )
 
-    def __call__(self, scaled: NDArray[np.float32]) -> RawErrors:
-        """Errors for (n, D) scaled windows, any n ≥ 0."""
-        n = scaled.shape[0]
-        ae1 = np.empty(n, dtype=np.float32)
-        ae2 = np.empty(n, dtype=np.float32)
-        squared = np.empty((n, self._width), dtype=np.float32)
+    def __call__(self, windows: NDArray[np.float32]) -> RawErrors:
+        """Errors for (n, D) raw float32 windows, any n ≥ 0."""
+        ae1, ae2 = self._bucketed(self._errors, windows, [(), ()])
+        return RawErrors(ae1=ae1, ae2=ae2)
+
+    def shares(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(n, D) blame for (n, D) raw float32 windows."""
+        (shares,) = self._bucketed(self._blame, windows, [(self._width,)])
+        return shares
+
+    def _bucketed(
+        self, run: CompiledFn, windows: NDArray[np.float32], shapes: list[tuple[int, ...]]
+    ) -> list[NDArray[np.float32]]:
+        """Run ``run`` over ``windows`` in bucket-sized, zero-padded chunks; ``shapes`` are the
+        per-window shapes of its outputs."""
+        n = windows.shape[0]
         largest = self.buckets[-1]
+        if n <= largest:
+            return [result[:n] for result in run(self._padded(windows))]
+        outputs = [np.empty((n, *shape), dtype=np.float32) for shape in shapes]
         for start in range(0, n, largest):
-            chunk = scaled[start : start + largest]
-            size = len(chunk)
-            bucket = next(b for b in self.buckets if b >= size)
-            if bucket != size:
-                chunk = np.concatenate([chunk, np.zeros((bucket - size, self._width), np.float32)])
-            out1, out2, out_sq = self._run(chunk)
-            stop = start + size
-            ae1[start:stop], ae2[start:stop], squared[start:stop] = (
-                out1[:size],
-                out2[:size],
-                out_sq[:size],
-            )
-        return RawErrors(ae1=ae1, ae2=ae2, squared=squared)
+            chunk = windows[start : start + largest]
+            for output, result in zip(outputs, run(self._padded(chunk)), strict=True):
+                output[start : start + len(chunk)] = result[: len(chunk)]
+        return outputs
+
+    def _padded(self, chunk: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``chunk`` zero-padded to the smallest bucket that holds it."""
+        size = len(chunk)
+        bucket = next(b for b in self.buckets if b >= size)
+        if bucket == size:
+            return chunk
+        return np.concatenate([chunk, np.zeros((bucket - size, self._width), np.float32)])

@@ -156,7 +156,8 @@ def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def _scores_frame(table: WindowTable, scores: Scores, names: tuple[str, ...]) -> pd.DataFrame:
-    blamed = np.argmax(scores.contributions, axis=1)
+    contributions = scores.contributions()
+    blamed = np.argmax(contributions, axis=1)
     frame = pd.DataFrame(
         {
             "key": table.keys,
@@ -167,7 +168,7 @@ def _scores_frame(table: WindowTable, scores: Scores, names: tuple[str, ...]) ->
             "ae1_error": scores.errors["ae1"],
             "ae2_error": scores.errors["ae2"],
             "top_feature": np.asarray(names)[blamed],
-            "top_share": scores.contributions[np.arange(len(blamed)), blamed],
+            "top_share": contributions[np.arange(len(blamed)), blamed],
         }
     )
     if table.labels is not None:

@@ -37,7 +37,7 @@ def test_saved_and_loaded_detectors_score_identically(
     windows = labelled.test.windows[:3000]
     np.testing.assert_array_equal(loaded.score(windows).score, trained.score(windows).score)
     np.testing.assert_array_equal(
-        loaded.score(windows).contributions, trained.score(windows).contributions
+        loaded.score(windows).contributions(), trained.score(windows).contributions()
     )
     assert loaded.version == trained.version and loaded.version.startswith("sha256:")
     assert loaded.feature_names == trained.feature_names

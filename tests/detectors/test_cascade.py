@@ -35,9 +35,11 @@ def test_scores_have_the_documented_shapes(trained: CascadeDetector, labelled: L
     assert scores.score.shape == (777,) and scores.score.dtype == np.float32
     assert set(scores.parts) == set(scores.errors) == {"ae1", "ae2"}
     np.testing.assert_allclose(scores.score, scores.parts["ae1"] + scores.parts["ae2"], rtol=1e-6)
-    assert scores.contributions.shape == (777, 64)
-    np.testing.assert_allclose(scores.contributions.sum(axis=1), 1.0, rtol=1e-5)
-    assert (scores.contributions >= 0).all()
+    blame = scores.contributions()
+    assert blame.shape == (777, 64)
+    np.testing.assert_allclose(blame.sum(axis=1), 1.0, rtol=1e-5)
+    assert (blame >= 0).all()
+    np.testing.assert_array_equal(scores.contributions([5, 700]), blame[[5, 700]])
     assert (scores.errors["ae1"] >= 0).all() and (scores.errors["ae2"] >= 0).all()
     assert trained.window_length == 64
     assert trained.feature_names[:5] == (
@@ -70,7 +72,7 @@ def test_anomalies_are_blamed_on_the_disturbed_channel(
     test = labelled.test
     spikes = np.flatnonzero(test.kinds == "spike")
     scores = trained.score(test.windows[spikes])
-    shares_per_channel = scores.contributions.reshape(len(spikes), 16, 4).sum(axis=1)
+    shares_per_channel = scores.contributions().reshape(len(spikes), 16, 4).sum(axis=1)
     assert (shares_per_channel.max(axis=1) > 0.5).mean() > 0.8, "one channel should carry the blame"
 
 
