@@ -137,12 +137,19 @@ def test_a_window_scores_the_same_alone_or_in_any_batch(
 def test_odd_batch_sizes_never_retrace(trained: CascadeDetector, labelled: Labelled) -> None:
     compiled = trained._compiled
     assert compiled is not None
-    compiled.warm_up()
-    after_warm_up = compiled.traces
-    assert after_warm_up <= len(compiled.buckets)
-    for size in (1, 63, 64, 65, 511, 4096, 4097, 7000, 0):
-        assert len(trained.score(labelled.test.windows[:size])) == size
-    assert compiled.traces == after_warm_up
+    sizes = (1, 63, 64, 65, 511, 4096, 4097, 7000, 0)
+
+    def score_all() -> None:
+        for size in sizes:
+            scores = trained.score(labelled.test.windows[:size])
+            assert len(scores) == size
+            assert scores.contributions(np.arange(min(size, 3))).shape == (min(size, 3), 64)
+
+    score_all()
+    traced = compiled.traces
+    assert traced <= 2 * len(compiled.buckets), "at most one trace per bucket per function"
+    score_all()
+    assert compiled.traces == traced
 
 
 def test_bad_input_is_refused_with_the_reason(
