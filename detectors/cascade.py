@@ -26,12 +26,12 @@ from numpy.typing import NDArray
 
 from detectors import bundle
 from detectors.autoencoder import build_autoencoder, encoder_of, train_autoencoder
-from detectors.backend import DevicePreference, select_device
+from detectors.backend import Device, DevicePreference, select_device
 from detectors.base import FloatArray, Scores, as_windows
 from detectors.errors import BundleError, DetectorError, NotFittedError
-from detectors.normalise import RULE, LogRobustNormaliser, tail_decades
+from detectors.normalise import RULE, LogRobustNormaliser
 from detectors.scaling import FeatureScaler
-from detectors.scoring import CompiledCascade
+from detectors.scoring import CompiledCascade, cascade_error_model
 from detectors.spec import CascadeSpec
 
 log = structlog.get_logger(__name__)
@@ -112,20 +112,21 @@ class CascadeDetector:
         self.scaler_ = scaler
         self.ae1_, self.ae2_ = ae1, ae2
         self.feature_names_ = names
-        self._compiled = CompiledCascade(ae1, ae2, scaler, select_device(self.device))
-        raw = self._compiled(data[n - n_val :])
+        errors = cascade_error_model(ae1, ae2, scaler).predict(
+            data[n - n_val :], batch_size=4096, verbose=0
+        )
         self.normalisers_ = {
-            "ae1": LogRobustNormaliser.fit(raw.ae1),
-            "ae2": LogRobustNormaliser.fit(raw.ae2),
+            part: LogRobustNormaliser.fit(e) for part, e in zip(PARTS, errors, strict=True)
         }
+        self._compiled = self._compile(select_device(self.device))
         held_out_scores = self.score(data[n - n_val :])
         self.training_summary_: dict[str, Any] = {
             "windows": {"train": n - n_val, "held_out": n_val},
             "ae1": result1.__dict__,
             "ae2": result2.__dict__,
             "held_out_quantiles": {
-                "ae1_error": _quantiles(raw.ae1),
-                "ae2_error": _quantiles(raw.ae2),
+                "ae1_error": _quantiles(held_out_scores.errors["ae1"]),
+                "ae2_error": _quantiles(held_out_scores.errors["ae2"]),
                 "score": _quantiles(held_out_scores.score),
             },
             "seconds": round(time.perf_counter() - started, 2),
@@ -142,14 +143,11 @@ class CascadeDetector:
         compiled = self._compiled
         assert compiled is not None
         data = as_windows(windows, expected_width=self.window_length)
-        raw = compiled(data)
-        w1, w2 = self.spec.weights
-        part1 = w1 * tail_decades(self.normalisers_["ae1"](raw.ae1))
-        part2 = w2 * tail_decades(self.normalisers_["ae2"](raw.ae2))
+        out = compiled(data)
         return Scores(
-            score=part1 + part2,
-            parts={"ae1": part1, "ae2": part2},
-            errors={"ae1": raw.ae1, "ae2": raw.ae2},
+            score=out.parts[0] + out.parts[1],
+            parts=dict(zip(PARTS, out.parts, strict=True)),
+            errors=dict(zip(PARTS, out.errors, strict=True)),
             blame=lambda rows: compiled.shares(data[rows]),
         )
 
@@ -202,9 +200,7 @@ class CascadeDetector:
         norms = manifest["normalisation"]
         detector.normalisers_ = {part: LogRobustNormaliser.from_dict(norms[part]) for part in PARTS}
         detector.training_summary_ = manifest.get("training", {})
-        detector._compiled = CompiledCascade(
-            detector.ae1_, detector.ae2_, detector.scaler_, select_device(device)
-        )
+        detector._compiled = detector._compile(select_device(device))
         detector._compiled.warm_up()
         detector._version = manifest["version"]
         log.info("bundle_loaded", path=str(path), version=detector._version, window=window)
@@ -221,6 +217,12 @@ class CascadeDetector:
             learning_rate=spec.learning_rate,
             patience=spec.patience,
             callbacks=self.callbacks,
+        )
+
+    def _compile(self, device: Device) -> CompiledCascade:
+        normalisers = [self.normalisers_[part] for part in PARTS]
+        return CompiledCascade(
+            self.ae1_, self.ae2_, self.scaler_, normalisers, self.spec.weights, device
         )
 
     def _fitted(self) -> FeatureScaler:

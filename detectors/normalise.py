@@ -22,10 +22,12 @@ finds unusual still scores high through ``d_2``, and the reverse.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from keras import ops
 from numpy.typing import NDArray
 from scipy.special import log_ndtr
 
@@ -59,6 +61,11 @@ class LogRobustNormaliser:
         logs = np.log(np.asarray(errors, dtype=np.float64) + self.floor)
         return ((logs - self.median) / (MAD_TO_SIGMA * self.mad)).astype(np.float32)
 
+    def op(self, errors: Any) -> Any:
+        """The same normalisation as a Keras op on a (B,) tensor, for the compiled graph."""
+        logs = ops.log(errors + self.floor)
+        return (logs - self.median) / (MAD_TO_SIGMA * self.mad)
+
     def to_dict(self) -> dict[str, float]:
         return {"floor": self.floor, "median": self.median, "mad": self.mad}
 
@@ -67,7 +74,27 @@ class LogRobustNormaliser:
         return cls(floor=float(data["floor"]), median=float(data["median"]), mad=float(data["mad"]))
 
 
+ASYMPTOTIC_FROM = 8.0
+"""Above this z the tail is computed from its asymptotic expansion instead of ``erfc``."""
+
+
+def tail_decades_op(z: Any) -> Any:
+    """``-log10 P(Z > z)`` as a Keras op on a float32 tensor, for the compiled graph.
+
+    Up to z = 8 it is ``-log(erfc(z / sqrt 2) / 2)``; beyond, where float32 ``erfc`` heads for
+    underflow, the standard asymptotic expansion ``z^2/2 + log z + log(2 pi)/2
+    - log(1 - 1/z^2 + 3/z^4 - 15/z^6)`` (its next term is below 1e-5 there). ``tail_decades`` is
+    the float64 reference it is tested against.
+    """
+    near = -ops.log(0.5 * ops.erfc(ops.minimum(z, ASYMPTOTIC_FROM) / math.sqrt(2.0)))
+    far_z = ops.maximum(z, ASYMPTOTIC_FROM)
+    inverse = 1.0 / ops.square(far_z)
+    series = 1.0 - inverse + 3.0 * ops.square(inverse) - 15.0 * inverse * ops.square(inverse)
+    far = 0.5 * ops.square(far_z) + ops.log(far_z) + 0.5 * math.log(2 * math.pi) - ops.log(series)
+    return ops.where(z > ASYMPTOTIC_FROM, far, near) / math.log(10.0)
+
+
 def tail_decades(z: NDArray[np.floating]) -> NDArray[np.float32]:
-    """(n,) z-scores → (n,) ``-log10 P(Z > z)``; stable far into the tail (no underflow)."""
+    """(n,) z-scores → (n,) ``-log10 P(Z > z)`` in float64 via scipy; stable far into the tail."""
     decades: NDArray[np.float64] = -log_ndtr(-np.asarray(z, dtype=np.float64)) / np.log(10.0)
     return decades.astype(np.float32)

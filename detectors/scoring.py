@@ -1,10 +1,11 @@
 """Scoring the cascade through one compiled function with fixed batch shapes.
 
 ``model.predict`` costs milliseconds of set-up per call; one compiled forward pass over the whole
-cascade (scaling, both autoencoders and their errors, fused by XLA) scores a batch in about the
-time its arithmetic takes. Batches are padded up to the smallest of a few fixed sizes (``BUCKETS``)
-and longer inputs are cut into chunks of the largest, so after one trace per bucket the function
-never traces again, whatever batch sizes the stream delivers.
+cascade (scaling, both autoencoders, their errors, normalisation and tail decades, fused by XLA)
+scores a batch in about the time its arithmetic takes, on whichever device it was placed.
+Batches are padded up to the smallest of a few fixed sizes (``BUCKETS``) and longer inputs are
+cut into chunks of the largest, so after one trace per bucket the function never traces again,
+whatever batch sizes the stream delivers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from numpy.typing import NDArray
 
 from detectors.autoencoder import decoder_of, encoder_of
 from detectors.backend import CompiledFn, Device, compile_forward
+from detectors.normalise import LogRobustNormaliser, tail_decades_op
 from detectors.scaling import FeatureScaler
 
 log = structlog.get_logger(__name__)
@@ -28,12 +30,13 @@ BUCKETS: tuple[int, ...] = (64, 512, 4096)
 
 
 @dataclass(frozen=True)
-class RawErrors:
-    """Per-window raw errors of n windows: ``ae1`` (n,) and ``ae2`` (n,), the mean squared
-    reconstruction errors (in scaled units) of the window and of AE1's code."""
+class StageOutputs:
+    """Per-window results for n windows, all (n,) float32: ``parts`` (AE1, AE2), each stage's
+    weighted tail decades, and ``errors`` (AE1, AE2), the raw mean squared reconstruction errors
+    (in scaled units) of the window and of AE1's code."""
 
-    ae1: NDArray[np.float32]
-    ae2: NDArray[np.float32]
+    parts: tuple[NDArray[np.float32], NDArray[np.float32]]
+    errors: tuple[NDArray[np.float32], NDArray[np.float32]]
 
 
 def cascade_error_model(ae1: keras.Model, ae2: keras.Model, scaler: FeatureScaler) -> keras.Model:
@@ -43,6 +46,24 @@ def cascade_error_model(ae1: keras.Model, ae2: keras.Model, scaler: FeatureScale
     squared = ops.square(scaled - decoder_of(ae1)(code))
     code_error = ops.mean(ops.square(code - ae2(code)), axis=1)
     return keras.Model(window, [ops.mean(squared, axis=1), code_error], name="cascade_errors")
+
+
+def cascade_score_model(
+    ae1: keras.Model,
+    ae2: keras.Model,
+    scaler: FeatureScaler,
+    normalisers: Sequence[LogRobustNormaliser],
+    weights: Sequence[float],
+) -> keras.Model:
+    """(B, D) raw windows → [AE1 part, AE2 part, AE1 error, AE2 error], each (B,)."""
+    errors = cascade_error_model(ae1, ae2, scaler)
+    window = keras.Input((int(ae1.input_shape[-1]),), name="window")
+    error1, error2 = errors(window)
+    parts = [
+        weight * tail_decades_op(normaliser.op(error))
+        for weight, normaliser, error in zip(weights, normalisers, (error1, error2), strict=True)
+    ]
+    return keras.Model(window, [*parts, error1, error2], name="cascade_scores")
 
 
 def blame_model(ae1: keras.Model, scaler: FeatureScaler) -> keras.Model:
@@ -67,9 +88,9 @@ def _scaled_input(
 
 
 class CompiledCascade:
-    """The cascade's error function, and its blame function, compiled per bucket on one device.
+    """The cascade's score function, and its blame function, compiled per bucket on one device.
 
-    Errors are what every window needs; blame (n, D) is wanted for the few flagged windows, so it
+    Scores are what every window needs; blame (n, D) is wanted for the few flagged windows, so it
     is a second function called on demand rather than an output that slows every batch (by about
     a fifth, measured with bench/bench_scoring.py).
     """
@@ -79,34 +100,36 @@ class CompiledCascade:
         ae1: keras.Model,
         ae2: keras.Model,
         scaler: FeatureScaler,
+        normalisers: Sequence[LogRobustNormaliser],
+        weights: Sequence[float],
         device: Device,
         buckets: Sequence[int] = BUCKETS,
     ) -> None:
         self.device = device
         self.buckets = tuple(sorted(buckets))
         self._width = int(ae1.input_shape[-1])
-        self._errors, self._error_traces = compile_forward(
-            cascade_error_model(ae1, ae2, scaler), device
+        self._scores, self._score_traces = compile_forward(
+            cascade_score_model(ae1, ae2, scaler, normalisers, weights), device
         )
         self._blame, self._blame_traces = compile_forward(blame_model(ae1, scaler), device)
 
     @property
     def traces(self) -> int:
         """How many times the functions were traced (at most once per bucket each)."""
-        return self._error_traces() + self._blame_traces()
+        return self._score_traces() + self._blame_traces()
 
     def warm_up(self) -> None:
-        """Trace every bucket of the error function now, so first batches do not pay for it."""
+        """Trace every bucket of the score function now, so first batches do not pay for it."""
         for size in self.buckets:
-            self._errors(np.zeros((size, self._width), dtype=np.float32))
+            self._scores(np.zeros((size, self._width), dtype=np.float32))
         log.info(
             "scorer_compiled", device=self.device.name, buckets=self.buckets, traces=self.traces
         )
 
-    def __call__(self, windows: NDArray[np.float32]) -> RawErrors:
-        """Errors for (n, D) raw float32 windows, any n ≥ 0."""
-        ae1, ae2 = self._bucketed(self._errors, windows, [(), ()])
-        return RawErrors(ae1=ae1, ae2=ae2)
+    def __call__(self, windows: NDArray[np.float32]) -> StageOutputs:
+        """Parts and errors for (n, D) raw float32 windows, any n ≥ 0."""
+        part1, part2, error1, error2 = self._bucketed(self._scores, windows, [(), (), (), ()])
+        return StageOutputs(parts=(part1, part2), errors=(error1, error2))
 
     def shares(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
         """(n, D) blame for (n, D) raw float32 windows."""

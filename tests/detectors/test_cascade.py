@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from detectors.cascade import CascadeDetector
 from detectors.errors import DetectorError, NotFittedError
+from detectors.normalise import tail_decades
 from detectors.spec import AutoencoderSpec, CascadeSpec
 from streamer.synthetic import ANOMALY_KINDS
 from tests.detectors.conftest import Labelled
@@ -49,6 +50,15 @@ def test_scores_have_the_documented_shapes(trained: CascadeDetector, labelled: L
         "ch3[t-15]",
         "ch0[t-14]",
     )
+
+
+def test_parts_follow_the_documented_rule(trained: CascadeDetector, labelled: Labelled) -> None:
+    """part = weight * -log10 P(Z > z), z the log-robust z of the raw error (float64 reference)."""
+    scores = trained.score(labelled.test.windows[:2000])
+    for part, weight in zip(("ae1", "ae2"), trained.spec.weights, strict=True):
+        z = trained.normalisers_[part](scores.errors[part])
+        expected = weight * tail_decades(z)
+        np.testing.assert_allclose(scores.parts[part], expected, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["all", *ANOMALY_KINDS])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from detectors.normalise import LogRobustNormaliser, tail_decades
+from detectors.normalise import LogRobustNormaliser, tail_decades, tail_decades_op
 from detectors.scaling import FeatureScaler
 
 
@@ -65,3 +66,27 @@ def test_tail_decades_is_monotone_and_non_negative(z: np.ndarray) -> None:
     decades = tail_decades(ordered)
     assert (decades >= 0).all()
     assert (np.diff(decades) >= -1e-5 * np.maximum(decades[1:], 1)).all()
+
+
+def evaluate(op_result: object) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(op_result), dtype=np.float64)
+
+
+def test_in_graph_tail_decades_match_the_scipy_reference() -> None:
+    z = np.concatenate([np.linspace(-12, 60, 7201), [7.999, 8.0, 8.001, 200.0]]).astype(np.float32)
+    graph = evaluate(tail_decades_op(keras.ops.convert_to_tensor(z)))
+    reference = tail_decades(z).astype(np.float64)
+    np.testing.assert_allclose(graph, reference, rtol=2e-4, atol=2e-5)
+
+
+@given(arrays(np.float32, st.integers(1, 40), elements=st.floats(-30, 150, width=32)))
+def test_in_graph_tail_decades_match_on_random_z(z: np.ndarray) -> None:
+    graph = evaluate(tail_decades_op(keras.ops.convert_to_tensor(z)))
+    np.testing.assert_allclose(graph, tail_decades(z), rtol=2e-4, atol=2e-5)
+
+
+def test_in_graph_normalisation_matches_numpy() -> None:
+    errors = np.random.default_rng(4).lognormal(-5.0, 1.0, size=1000).astype(np.float32)
+    normaliser = LogRobustNormaliser.fit(errors)
+    graph = evaluate(normaliser.op(keras.ops.convert_to_tensor(errors)))
+    np.testing.assert_allclose(graph, normaliser(errors), rtol=1e-4, atol=1e-4)
