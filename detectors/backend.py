@@ -120,7 +120,7 @@ def _compile_jax(model: keras.Model, device: Device, traces: list[int]) -> Compi
 
     def run(batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
         outputs = compiled(trainable, frozen, jax.device_put(batch, target))
-        return [np.asarray(output) for output in outputs]
+        return [np.asarray(output) for output in _as_list(outputs)]
 
     return run
 

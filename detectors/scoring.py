@@ -112,6 +112,7 @@ class CompiledCascade:
             cascade_score_model(ae1, ae2, scaler, normalisers, weights), device
         )
         self._blame, self._blame_traces = compile_forward(blame_model(ae1, scaler), device)
+        log.info("scoring_device", backend=device.backend, device=device.name, kind=device.kind)
 
     @property
     def traces(self) -> int:
