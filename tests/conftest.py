@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import structlog
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
+
 from streamer.broker import (
     BrokerInfo,
     TopicSpec,
