@@ -25,7 +25,12 @@ import structlog
 from numpy.typing import NDArray
 
 from detectors import bundle
-from detectors.autoencoder import build_autoencoder, encoder_of, train_autoencoder
+from detectors.autoencoder import (
+    TrainingResult,
+    build_autoencoder,
+    encoder_of,
+    train_autoencoder,
+)
 from detectors.backend import Device, DevicePreference, select_device
 from detectors.base import FloatArray, Scores, as_windows
 from detectors.errors import BundleError, DetectorError, NotFittedError
@@ -206,7 +211,7 @@ class CascadeDetector:
         log.info("bundle_loaded", path=str(path), version=detector._version, window=window)
         return detector
 
-    def _train(self, model: keras.Model, train: FloatArray, held_out: FloatArray) -> Any:
+    def _train(self, model: keras.Model, train: FloatArray, held_out: FloatArray) -> TrainingResult:
         spec = self.spec
         return train_autoencoder(
             model,
