@@ -1,0 +1,45 @@
+"""The calibrator protocol and what ``update`` returns.
+
+A calibrator turns a stream of scores (higher = more anomalous) into a threshold in force for each
+score and a flag (score above threshold). It learns only from scores it did not flag, so a burst
+of anomalies cannot raise its own threshold. Its state survives restarts through ``snapshot`` /
+``restore`` (bytes, versioned, no pickles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+@dataclass(frozen=True)
+class Flags:
+    """For n scores: ``thresholds`` (n,) float64, the threshold in force for each (NaN while
+    warming up: no flag is possible then), and ``flags`` (n,) bool, score > threshold."""
+
+    thresholds: NDArray[np.float64]
+    flags: NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.flags.shape[0])
+
+
+class Calibrator(Protocol):
+    """Scores in, thresholds and flags out, state as bytes."""
+
+    method: str
+
+    def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
+        """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn from them."""
+        ...
+
+    def snapshot(self, keys: ArrayLike | None = None) -> bytes:
+        """The state (of ``keys`` only, when given, plus the global state) as bytes."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Load a snapshot's states, replacing those of the keys it holds."""
+        ...
