@@ -41,9 +41,7 @@ def main() -> int:
     scores = rng.exponential(size=n)
     results = {}
     for per_key in (False, True):
-        calibrator = RollingQuantile(
-            0.999, window=10_000, warmup=1_000, refresh=64, per_key=per_key
-        )
+        calibrator = RollingQuantile(0.999, window=10_000, warmup=1_000, per_key=per_key)
         scores_per_second(
             calibrator, keys[: 20 * args.batch], scores[: 20 * args.batch], args.batch
         )

@@ -53,7 +53,7 @@ class RollingQuantile:
         quantile: float = 0.999,
         window: int = 10_000,
         warmup: int = 1_000,
-        refresh: int = 64,
+        refresh: int = 256,
         per_key: bool = False,
     ) -> None:
         if not 0.0 < quantile < 1.0:
@@ -163,6 +163,8 @@ class RollingQuantile:
         """
         n = len(values)
         order, sorted_rows, firsts, counts, sorted_rank = _runs(rows)
+        if len(firsts) == 1:
+            return self._advance_one(int(rows[0]), values, fallback)
         rank = np.empty(n, dtype=np.int64)
         rank[order] = sorted_rank
         seen_before = self._seen[rows]
@@ -187,6 +189,40 @@ class RollingQuantile:
                 self._recompute(row, seen)
         self._seen[sorted_rows[firsts]] += counts
         return thresholds
+
+    def _advance_one(
+        self, row: int, values: NDArray[np.float64], fallback: NDArray[np.float64] | None
+    ) -> NDArray[np.float64]:
+        """``_advance`` for scores of a single entity: its refresh blocks are contiguous slices."""
+        thresholds = np.empty(len(values))
+        start = 0
+        while start < len(values):
+            seen = int(self._seen[row])
+            stop = min(len(values), start + self.refresh - seen % self.refresh)
+            own = self._threshold[row]
+            if np.isnan(own) and fallback is not None:
+                thresholds[start:stop] = fallback[start:stop]
+            else:
+                thresholds[start:stop] = own
+            kept = np.flatnonzero(~(values[start:stop] > thresholds[start:stop]))
+            self._learn_one(row, values[start:stop][kept], seen + kept)
+            self._seen[row] = seen = seen + stop - start
+            if seen % self.refresh == 0:
+                self._recompute(row, seen)
+            start = stop
+        return thresholds
+
+    def _learn_one(
+        self, row: int, values: NDArray[np.float64], arrivals: NDArray[np.int64]
+    ) -> None:
+        k = len(values)
+        if k == 0:
+            return
+        slots = (self._next[row] + np.arange(k)) % self.window
+        self._values[row, slots], self._arrived[row, slots] = values, arrivals
+        self._next[row] = (self._next[row] + k) % self.window
+        self._filled[row] = min(self._filled[row] + k, self.window)
+        self._accepted[row] += k
 
     def _learn(
         self, rows: NDArray[np.int64], values: NDArray[np.float64], arrivals: NDArray[np.int64]

@@ -166,7 +166,8 @@ class CalibrationConfig(_Section):
     """How scores become flags: the threshold method and the false-alarm rate it aims for.
 
     ``target_rate`` is the wanted fraction of normal windows flagged (SPOT/DSPOT); ``quantile``
-    is the rolling-quantile method's level. ``window`` and ``warmup`` count windows.
+    is the rolling-quantile method's level. ``window`` and ``warmup`` count windows; ``refresh`` is
+    how many windows an entity sees between threshold recomputations.
     """
 
     method: Literal["quantile", "spot", "dspot"] = "spot"
@@ -174,12 +175,15 @@ class CalibrationConfig(_Section):
     quantile: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
     window: Annotated[int, Field(ge=10)] = 10_000
     warmup: Annotated[int, Field(ge=10)] = 1_000
+    refresh: Annotated[int, Field(ge=1)] = 256
     per_key: bool = False
 
     @model_validator(mode="after")
     def _warmup_fits_window(self) -> Self:
         if self.warmup > self.window:
             raise ValueError(f"warmup ({self.warmup}) must not exceed window ({self.window})")
+        if self.refresh > self.window:
+            raise ValueError(f"refresh ({self.refresh}) must not exceed window ({self.window})")
         return self
 
 
