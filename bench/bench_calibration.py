@@ -1,8 +1,9 @@
 """Calibration throughput, printed as JSON: scores per second for batches of 4096 scores spread
-over 1,000 keys, per method and mode, on one core.
+over 1,000 keys, per method (quantile, SPOT, DSPOT) and mode (global, per key), on one core.
 
 The baseline in the same run is numpy's own cost for the same data: one ``numpy.quantile`` over a
-full window per batch, the least an exact rolling quantile must do.
+full window per batch, the least an exact rolling quantile must do. Floors (issue 4): 1,000,000
+scores/s for the rolling quantile, 300,000 for SPOT.
 Usage: .venv/bin/python bench/bench_calibration.py [--batches 200]
 """
 
@@ -17,11 +18,13 @@ import time
 
 import numpy as np
 
+from calibration.evt import Dspot, Spot
 from calibration.quantile import RollingQuantile
+from calibration.window import WindowCalibrator
 
 
 def scores_per_second(
-    calibrator: RollingQuantile, keys: np.ndarray, scores: np.ndarray, batch: int
+    calibrator: WindowCalibrator, keys: np.ndarray, scores: np.ndarray, batch: int
 ) -> float:
     started = time.perf_counter()
     for start in range(0, len(scores), batch):
@@ -39,16 +42,20 @@ def main() -> int:
     n = args.batches * args.batch
     keys = np.array([f"sensor-{k:04d}" for k in range(args.keys)])[rng.integers(0, args.keys, n)]
     scores = rng.exponential(size=n)
+    makers = {
+        "quantile": lambda per_key: RollingQuantile(0.999, per_key=per_key),
+        "spot": lambda per_key: Spot(target_rate=1e-4, per_key=per_key),
+        "dspot": lambda per_key: Dspot(target_rate=1e-4, per_key=per_key),
+    }
     results = {}
-    for per_key in (False, True):
-        calibrator = RollingQuantile(0.999, window=10_000, warmup=1_000, per_key=per_key)
-        scores_per_second(
-            calibrator, keys[: 20 * args.batch], scores[: 20 * args.batch], args.batch
-        )
-        mode = "per_key" if per_key else "global"
-        results[f"quantile_{mode}_scores_per_s"] = round(
-            scores_per_second(calibrator, keys, scores, args.batch)
-        )
+    for method, make in makers.items():
+        for per_key in (False, True):
+            calibrator = make(per_key)
+            warm = 20 * args.batch
+            scores_per_second(calibrator, keys[:warm], scores[:warm], args.batch)
+            mode = "per_key" if per_key else "global"
+            rate = scores_per_second(calibrator, keys, scores, args.batch)
+            results[f"{method}_{mode}_scores_per_s"] = round(rate)
     window = scores[:10_000]
     started = time.perf_counter()
     for _ in range(args.batches):
@@ -67,7 +74,7 @@ def main() -> int:
                     results["quantile_global_scores_per_s"] / numpy_floor, 3
                 ),
                 "floor_quantile_scores_per_s": 1_000_000,
-                "spot": "not implemented yet (issue 4 stays open)",
+                "floor_spot_scores_per_s": 300_000,
             }
         )
     )

@@ -39,6 +39,8 @@ class WindowCalibrator:
     """
 
     method = "window"
+    needs_order = False
+    """Whether ``threshold_from`` needs the window oldest first (a quantile does not)."""
 
     def __init__(self, window: int, warmup: int, refresh: int, per_key: bool) -> None:
         if not 1 <= warmup <= window:
@@ -55,7 +57,8 @@ class WindowCalibrator:
         return {"window": self.window, "warmup": self.warmup}
 
     def threshold_from(self, window: NDArray[np.float64], seen: int, current: float) -> float:
-        """The new threshold of an entity from its accepted scores (k,), oldest first, given that
+        """The new threshold of an entity from its accepted scores (k,) (oldest first when
+        ``needs_order``, else in any order; do not modify them), given that
         it saw ``seen`` scores since the oldest of them arrived (``seen - k`` were flagged) and
         its ``current`` threshold (NaN if none)."""
         raise NotImplementedError
@@ -234,11 +237,13 @@ class WindowCalibrator:
         filled = int(self._filled[row])
         if self._accepted[row] < self.warmup or filled == 0:
             return
-        start = int(self._next[row]) if filled == self.window else 0
-        order = (start + np.arange(filled)) % self.window
-        span = int(seen - self._arrived[row, order[0]])
+        oldest = int(self._next[row]) if filled == self.window else 0
+        span = int(seen - self._arrived[row, oldest])
+        window = self._values[row, :filled]
+        if self.needs_order and oldest:
+            window = np.roll(window, -oldest)
         self._threshold[row] = self.threshold_from(
-            self._values[row, order], max(span, filled), float(self._threshold[row])
+            window, max(span, filled), float(self._threshold[row])
         )
 
     def _fields(self, row: int) -> state.StateFields:

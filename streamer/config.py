@@ -176,6 +176,8 @@ class CalibrationConfig(_Section):
     window: Annotated[int, Field(ge=10)] = 10_000
     warmup: Annotated[int, Field(ge=10)] = 1_000
     refresh: Annotated[int, Field(ge=1)] = 256
+    init_level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.98
+    depth: Annotated[int, Field(ge=1)] = 50
     per_key: bool = False
 
     @model_validator(mode="after")
