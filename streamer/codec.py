@@ -1,0 +1,262 @@
+"""Decoding feature windows from record values (DESIGN §3), and encoding them for replays.
+
+Two formats:
+
+- ``json``: ``{"key": "AAPL", "ts": 1764000000123, "features": [0.12, ...]}``; ``ts`` in epoch
+  milliseconds or ISO-8601; ``key`` may be left out when the record key is set (the record key
+  wins when both are); optional ``"label"`` 0 or 1 for backtests.
+- ``f32``: the value is exactly D little-endian float32 values; the key is the record key and the
+  time the record timestamp. A batch is decoded with one ``numpy.frombuffer``.
+
+A record that is too large, undecodable, missing or mistyping a field, of the wrong window length,
+or holding a NaN, an infinity or a value beyond ``max_abs_value`` becomes a ``DeadLetter`` whose
+reason names the field and what was wrong; the good records of the same batch still decode.
+Decoding never raises on bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from streamer.records import NO_LABEL, DeadLetter, SourceRecord, WindowBatch
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Codec(Protocol):
+    """Turns a batch of source records into decoded windows and dead letters, order kept."""
+
+    format: str
+
+    def decode(self, records: Sequence[SourceRecord]) -> tuple[WindowBatch, list[DeadLetter]]: ...
+
+    def encode(
+        self, key: str, ts_ms: int, features: NDArray[np.floating], label: int | None = None
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a record may be: ``window_length`` features, each within ``max_abs_value``, in a value
+    of at most ``max_record_bytes``."""
+
+    window_length: int
+    max_abs_value: float = 1e12
+    max_record_bytes: int = 1_048_576
+
+
+class _Candidates:
+    """Records that passed their per-record checks, gathered for the batch-wide value checks."""
+
+    def __init__(self) -> None:
+        self.records: list[SourceRecord] = []
+        self.keys: list[str] = []
+        self.ts_ms: list[int] = []
+        self.labels: list[int] = []
+
+    def add(self, record: SourceRecord, key: str, ts_ms: int, label: int) -> None:
+        self.records.append(record)
+        self.keys.append(key)
+        self.ts_ms.append(ts_ms)
+        self.labels.append(label)
+
+    def finish(
+        self, windows: NDArray[np.floating], limits: Limits, dead: list[DeadLetter]
+    ) -> WindowBatch:
+        """Check every value of the (n, D) windows at once (before narrowing to float32); rows
+        that fail become dead letters."""
+        if not self.records:
+            return WindowBatch.empty(limits.window_length)
+        finite = np.isfinite(windows)
+        in_range = np.abs(np.where(finite, windows, 0.0)) <= limits.max_abs_value
+        good = finite.all(axis=1) & in_range.all(axis=1)
+        for row in np.flatnonzero(~good).tolist():
+            column = int(np.flatnonzero(~(finite[row] & in_range[row]))[0])
+            value = float(windows[row, column])
+            problem = (
+                f"is {value}"
+                if not np.isfinite(value)
+                else f"is {value:g}, beyond ±{limits.max_abs_value:g}"
+            )
+            dead.append(DeadLetter(self.records[row], f"field 'features' value {column} {problem}"))
+        rows = np.flatnonzero(good)
+        return WindowBatch(
+            records=[self.records[i] for i in rows.tolist()],
+            keys=np.array(self.keys, dtype=str)[rows],
+            ts_ms=np.array(self.ts_ms, dtype=np.int64)[rows],
+            windows=np.ascontiguousarray(windows[rows], dtype=np.float32),
+            labels=np.array(self.labels, dtype=np.int8)[rows],
+        )
+
+
+def _too_large(record: SourceRecord, limits: Limits) -> str | None:
+    if record.value is None:
+        return "the record has no value (a tombstone)"
+    if len(record.value) > limits.max_record_bytes:
+        return f"value is {len(record.value)} bytes, over the {limits.max_record_bytes}-byte limit"
+    return None
+
+
+def _record_key(record: SourceRecord) -> tuple[str | None, str | None]:
+    """(key, problem): the UTF-8 record key, or why it cannot be used."""
+    if record.key is None:
+        return None, None
+    try:
+        return record.key.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, "the record key is not UTF-8"
+
+
+class JsonCodec:
+    """DESIGN §3 JSON windows, parsed with orjson."""
+
+    format = "json"
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def decode(self, records: Sequence[SourceRecord]) -> tuple[WindowBatch, list[DeadLetter]]:
+        dead: list[DeadLetter] = []
+        candidates = _Candidates()
+        features: list[list[Any]] = []
+        for record in records:
+            problem, parsed = self._parse(record)
+            if problem is not None:
+                dead.append(DeadLetter(record, problem))
+                continue
+            key, ts_ms, label, values = parsed
+            candidates.add(record, key, ts_ms, label)
+            features.append(values)
+        width = self.limits.window_length
+        windows = np.array(features, dtype=np.float64).reshape(len(features), width)
+        batch = candidates.finish(windows, self.limits, dead)
+        return batch, _in_input_order(dead, records)
+
+    def encode(
+        self, key: str, ts_ms: int, features: NDArray[np.floating], label: int | None = None
+    ) -> bytes:
+        body: dict[str, Any] = {
+            "key": key,
+            "ts": int(ts_ms),
+            "features": np.asarray(features, np.float64),
+        }
+        if label is not None:
+            body["label"] = int(label)
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _parse(self, record: SourceRecord) -> tuple[str | None, Any]:
+        """(problem, (key, ts_ms, label, features)) for one record; problem None when usable."""
+        problem = _too_large(record, self.limits)
+        if problem:
+            return problem, None
+        try:
+            body = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError as error:
+            return f"value is not valid JSON: {error}", None
+        if not isinstance(body, dict):
+            return f"value is a JSON {type(body).__name__}, not an object", None
+        record_key, key_problem = _record_key(record)
+        if key_problem:
+            return key_problem, None
+        key = record_key if record_key is not None else body.get("key")
+        if key is None:
+            return "no key: neither the record key nor field 'key' is set", None
+        if not isinstance(key, str):
+            return f"field 'key' is a {type(key).__name__}, not a string", None
+        ts_problem, ts_ms = _timestamp(body.get("ts"), record.timestamp_ms, "ts" in body)
+        if ts_problem:
+            return ts_problem, None
+        label = body.get("label", NO_LABEL)
+        if label not in (0, 1, NO_LABEL) or isinstance(label, bool):
+            return f"field 'label' is {label!r}, not 0 or 1", None
+        values = body.get("features")
+        if not isinstance(values, list):
+            what = "missing" if values is None else f"a {type(values).__name__}, not a list"
+            return f"field 'features' is {what}", None
+        if len(values) != self.limits.window_length:
+            return (
+                f"field 'features' has {len(values)} values; the model expects "
+                f"{self.limits.window_length}"
+            ), None
+        for index, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"field 'features' value {index} is {value!r}, not a number", None
+        return None, (key, ts_ms, label, values)
+
+
+def _timestamp(value: Any, fallback_ms: int, present: bool) -> tuple[str | None, int]:
+    """(problem, epoch ms) from a ``ts`` field, epoch ms or ISO-8601; the record time if absent."""
+    if not present:
+        return None, fallback_ms
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None, value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return f"field 'ts' is {value!r}, neither epoch milliseconds nor ISO-8601", 0
+        if parsed.tzinfo is None:
+            return f"field 'ts' is {value!r}, an ISO-8601 time without a UTC offset", 0
+        return None, (parsed - EPOCH) // timedelta(milliseconds=1)
+    return f"field 'ts' is {value!r}, neither epoch milliseconds nor ISO-8601", 0
+
+
+class F32Codec:
+    """Raw little-endian float32 windows, decoded with one ``numpy.frombuffer`` per batch."""
+
+    format = "f32"
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def decode(self, records: Sequence[SourceRecord]) -> tuple[WindowBatch, list[DeadLetter]]:
+        dead: list[DeadLetter] = []
+        candidates = _Candidates()
+        values: list[bytes] = []
+        expected = 4 * self.limits.window_length
+        for record in records:
+            problem = _too_large(record, self.limits)
+            key, key_problem = _record_key(record)
+            problem = problem or key_problem
+            if problem is None and key is None:
+                problem = "no key: f32 records carry the entity in the record key"
+            if problem is None and len(record.value or b"") != expected:
+                size = len(record.value or b"")
+                problem = (
+                    f"value is {size} bytes ({size / 4:g} float32 values); the model expects "
+                    f"{self.limits.window_length} values ({expected} bytes)"
+                )
+            if problem is not None:
+                dead.append(DeadLetter(record, problem))
+                continue
+            assert key is not None and record.value is not None
+            candidates.add(record, key, record.timestamp_ms, NO_LABEL)
+            values.append(record.value)
+        windows = np.frombuffer(b"".join(values), dtype="<f4").reshape(
+            -1, self.limits.window_length
+        )
+        batch = candidates.finish(windows, self.limits, dead)
+        return batch, _in_input_order(dead, records)
+
+    def encode(
+        self, key: str, ts_ms: int, features: NDArray[np.floating], label: int | None = None
+    ) -> bytes:
+        return np.asarray(features, dtype="<f4").tobytes()
+
+
+def _in_input_order(dead: list[DeadLetter], records: Sequence[SourceRecord]) -> list[DeadLetter]:
+    index = {id(record): i for i, record in enumerate(records)}
+    return sorted(dead, key=lambda letter: index[id(letter.record)])
+
+
+def make_codec(format: str, limits: Limits) -> Codec:
+    """The codec for ``[codec].format``."""
+    codecs: dict[str, type[JsonCodec] | type[F32Codec]] = {"json": JsonCodec, "f32": F32Codec}
+    return codecs[format](limits)

@@ -1,0 +1,174 @@
+"""The input codecs: round trips, the exact dead-letter reasons, and no exception on any bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamer.codec import F32Codec, JsonCodec, Limits, make_codec
+from streamer.records import NO_LABEL, SourceRecord
+
+D = 4
+LIMITS = Limits(window_length=D, max_abs_value=1e6, max_record_bytes=512)
+
+
+def record(value: bytes | None, key: bytes | None = b"sensor-1", offset: int = 0) -> SourceRecord:
+    return SourceRecord("windows", 2, offset, key, value, timestamp_ms=1_764_000_000_000 + offset)
+
+
+def json_value(**fields: object) -> bytes:
+    body: dict[str, object] = {
+        "key": "sensor-1",
+        "ts": 1_764_000_000_123,
+        "features": [0.5, -1.0, 2.0, 3.5],
+    }
+    body.update(fields)
+    return orjson.dumps({k: v for k, v in body.items() if v is not ...})
+
+
+@pytest.mark.parametrize("codec", [JsonCodec(LIMITS), F32Codec(LIMITS)])
+def test_round_trip(codec: JsonCodec | F32Codec) -> None:
+    features = np.array([[0.25, -1.5, 3.0, 1e5], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    records = [
+        record(codec.encode("sensor-9", 1_764_000_000_000 + i, row), key=b"sensor-9", offset=i)
+        for i, row in enumerate(features)
+    ]
+    batch, dead = codec.decode(records)
+    assert dead == []
+    np.testing.assert_array_equal(batch.windows, features)
+    assert batch.keys.tolist() == ["sensor-9", "sensor-9"]
+    assert batch.ts_ms.tolist() == [1_764_000_000_000, 1_764_000_000_001]
+    assert batch.labels.tolist() == [NO_LABEL, NO_LABEL]
+    assert [r.offset for r in batch.records] == [0, 1]
+
+
+def test_json_fields_keys_times_and_labels() -> None:
+    codec = JsonCodec(LIMITS)
+    batch, dead = codec.decode(
+        [
+            record(json_value(ts="2026-01-01T00:00:00.250Z", label=1), key=None),
+            record(json_value(key=..., ts=...), offset=1),
+            record(json_value(key="from-body"), key=b"from-record", offset=2),
+        ]
+    )
+    assert dead == []
+    assert batch.keys.tolist() == ["sensor-1", "sensor-1", "from-record"]
+    assert batch.ts_ms.tolist() == [1_767_225_600_250, 1_764_000_000_001, 1_764_000_000_123]
+    assert batch.labels.tolist() == [1, NO_LABEL, NO_LABEL]
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "reason"),
+    [
+        (b"{not json", b"k", "value is not valid JSON"),
+        (b"[1, 2]", b"k", "value is a JSON list, not an object"),
+        (json_value(key=...), None, "no key: neither the record key nor field 'key' is set"),
+        (json_value(key=7), None, "field 'key' is a int, not a string"),
+        (json_value(), b"\xff\xfe", "the record key is not UTF-8"),
+        (
+            json_value(ts="yesterday"),
+            b"k",
+            "field 'ts' is 'yesterday', neither epoch milliseconds nor ISO-8601",
+        ),
+        (json_value(ts="2026-01-01T00:00:00"), b"k", "an ISO-8601 time without a UTC offset"),
+        (json_value(label=2), b"k", "field 'label' is 2, not 0 or 1"),
+        (json_value(features=...), b"k", "field 'features' is missing"),
+        (json_value(features="1,2,3,4"), b"k", "field 'features' is a str, not a list"),
+        (
+            json_value(features=[1, 2, 3]),
+            b"k",
+            "field 'features' has 3 values; the model expects 4",
+        ),
+        (
+            json_value(features=[1, "x", 3, 4]),
+            b"k",
+            "field 'features' value 1 is 'x', not a number",
+        ),
+        (
+            json_value(features=[1, 2, True, 4]),
+            b"k",
+            "field 'features' value 2 is True, not a number",
+        ),
+        (
+            json_value(features=[1, 2, 3, 2e6]),
+            b"k",
+            "field 'features' value 3 is 2e+06, beyond ±1e+06",
+        ),
+        (
+            json_value(features=[1, 2, 3, 1e300]),
+            b"k",
+            "field 'features' value 3 is 1e+300, beyond ±1e+06",
+        ),
+        (b'{"key": "k", "features": [1, 2, NaN, 4]}', b"k", "value is not valid JSON"),
+        (b" " * 600, b"k", "value is 600 bytes, over the 512-byte limit"),
+        (None, b"k", "the record has no value (a tombstone)"),
+    ],
+)
+def test_json_bad_records_are_dead_letters_with_specific_reasons(
+    value: bytes | None, key: bytes | None, reason: str
+) -> None:
+    good = record(json_value(), offset=1)
+    batch, dead = JsonCodec(LIMITS).decode([record(value, key=key), good])
+    assert len(dead) == 1 and dead[0].stage == "decode"
+    assert reason in dead[0].reason
+    assert dict(dead[0].headers())["tandem.source"] == b"windows/2/0"
+    assert [r.offset for r in batch.records] == [1], (
+        "the good record of the same batch still decodes"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "reason"),
+    [
+        (
+            np.zeros(3, "<f4").tobytes(),
+            b"k",
+            "value is 12 bytes (3 float32 values); the model expects 4 values (16 bytes)",
+        ),
+        (np.array([1, np.nan, 3, 4], "<f4").tobytes(), b"k", "field 'features' value 1 is nan"),
+        (np.array([1, 2, np.inf, 4], "<f4").tobytes(), b"k", "field 'features' value 2 is inf"),
+        (
+            np.array([1, 2, 3, -5e6], "<f4").tobytes(),
+            b"k",
+            "field 'features' value 3 is -5e+06, beyond ±1e+06",
+        ),
+        (
+            np.zeros(4, "<f4").tobytes(),
+            None,
+            "no key: f32 records carry the entity in the record key",
+        ),
+    ],
+)
+def test_f32_bad_records_are_dead_letters_with_specific_reasons(
+    value: bytes, key: bytes | None, reason: str
+) -> None:
+    good = record(np.ones(4, "<f4").tobytes(), offset=1)
+    batch, dead = F32Codec(LIMITS).decode([record(value, key=key), good])
+    assert [letter.reason for letter in dead] == [reason]
+    assert len(batch) == 1 and batch.windows.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.binary(max_size=40)),
+            st.one_of(st.none(), st.binary(max_size=700)),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(["json", "f32"]),
+)
+def test_any_bytes_decode_or_dead_letter_never_raise(
+    pairs: list[tuple[bytes | None, bytes | None]], fmt: str
+) -> None:
+    records = [record(value, key=key, offset=i) for i, (key, value) in enumerate(pairs)]
+    batch, dead = make_codec(fmt, LIMITS).decode(records)
+    offsets = sorted([r.offset for r in batch.records] + [d.record.offset for d in dead])
+    assert offsets == list(range(len(records))), (
+        "every record is either decoded or dead-lettered, once"
+    )
+    assert batch.windows.shape == (len(batch), D) and np.isfinite(batch.windows).all()
+    assert all(letter.reason for letter in dead)
