@@ -1,0 +1,78 @@
+"""Alerts: a batch's flagged windows as DESIGN §3 alert records (``schemas/alert.schema.json``).
+
+An alert's id is its window's source position (``topic/partition/offset``), so a window delivered
+twice (after a crash before commit) yields the same id and subscribers can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from calibration.base import Flags
+from detectors.base import Scores
+from streamer.records import WindowBatch
+
+TOP_FEATURES = 3
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: the record key (entity) and the JSON value, ready to produce."""
+
+    alert_id: str
+    key: str
+    body: Mapping[str, Any]
+
+    def value(self) -> bytes:
+        return orjson.dumps(self.body)
+
+
+def build_alerts(
+    batch: WindowBatch,
+    scores: Scores,
+    flags: Flags,
+    feature_names: tuple[str, ...],
+    model: Mapping[str, str],
+    calibrator: Mapping[str, Any],
+    detected_ms: int | None = None,
+) -> list[Alert]:
+    """Alerts for the flagged windows of ``batch``, in stream order; blame is computed only for
+    them. ``model`` is ``{"name", "version"}``, ``calibrator`` its method and target."""
+    rows = np.flatnonzero(flags.flags)
+    if len(rows) == 0:
+        return []
+    detected = int(time.time() * 1000) if detected_ms is None else detected_ms
+    blame = scores.contributions(rows)
+    alerts = []
+    for row, shares in zip(rows.tolist(), blame, strict=True):
+        record = batch.records[row]
+        key = str(batch.keys[row])
+        top = np.argsort(shares)[::-1][:TOP_FEATURES]
+        body = {
+            "alert_id": record.position,
+            "key": key,
+            "event_ts": int(batch.ts_ms[row]),
+            "detected_ts": detected,
+            "score": float(scores.score[row]),
+            "threshold": float(flags.thresholds[row]),
+            "parts": {name: float(part[row]) for name, part in scores.parts.items()},
+            "top_features": [
+                {"name": feature_names[i], "index": int(i), "share": round(float(shares[i]), 6)}
+                for i in top.tolist()
+            ],
+            "source": {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+            "model": dict(model),
+            "calibrator": dict(calibrator),
+        }
+        alerts.append(Alert(alert_id=record.position, key=key, body=body))
+    return alerts
