@@ -1,0 +1,70 @@
+"""In-memory source, sinks and checkpoint: the run loop without a broker.
+
+For tests and backtests over data already in memory. Each records what happened to it in an
+optional shared ``journal`` (a list of ``(event, detail)``), so the order of flushes, checkpoints
+and commits can be checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streamer.records import SourceRecord
+
+Journal = list[tuple[str, Any]]
+
+
+class ListSource:
+    """Serves ``records`` in batches of ``batch_size``; remembers what was committed."""
+
+    def __init__(
+        self, records: Sequence[SourceRecord], batch_size: int, journal: Journal | None = None
+    ) -> None:
+        self.records, self.batch_size = list(records), batch_size
+        self.cursor = 0
+        self.committed: dict[tuple[str, int], int] = {}
+        self.journal = journal if journal is not None else []
+
+    def poll(self) -> list[SourceRecord]:
+        batch = self.records[self.cursor : self.cursor + self.batch_size]
+        self.cursor += len(batch)
+        return batch
+
+    def commit(self, records: Sequence[SourceRecord]) -> None:
+        for record in records:
+            self.committed[(record.topic, record.partition)] = record.offset + 1
+        self.journal.append(("commit", records[-1].offset if records else None))
+
+
+class ListSink:
+    """Keeps what was flushed in ``items``; ``fail`` makes the next flush raise."""
+
+    def __init__(self, name: str, journal: Journal | None = None) -> None:
+        self.name = name
+        self.items: list[Any] = []
+        self.pending: list[Any] = []
+        self.fail: Exception | None = None
+        self.journal = journal if journal is not None else []
+
+    def add(self, items: Sequence[Any]) -> None:
+        self.pending.extend(items)
+
+    def flush(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.items.extend(self.pending)
+        self.journal.append((f"{self.name}.flush", len(self.pending)))
+        self.pending = []
+
+
+class MemoryCheckpoint:
+    """Keeps the last saved calibrator state and the offset it reflects."""
+
+    def __init__(self, journal: Journal | None = None) -> None:
+        self.state: bytes | None = None
+        self.journal = journal if journal is not None else []
+
+    def save(self, state: bytes, records: Sequence[SourceRecord]) -> None:
+        self.state = state
+        self.journal.append(("checkpoint", records[-1].offset if records else None))
