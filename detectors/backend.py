@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
 from numpy.typing import NDArray
 
+from detectors.base import DevicePreference
 from detectors.errors import DetectorError
 
-DevicePreference = Literal["auto", "cpu", "gpu"]
 CompiledFn = Callable[[NDArray[np.float32]], list[NDArray[np.float32]]]
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Literal, Protocol, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float32]
+DevicePreference = Literal["auto", "cpu", "gpu"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ class Detector(Protocol):
     def save(self, path: Path, name: str | None = None) -> str: ...
 
     @classmethod
-    def load(cls, path: Path, expected_window: int | None = None, device: str = "auto") -> Self: ...
+    def load(
+        cls, path: Path, expected_window: int | None = None, device: DevicePreference = "auto"
+    ) -> Self: ...
 
 
 def as_windows(windows: NDArray[np.floating], expected_width: int | None = None) -> FloatArray:

@@ -31,8 +31,8 @@ from detectors.autoencoder import (
     encoder_of,
     train_autoencoder,
 )
-from detectors.backend import Device, DevicePreference, select_device
-from detectors.base import FloatArray, Scores, as_windows
+from detectors.backend import Device, select_device
+from detectors.base import DevicePreference, FloatArray, Scores, as_windows
 from detectors.errors import BundleError, DetectorError, NotFittedError
 from detectors.normalise import RULE, LogRobustNormaliser
 from detectors.scaling import FeatureScaler

@@ -25,6 +25,7 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def position(self) -> str:
@@ -41,8 +42,9 @@ class DeadLetter:
     stage: str = "decode"
 
     def headers(self) -> list[tuple[str, bytes]]:
-        """Kafka headers of the dead-letter record (DESIGN §3)."""
+        """Kafka headers of the dead-letter record: the original ones, then DESIGN §3's."""
         return [
+            *self.record.headers,
             ("tandem.error", self.reason.encode()),
             ("tandem.source", self.record.position.encode()),
             ("tandem.stage", self.stage.encode()),

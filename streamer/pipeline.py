@@ -1,0 +1,87 @@
+"""Building the daemon's parts from configuration: calibrator, topics, and the runner itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calibration.evt import Dspot, Spot
+from calibration.quantile import RollingQuantile
+from calibration.window import WindowCalibrator
+from detectors.cascade import CascadeDetector
+from streamer.broker import TopicSpec, create_topics
+from streamer.codec import Limits, make_codec
+from streamer.config import CalibrationConfig, TandemConfig
+from streamer.runner import Runner
+from streamer.sinks import (
+    AlertSink,
+    DeadLetterSink,
+    KafkaCheckpoint,
+    load_checkpoint,
+    make_producer,
+)
+from streamer.sources import KafkaSource
+
+
+def build_calibrator(config: CalibrationConfig) -> WindowCalibrator:
+    """The calibrator ``[calibration]`` asks for."""
+    shared: dict[str, Any] = {
+        "window": config.window,
+        "warmup": config.warmup,
+        "refresh": config.refresh,
+        "per_key": config.per_key,
+    }
+    if config.method == "quantile":
+        return RollingQuantile(config.quantile, **shared)
+    evt = {"target_rate": config.target_rate, "init_level": config.init_level, **shared}
+    if config.method == "spot":
+        return Spot(**evt)
+    return Dspot(depth=config.depth, **evt)
+
+
+def calibrator_description(config: CalibrationConfig) -> dict[str, Any]:
+    """The ``calibrator`` object of an alert."""
+    if config.method == "quantile":
+        return {"method": "quantile", "quantile": config.quantile}
+    return {"method": config.method, "target_rate": config.target_rate}
+
+
+def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:
+    """Create the alerts, dead-letter and (compacted) state topics if they are missing."""
+    kafka = config.kafka
+    create_topics(
+        kafka.client_options(),
+        [
+            TopicSpec(kafka.alerts_topic, partitions),
+            TopicSpec(kafka.dead_letter_topic, partitions),
+            TopicSpec(kafka.state_topic, 1, configs={"cleanup.policy": "compact"}),
+        ],
+    )
+
+
+def build_runner(
+    config: TandemConfig, detector: CascadeDetector, name: str
+) -> tuple[Runner, KafkaSource]:
+    """A runner reading the input topic, with its calibrator restored from the last checkpoint."""
+    ensure_topics(config)
+    calibrator = build_calibrator(config.calibration)
+    saved = load_checkpoint(config.kafka)
+    if saved is not None:
+        calibrator.restore(saved)
+    producer = make_producer(config.kafka)
+    source = KafkaSource(config.kafka, config.batch)
+    codec = make_codec(
+        config.codec.format,
+        Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),
+    )
+    runner = Runner(
+        source,
+        codec,
+        detector,
+        calibrator,
+        AlertSink(producer, config.kafka.alerts_topic),
+        DeadLetterSink(producer, config.kafka.dead_letter_topic),
+        KafkaCheckpoint(producer, config.kafka),
+        model={"name": name, "version": detector.version or "unsaved"},
+        calibration=calibrator_description(config.calibration),
+    )
+    return runner, source

@@ -1,0 +1,140 @@
+"""The pipeline end to end against the real broker: windows in, exactly the expected alerts and
+dead letters out, offsets committed at N, and a restart resumes the thresholds."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from detectors.cascade import CascadeDetector
+from detectors.spec import AutoencoderSpec, CascadeSpec
+from streamer.codec import JsonCodec, Limits
+from streamer.config import TandemConfig
+from streamer.pipeline import build_calibrator, build_runner
+from tests.conftest import Broker
+
+N = 1200
+ANOMALIES = (700, 900, 1100)
+BAD = {150: b"{oops", 450: b'{"key": "s1", "features": [1, 2, 3]}'}
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> CascadeDetector:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 8))
+    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
+    spec = CascadeSpec(
+        ae1=AutoencoderSpec(hidden=(6,), latent=3),
+        ae2=AutoencoderSpec(hidden=(), latent=1),
+        epochs=5,
+    )
+    fitted = CascadeDetector(spec).fit(windows)
+    fitted.save(tmp_path_factory.mktemp("bundle") / "tiny")
+    return fitted
+
+
+def configure(broker: Broker, make_topic: Callable[..., str]) -> TandemConfig:
+    group = f"tandem-it-{uuid.uuid4().hex[:8]}"
+    return broker.config(
+        kafka={
+            "input_topic": make_topic(partitions=3),
+            "alerts_topic": make_topic(partitions=3),
+            "dead_letter_topic": make_topic(),
+            "group_id": group,
+        },
+        batch={"max_records": 200, "max_wait_ms": 200},
+        calibration={
+            "method": "quantile",
+            "quantile": 0.999,
+            "window": 500,
+            "warmup": 300,
+            "refresh": 20,
+        },
+    )
+
+
+def produce_feed(broker: Broker, topic: str) -> dict[int, bytes]:
+    """N windows over 6 keys, keyed so each key stays on one partition; returns id → value."""
+    rng = np.random.default_rng(1)
+    windows = rng.normal(0, 0.3, size=(N, 8)).astype(np.float32)
+    windows[list(ANOMALIES)] += 25.0
+    codec = JsonCodec(Limits(8))
+    producer = KafkaProducer(acks="all", **broker.client_options())
+    for i, window in enumerate(windows):
+        key = f"s{i % 6}"
+        value = BAD.get(i, codec.encode(key, 1_764_000_000_000 + i, window))
+        producer.send(topic, key=key.encode(), value=value, headers=[("seq", str(i).encode())])
+    producer.flush()
+    producer.close()
+    return {}
+
+
+def read_all(broker: Broker, topic: str, expected: int, timeout_s: float = 30) -> list:  # type: ignore[type-arg]
+    consumer = KafkaConsumer(
+        topic, auto_offset_reset="earliest", consumer_timeout_ms=3000, **broker.client_options()
+    )
+    records = []
+    for record in consumer:
+        records.append(record)
+        if len(records) >= expected:
+            break
+    consumer.close()
+    return records
+
+
+def seq_of(record) -> int:  # type: ignore[no-untyped-def]
+    return int(dict(record.headers)["seq"])
+
+
+def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
+    kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector
+) -> None:
+    config = configure(kafka_broker, make_topic)
+    produce_feed(kafka_broker, config.kafka.input_topic)
+    runner, source = build_runner(config, detector, name="tiny")
+    processed = 0
+    for _ in range(200):
+        report = runner.step()
+        processed += report.records if report else 0
+        if processed >= N:
+            break
+    source.close()
+    assert processed == N
+
+    dead = read_all(kafka_broker, config.kafka.dead_letter_topic, len(BAD))
+    assert sorted(seq_of(r) for r in dead) == sorted(BAD)
+    for record in dead:
+        headers = dict(record.headers)
+        assert record.value == BAD[seq_of(record)]
+        assert headers["tandem.stage"] == b"decode"
+        assert headers["tandem.source"].decode().startswith(config.kafka.input_topic + "/")
+    reasons = {seq_of(r): dict(r.headers)["tandem.error"].decode() for r in dead}
+    assert "not valid JSON" in reasons[150] and "has 3 values; the model expects 8" in reasons[450]
+
+    alerts = [orjson.loads(r.value) for r in read_all(kafka_broker, config.kafka.alerts_topic, 50)]
+    assert len(alerts) >= len(ANOMALIES)
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+    assert all(a["score"] > a["threshold"] for a in alerts)
+    flagged_keys = {(a["key"], a["event_ts"] - 1_764_000_000_000) for a in alerts}
+    for i in ANOMALIES:
+        assert (f"s{i % 6}", i) in flagged_keys, f"injected anomaly {i} alerted"
+    assert len(alerts) <= len(ANOMALIES) + 6, "few false alarms on the normal windows"
+
+    admin = KafkaAdminClient(**kafka_broker.client_options())
+    committed = admin.list_group_offsets(config.kafka.group_id)[config.kafka.group_id]
+    admin.close()
+    partitions = [TopicPartition(config.kafka.input_topic, p) for p in range(3)]
+    assert sum(committed[p].offset for p in partitions) == N
+
+    restored = build_calibrator(config.calibration)
+    second, source2 = build_runner(config, detector, name="tiny")
+    source2.close()
+    assert second.calibrator.snapshot() == runner.calibrator.snapshot(), (
+        "the restart resumes thresholds"
+    )
+    assert not np.isnan(second.calibrator.threshold()) and np.isnan(restored.threshold())
