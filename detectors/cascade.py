@@ -68,6 +68,7 @@ class CascadeDetector:
         self.callbacks = tuple(callbacks)
         self._version: str | None = None
         self._compiled: CompiledCascade | None = None
+        self.name_ = "unsaved"
 
     @property
     def window_length(self) -> int:
@@ -175,6 +176,7 @@ class CascadeDetector:
             "libraries": _library_versions(),
             "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
+        self.name_ = str(manifest["name"])
         self._version = bundle.write_bundle(
             Path(path), {"ae1": self.ae1_, "ae2": self.ae2_}, manifest
         )
@@ -208,6 +210,7 @@ class CascadeDetector:
         detector._compiled = detector._compile(select_device(device))
         detector._compiled.warm_up()
         detector._version = manifest["version"]
+        detector.name_ = str(manifest.get("name", Path(path).name))
         log.info("bundle_loaded", path=str(path), version=detector._version, window=window)
         return detector
 

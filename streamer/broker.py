@@ -108,15 +108,18 @@ def wait_for_broker(
     while True:
         remaining = deadline - time.monotonic()
         try:
-            return probe_broker(client_options, timeout_s=max(min(remaining, 5.0), 1.0))
+            return probe_broker(client_options, timeout_s=min(max(remaining, 0.5), 2.0))
         except BrokerUnavailableError as error:
             remaining = deadline - time.monotonic()
+            pause = max(min(backoff, max_backoff_s, remaining), 0.0)
+            log.warning(
+                "broker_unreachable",
+                attempt=attempt,
+                retry_in_s=round(pause, 2) if remaining > 0 else None,
+                error=str(error),
+            )
             if remaining <= 0:
                 raise
-            pause = min(backoff, max_backoff_s, remaining)
-            log.warning(
-                "broker_unreachable", attempt=attempt, retry_in_s=round(pause, 2), error=str(error)
-            )
             time.sleep(pause)
             backoff *= 2
             attempt += 1

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from detectors.errors import DetectorError
 from streamer.cli_model import add_model_commands
+from streamer.cli_run import add_run_command
 from streamer.config import TandemConfig, load_config, masked, overrides_in
 from streamer.errors import BrokerUnavailableError, ConfigError, TandemError
 from streamer.logging import configure_logging
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-topic", action="store_true", help="do not delete the demo topic")
     demo.set_defaults(command=_demo)
     add_model_commands(commands, _add_config_option)
+    add_run_command(commands, _add_config_option)
     return parser
 
 

@@ -13,22 +13,34 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from streamer.config import BatchConfig, KafkaConfig
+from streamer.errors import TopicError
 from streamer.records import SourceRecord
 
 
 class KafkaSource:
     """Reads ``[kafka].input_topic`` in consumer group ``[kafka].group_id``."""
 
-    def __init__(self, kafka: KafkaConfig, batch: BatchConfig) -> None:
+    def __init__(self, kafka: KafkaConfig, batch: BatchConfig, topic_wait_s: float = 30.0) -> None:
         self.batch = batch
         self.consumer = KafkaConsumer(
-            kafka.input_topic,
             group_id=kafka.group_id,
             enable_auto_commit=False,
             auto_offset_reset=kafka.auto_offset_reset,
             max_poll_records=batch.max_records,
+            metadata_max_age_ms=30_000,
             **kafka.client_options(),
         )
+        # Join the group only once the topic's partitions are known: a member that joins first
+        # can be handed nothing and wait for the next metadata refresh to rejoin.
+        deadline = time.monotonic() + topic_wait_s
+        while not self.consumer.partitions_for_topic(kafka.input_topic):
+            if time.monotonic() > deadline:
+                self.consumer.close()
+                raise TopicError(
+                    f"input topic {kafka.input_topic!r} does not exist (or is not visible)"
+                )
+            time.sleep(0.2)
+        self.consumer.subscribe([kafka.input_topic])
 
     def poll(self) -> list[SourceRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms`` after the first call."""

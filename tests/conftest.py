@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -150,6 +151,33 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
+
+
+def read_topic(
+    broker: Broker, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 30.0
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning, polling until ``done(records)`` or timeout.
+
+    Assigns all partitions directly (no group), so nothing waits on a rebalance.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(enable_auto_commit=False, **broker.client_options())
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions: list[TopicPartition] = []
+        while not partitions and time.monotonic() < deadline:
+            ids = consumer.partitions_for_topic(topic) or set()
+            partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        while not done(records) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
