@@ -153,6 +153,35 @@ def _restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small cascade on 8-feature windows (two latent factors plus noise), saved as the bundle
+    ``<tmp>/tiny``: for tests of the stages around the detector, not of the detector itself."""
+    import numpy as np
+
+    from detectors.cascade import CascadeDetector
+    from detectors.spec import AutoencoderSpec, CascadeSpec
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 8))
+    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
+    ae1, ae2 = AutoencoderSpec(hidden=(6,), latent=3), AutoencoderSpec(hidden=(), latent=1)
+    detector = CascadeDetector(
+        CascadeSpec(ae1=ae1, ae2=ae2, epochs=5), feature_names=[f"x{i}" for i in range(8)]
+    )
+    path = tmp_path_factory.mktemp("bundles") / "tiny"
+    detector.fit(windows).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tiny_bundle: Path) -> Any:
+    """The ``tiny_bundle`` loaded, as the daemon loads it."""
+    from detectors.cascade import CascadeDetector
+
+    return CascadeDetector.load(tiny_bundle, device="cpu")
+
+
 def read_topic(
     broker: Broker, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 30.0
 ) -> list[Any]:

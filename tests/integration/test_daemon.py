@@ -17,27 +17,15 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from detectors.cascade import CascadeDetector
-from detectors.spec import AutoencoderSpec, CascadeSpec
 from streamer.codec import JsonCodec, Limits
 from tests.conftest import Broker, read_topic
 
 N = 1500
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 8))
-    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
-    spec = CascadeSpec(
-        ae1=AutoencoderSpec(hidden=(6,), latent=3),
-        ae2=AutoencoderSpec(hidden=(), latent=1),
-        epochs=5,
-    )
-    path = tmp_path_factory.mktemp("models") / "plant"
-    CascadeDetector(spec).fit(windows).save(path)
-    return path
+@pytest.fixture
+def bundle(tiny_bundle: Path) -> Path:
+    return tiny_bundle
 
 
 def committed(broker: Broker, group: str, topic: str) -> int:
@@ -113,9 +101,7 @@ def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
     flagged = {(a["key"], a["event_ts"]) for a in alerts}
     expected = {(f"s{N % 4}", N), (f"s{(N + 1) % 4}", N + 1)}
     assert expected <= flagged, f"{alerted} alerts logged; read {len(alerts)}"
-    assert all(
-        a["model"]["name"] == "plant" and a["calibrator"]["method"] == "spot" for a in alerts
-    )
+    assert all(a["model"]["name"] == "tiny" and a["calibrator"]["method"] == "spot" for a in alerts)
 
 
 def test_an_unreachable_broker_is_retried_then_reported_with_exit_code_3(bundle: Path) -> None:

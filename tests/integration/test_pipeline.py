@@ -12,30 +12,20 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from detectors.cascade import CascadeDetector
-from detectors.spec import AutoencoderSpec, CascadeSpec
 from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
 from streamer.pipeline import build_calibrator, build_runner
 from tests.conftest import Broker, read_topic
 
 N = 1200
-ANOMALIES = (700, 900, 1100)
+ANOMALIES = (N, N + 1, N + 2)
+"""Sent after the N normal windows are processed: warm-up is over whatever the partition order."""
 BAD = {150: b"{oops", 450: b'{"key": "s1", "features": [1, 2, 3]}'}
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> CascadeDetector:
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 8))
-    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
-    spec = CascadeSpec(
-        ae1=AutoencoderSpec(hidden=(6,), latent=3),
-        ae2=AutoencoderSpec(hidden=(), latent=1),
-        epochs=5,
-    )
-    fitted = CascadeDetector(spec).fit(windows)
-    fitted.save(tmp_path_factory.mktemp("bundle") / "tiny")
-    return fitted
+@pytest.fixture
+def detector(tiny_detector: CascadeDetector) -> CascadeDetector:
+    return tiny_detector
 
 
 def configure(broker: Broker, make_topic: Callable[..., str]) -> TandemConfig:
@@ -58,20 +48,20 @@ def configure(broker: Broker, make_topic: Callable[..., str]) -> TandemConfig:
     )
 
 
-def produce_feed(broker: Broker, topic: str) -> dict[int, bytes]:
-    """N windows over 6 keys, keyed so each key stays on one partition; returns id → value."""
+def produce_feed(broker: Broker, topic: str, first: int, last: int) -> None:
+    """Windows ``first``..``last - 1`` over 6 keys (a key stays on one partition); the ANOMALIES
+    are far off, the BAD ones malformed."""
     rng = np.random.default_rng(1)
-    windows = rng.normal(0, 0.3, size=(N, 8)).astype(np.float32)
+    windows = rng.normal(0, 0.3, size=(N + len(ANOMALIES), 8)).astype(np.float32)
     windows[list(ANOMALIES)] += 25.0
     codec = JsonCodec(Limits(8))
     producer = KafkaProducer(acks="all", **broker.client_options())
-    for i, window in enumerate(windows):
+    for i in range(first, last):
         key = f"s{i % 6}"
-        value = BAD.get(i, codec.encode(key, 1_764_000_000_000 + i, window))
+        value = BAD.get(i, codec.encode(key, 1_764_000_000_000 + i, windows[i]))
         producer.send(topic, key=key.encode(), value=value, headers=[("seq", str(i).encode())])
     producer.flush()
     producer.close()
-    return {}
 
 
 def seq_of(record) -> int:  # type: ignore[no-untyped-def]
@@ -82,18 +72,20 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
     kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector
 ) -> None:
     config = configure(kafka_broker, make_topic)
-    produce_feed(kafka_broker, config.kafka.input_topic)
     runner, source = build_runner(config, detector, name="tiny")
     reports = []
-    for _ in range(200):
-        report = runner.step()
-        if report:
-            reports.append(report)
-        if sum(r.records for r in reports) >= N:
-            break
-    processed = sum(r.records for r in reports)
+    total = N + len(ANOMALIES)
+    for first, last in ((0, N), (N, total)):
+        produce_feed(kafka_broker, config.kafka.input_topic, first, last)
+        for _ in range(200):
+            report = runner.step()
+            if report:
+                reports.append(report)
+            if sum(r.records for r in reports) >= last:
+                break
     source.close()
-    assert processed == N
+    processed = sum(r.records for r in reports)
+    assert processed == total
 
     dead = read_topic(
         kafka_broker, config.kafka.dead_letter_topic, lambda got: len(got) >= len(BAD)
@@ -123,7 +115,7 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
     committed = admin.list_group_offsets(config.kafka.group_id)[config.kafka.group_id]
     admin.close()
     partitions = [TopicPartition(config.kafka.input_topic, p) for p in range(3)]
-    assert sum(committed[p].offset for p in partitions) == N
+    assert sum(committed[p].offset for p in partitions) == total
 
     restored = build_calibrator(config.calibration)
     second, source2 = build_runner(config, detector, name="tiny")

@@ -12,7 +12,6 @@ import pytest
 
 from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
-from detectors.spec import AutoencoderSpec, CascadeSpec
 from streamer.alerts import build_alerts
 from streamer.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
@@ -22,19 +21,9 @@ SCHEMA = json.loads(
 )
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> CascadeDetector:
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(1500, 2)) @ rng.normal(size=(2, 8))
-    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
-    spec = CascadeSpec(
-        ae1=AutoencoderSpec(hidden=(6,), latent=3),
-        ae2=AutoencoderSpec(hidden=(), latent=1),
-        epochs=3,
-    )
-    fitted = CascadeDetector(spec, feature_names=[f"x{i}" for i in range(8)]).fit(windows)
-    fitted.save(tmp_path_factory.mktemp("bundle") / "tiny")
-    return fitted
+@pytest.fixture
+def detector(tiny_detector: CascadeDetector) -> CascadeDetector:
+    return tiny_detector
 
 
 def test_flagged_windows_become_schema_valid_alerts(detector: CascadeDetector) -> None:

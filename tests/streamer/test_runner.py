@@ -7,26 +7,15 @@ import pytest
 
 from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
-from detectors.spec import AutoencoderSpec, CascadeSpec
 from streamer.codec import JsonCodec, Limits
 from streamer.memory import Journal, ListSink, ListSource, MemoryCheckpoint
 from streamer.records import SourceRecord
 from streamer.runner import Runner
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> CascadeDetector:
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(1500, 2)) @ rng.normal(size=(2, 8))
-    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
-    spec = CascadeSpec(
-        ae1=AutoencoderSpec(hidden=(6,), latent=3),
-        ae2=AutoencoderSpec(hidden=(), latent=1),
-        epochs=3,
-    )
-    fitted = CascadeDetector(spec).fit(windows)
-    fitted.save(tmp_path_factory.mktemp("bundle") / "tiny")
-    return fitted
+@pytest.fixture
+def detector(tiny_detector: CascadeDetector) -> CascadeDetector:
+    return tiny_detector
 
 
 def feed(n: int = 900) -> list[SourceRecord]:
