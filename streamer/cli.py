@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detectors.errors import DetectorError
+from streamer.cli_alerts import add_alerts_command
 from streamer.cli_model import add_model_commands
 from streamer.cli_run import add_run_command
 from streamer.config import TandemConfig, load_config, masked, overrides_in
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command=_demo)
     add_model_commands(commands, _add_config_option)
     add_run_command(commands, _add_config_option)
+    add_alerts_command(commands, _add_config_option)
     return parser
 
 
