@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from enum import IntEnum
 from importlib.metadata import version
-from pathlib import Path
 
 import tomli_w
 
@@ -25,6 +24,7 @@ from rich.table import Table
 from detectors.errors import DetectorError
 from streamer.cli_alerts import add_alerts_command
 from streamer.cli_model import add_model_commands
+from streamer.cli_options import add_config_option
 from streamer.cli_run import add_run_command
 from streamer.config import TandemConfig, load_config, masked, overrides_in
 from streamer.errors import BrokerUnavailableError, ConfigError, TandemError
@@ -83,11 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     show = config_actions.add_parser(
         "show", help="print the effective config (file + TANDEM_* overrides), secrets masked"
     )
-    _add_config_option(show)
+    add_config_option(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(command=_config_show)
     check = config_actions.add_parser("check", help="validate a config file; exit 2 if invalid")
-    _add_config_option(check)
+    add_config_option(check)
     check.set_defaults(command=_config_check)
 
     broker_cmd = commands.add_parser("broker", help="talk to the Kafka cluster")
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     probe = broker_actions.add_parser(
         "check", help="send one metadata request and print the answer as JSON; exit 3 if none"
     )
-    _add_config_option(probe)
+    add_config_option(probe)
     probe.add_argument("--bootstrap", help="host:port to ask instead of [kafka].bootstrap")
     probe.add_argument("--timeout-s", type=float, default=5.0)
     probe.set_defaults(command=_broker_check)
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="produce generated windows to a fresh topic and read them back"
     )
-    _add_config_option(demo)
+    add_config_option(demo)
     demo.add_argument(
         "--windows", type=int, default=10_000, help="how many windows (default 10000)"
     )
@@ -113,16 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout-s", type=float, default=120.0)
     demo.add_argument("--keep-topic", action="store_true", help="do not delete the demo topic")
     demo.set_defaults(command=_demo)
-    add_model_commands(commands, _add_config_option)
-    add_run_command(commands, _add_config_option)
-    add_alerts_command(commands, _add_config_option)
+    add_model_commands(commands)
+    add_run_command(commands)
+    add_alerts_command(commands)
     return parser
-
-
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, default=None, help="TOML config file (default: built-in defaults)"
-    )
 
 
 def _config_show(args: argparse.Namespace, config: TandemConfig) -> int:

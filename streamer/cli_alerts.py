@@ -10,22 +10,22 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from kafka import KafkaConsumer
 
+from streamer.cli_options import add_config_option
 from streamer.config import TandemConfig
 
 
 def add_alerts_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    config_option: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     alerts = commands.add_parser("alerts", help="show alerts from the alerts topic")
-    config_option(alerts)
+    add_config_option(alerts)
     alerts.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
     alerts.add_argument(
         "--no-follow", action="store_true", help="stop once no alert has arrived for --idle-s"

@@ -7,7 +7,6 @@ stdout, and returns an exit status.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,16 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from detectors.base import Scores
+from streamer.cli_options import add_config_option
 from streamer.config import TandemConfig
 from streamer.synthetic import sensor_series
 from streamer.tables import WindowTable, load_windows, write_table
 
-ConfigOption = Callable[[argparse.ArgumentParser], None]
 
-
-def add_model_commands(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], config_option: ConfigOption
-) -> None:
+def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``generate``, ``train`` and ``score`` on the CLI's sub-command parser."""
     generate = commands.add_parser(
         "generate", help="write a generated multichannel sensor series with labelled anomalies"
@@ -43,7 +39,7 @@ def add_model_commands(
     generate.set_defaults(command=generate_command)
 
     train = commands.add_parser("train", help="fit the cascade detector and write a model bundle")
-    config_option(train)
+    add_config_option(train)
     _add_data_options(train)
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     train.add_argument("--name", help="model name in alerts (default: the bundle's directory name)")
@@ -56,7 +52,7 @@ def add_model_commands(
     train.set_defaults(command=train_command)
 
     score = commands.add_parser("score", help="score windows from a file with a model bundle")
-    config_option(score)
+    add_config_option(score)
     _add_data_options(score)
     score.add_argument("--model", type=Path, required=True, help="bundle directory")
     score.add_argument("--out", type=Path, help="write every window's scores (.csv or .parquet)")

@@ -11,13 +11,13 @@ import argparse
 import os
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import structlog
 
 from streamer.broker import wait_for_broker
+from streamer.cli_options import add_config_option
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 
@@ -26,10 +26,9 @@ log = structlog.get_logger(__name__)
 
 def add_run_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    config_option: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     run = commands.add_parser("run", help="the daemon: score the input topic and publish alerts")
-    config_option(run)
+    add_config_option(run)
     run.add_argument("--model", type=Path, help="bundle directory (default: [model].bundle)")
     run.add_argument(
         "--broker-wait-s", type=float, default=300.0, help="how long to retry an unreachable broker"

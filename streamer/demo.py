@@ -12,12 +12,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-import orjson
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
 
 from streamer.broker import BrokerInfo, TopicSpec, create_topics, delete_topics, wait_for_broker
+from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
+from streamer.records import SourceRecord
 from streamer.synthetic import SensorFeed, sensor_feed
 
 log = structlog.get_logger(__name__)
@@ -86,16 +87,14 @@ def run_demo(
 def _produce(options: dict[str, object], topic: str, feed: SensorFeed) -> float:
     """Send each window as a DESIGN §3 JSON record keyed by entity; wait for all acks."""
     started = time.perf_counter()
+    codec = JsonCodec(Limits(window_length=feed.windows.shape[1]))
     producer = KafkaProducer(acks="all", linger_ms=20, batch_size=256 * 1024, **options)
     try:
         futures = [
             producer.send(
                 topic,
                 key=str(key).encode(),
-                value=orjson.dumps(
-                    {"key": str(key), "ts": int(ts), "features": values},
-                    option=orjson.OPT_SERIALIZE_NUMPY,
-                ),
+                value=codec.encode(str(key), int(ts), values),
                 timestamp_ms=int(ts),
             )
             for key, ts, values in zip(feed.keys, feed.ts_ms, feed.windows, strict=True)
@@ -125,6 +124,7 @@ def _consume(
         auto_offset_reset="earliest",
         **config.kafka.client_options(),
     )
+    codec = JsonCodec(Limits(window_length=window))
     consumed = malformed = 0
     per_key: Counter[str] = Counter()
     per_partition: Counter[int] = Counter()
@@ -136,21 +136,19 @@ def _consume(
             )
             for partition, records in batches.items():
                 per_partition[partition.partition] += len(records)
-                for record in records:
-                    consumed += 1
-                    try:
-                        body = orjson.loads(record.value)
-                        if len(body["features"]) != window:
-                            raise ValueError(f"{len(body['features'])} features, expected {window}")
-                        per_key[body["key"]] += 1
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                        malformed += 1
-                        log.warning(
-                            "demo_malformed_record",
-                            partition=partition.partition,
-                            offset=record.offset,
-                            error=str(error),
-                        )
+                batch, dead = codec.decode(
+                    [
+                        SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                        for r in records
+                    ]
+                )
+                consumed += len(records)
+                per_key.update(batch.keys.tolist())
+                malformed += len(dead)
+                for letter in dead:
+                    log.warning(
+                        "demo_malformed_record", source=letter.record.position, error=letter.reason
+                    )
             if batches:
                 consumer.commit()
     finally:

@@ -74,7 +74,14 @@ class KafkaCheckpoint:
         self.key = kafka.group_id.encode()
 
     def save(self, state: bytes, records: Sequence[SourceRecord]) -> None:
-        positions = ",".join(sorted({f"{r.topic}/{r.partition}/{r.offset}" for r in records[-1:]}))
+        """Write ``state`` with a header naming, per partition, the last position it reflects."""
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            where = (record.topic, record.partition)
+            last[where] = max(last.get(where, -1), record.offset)
+        positions = ",".join(
+            f"{topic}/{partition}/{offset}" for (topic, partition), offset in sorted(last.items())
+        )
         self.sink.send(self.key, state, [("tandem.positions", positions.encode())])
         self.sink.flush()
 

@@ -14,18 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from streamer.codec import JsonCodec, Limits
 from tests.conftest import Broker, read_topic
 
 N = 1500
-
-
-@pytest.fixture
-def bundle(tiny_bundle: Path) -> Path:
-    return tiny_bundle
 
 
 def committed(broker: Broker, group: str, topic: str) -> int:
@@ -38,7 +32,7 @@ def committed(broker: Broker, group: str, topic: str) -> int:
 
 
 def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
-    kafka_broker: Broker, make_topic: Callable[..., str], bundle: Path, tmp_path: Path
+    kafka_broker: Broker, make_topic: Callable[..., str], tiny_bundle: Path, tmp_path: Path
 ) -> None:
     input_topic, alerts_topic = make_topic(partitions=2), make_topic()
     group = f"daemon-{uuid.uuid4().hex[:8]}"
@@ -47,7 +41,7 @@ def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
         f'[kafka]\ninput_topic = "{input_topic}"\nalerts_topic = "{alerts_topic}"\n'
         f'dead_letter_topic = "{make_topic()}"\ngroup_id = "{group}"\n'
         f"[batch]\nmax_records = 128\nmax_wait_ms = 100\n"
-        f'[model]\nbundle = "{bundle}"\ndevice = "cpu"\n'
+        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n'
         f'[calibration]\nmethod = "spot"\ntarget_rate = 0.001\nwindow = 1000\nwarmup = 500\n'
         f"refresh = 20\n"
         f'[log]\nformat = "json"\n'
@@ -104,7 +98,7 @@ def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
     assert all(a["model"]["name"] == "tiny" and a["calibrator"]["method"] == "spot" for a in alerts)
 
 
-def test_an_unreachable_broker_is_retried_then_reported_with_exit_code_3(bundle: Path) -> None:
+def test_an_unreachable_broker_is_retried_then_reported_with_exit_code_3(tiny_bundle: Path) -> None:
     env = {**os.environ, "TANDEM_KAFKA_BOOTSTRAP": "127.0.0.1:1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [
@@ -115,7 +109,7 @@ def test_an_unreachable_broker_is_retried_then_reported_with_exit_code_3(bundle:
             "json",
             "run",
             "--model",
-            str(bundle),
+            str(tiny_bundle),
             "--broker-wait-s",
             "3",
         ],
