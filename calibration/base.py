@@ -40,6 +40,7 @@ class Calibrator(Protocol):
         """The state (of ``keys`` only, when given, plus the global state) as bytes."""
         ...
 
-    def restore(self, data: bytes) -> None:
-        """Load a snapshot's states, replacing those of the keys it holds."""
+    def restore(self, data: bytes, with_global: bool = True) -> None:
+        """Load a snapshot's states, replacing those of the keys it holds (and the global state
+        unless ``with_global`` is false)."""
         ...

@@ -45,13 +45,24 @@ def pack(method: str, params: Mapping[str, Any], states: Mapping[str, StateField
     return buffer.getvalue()
 
 
-def unpack(data: bytes, method: str) -> tuple[dict[str, Any], dict[str, StateFields]]:
-    """Decode snapshot bytes written by ``pack`` for ``method``; return (params, states)."""
+def entity_names(data: bytes) -> list[str]:
+    """The entities a snapshot holds (``GLOBAL`` included), read from its header alone."""
+    names: list[str] = _open(data)[1]["names"]
+    return names
+
+
+def _open(data: bytes) -> tuple[Any, dict[str, Any]]:
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
-        header = json.loads(archive["header"].tobytes().decode())
+        header: dict[str, Any] = json.loads(archive["header"].tobytes().decode())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as error:
         raise SnapshotError(f"not a calibrator snapshot: {error}") from None
+    return archive, header
+
+
+def unpack(data: bytes, method: str) -> tuple[dict[str, Any], dict[str, StateFields]]:
+    """Decode snapshot bytes written by ``pack`` for ``method``; return (params, states)."""
+    archive, header = _open(data)
     if header.get("format") != SNAPSHOT_FORMAT:
         raise SnapshotError(
             f"snapshot format {header.get('format')!r}; this tandem reads format {SNAPSHOT_FORMAT}"

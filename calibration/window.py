@@ -97,14 +97,17 @@ class WindowCalibrator:
         rows = {state.GLOBAL: GLOBAL_ROW, **chosen}
         return state.pack(self.method, self.params(), {n: self._fields(r) for n, r in rows.items()})
 
-    def restore(self, data: bytes) -> None:
-        """Replace the global state and the states of the keys in the snapshot.
+    def restore(self, data: bytes, with_global: bool = True) -> None:
+        """Replace the states of the keys in the snapshot, and the global state unless
+        ``with_global`` is false (a daemon taking over a partition keeps its own global state).
 
         A snapshot taken under other parameters (say, another quantile) is restored with this
         calibrator's parameters, and its thresholds are recomputed at once.
         """
         saved_params, states = state.unpack(data, self.method)
         changed = saved_params != self.params()
+        if not with_global:
+            states.pop(state.GLOBAL, None)
         for name, fields in states.items():
             row = GLOBAL_ROW if name == state.GLOBAL else self._rows_of(np.array([name]))[0]
             self._load(row, fields)

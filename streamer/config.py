@@ -167,7 +167,8 @@ class CalibrationConfig(_Section):
 
     ``target_rate`` is the wanted fraction of normal windows flagged (SPOT/DSPOT); ``quantile``
     is the rolling-quantile method's level. ``window`` and ``warmup`` count windows; ``refresh`` is
-    how many windows an entity sees between threshold recomputations.
+    how many windows an entity sees between threshold recomputations. ``checkpoint_interval_s``
+    is how often the state is saved to the state topic (0: after every batch).
     """
 
     method: Literal["quantile", "spot", "dspot"] = "spot"
@@ -179,6 +180,7 @@ class CalibrationConfig(_Section):
     init_level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.98
     depth: Annotated[int, Field(ge=1)] = 50
     per_key: bool = False
+    checkpoint_interval_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
 
     @model_validator(mode="after")
     def _warmup_fits_window(self) -> Self:

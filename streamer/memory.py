@@ -1,4 +1,4 @@
-"""In-memory source, sinks and checkpoint: the run loop without a broker.
+"""In-memory source, sinks and checkpoint store: the run loop without a broker.
 
 For tests and backtests over data already in memory. Each records what happened to it in an
 optional shared ``journal`` (a list of ``(event, detail)``), so the order of flushes, checkpoints
@@ -7,9 +7,10 @@ and commits can be checked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
+from streamer.checkpoints import Partition, SavedState
 from streamer.records import SourceRecord
 
 Journal = list[tuple[str, Any]]
@@ -36,6 +37,11 @@ class ListSource:
             self.committed[(record.topic, record.partition)] = record.offset + 1
         self.journal.append(("commit", records[-1].offset if records else None))
 
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        if records:
+            self.cursor = min(self.cursor, self.records.index(records[0]))
+        self.journal.append(("rewind", records[0].offset if records else None))
+
 
 class ListSink:
     """Keeps what was flushed in ``items``; ``fail`` makes the next flush raise."""
@@ -52,19 +58,29 @@ class ListSink:
 
     def flush(self) -> None:
         if self.fail is not None:
+            self.pending = []  # as a producer's failed records: none of them counts as delivered
             raise self.fail
         self.items.extend(self.pending)
         self.journal.append((f"{self.name}.flush", len(self.pending)))
         self.pending = []
 
 
-class MemoryCheckpoint:
-    """Keeps the last saved calibrator state and the offset it reflects."""
+class MemoryStateStore:
+    """Checkpoints in a dict; ``journal`` (optional) records each flush, for ordering tests."""
 
     def __init__(self, journal: Journal | None = None) -> None:
-        self.state: bytes | None = None
+        self.saved: dict[Partition, SavedState] = {}
+        self.pending: dict[Partition, SavedState] = {}
         self.journal = journal if journal is not None else []
 
-    def save(self, state: bytes, records: Sequence[SourceRecord]) -> None:
-        self.state = state
-        self.journal.append(("checkpoint", records[-1].offset if records else None))
+    def write(self, partition: Partition, saved: SavedState) -> None:
+        self.pending[partition] = saved
+
+    def flush(self) -> None:
+        self.saved.update(self.pending)
+        offsets = {f"{t}/{p}": s.offset for (t, p), s in sorted(self.pending.items())}
+        self.journal.append(("checkpoint", offsets))
+        self.pending = {}
+
+    def read(self, partitions: Collection[Partition]) -> dict[Partition, SavedState]:
+        return {p: self.saved[p] for p in partitions if p in self.saved}

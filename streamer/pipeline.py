@@ -9,16 +9,11 @@ from calibration.quantile import RollingQuantile
 from calibration.window import WindowCalibrator
 from detectors.cascade import CascadeDetector
 from streamer.broker import TopicSpec, create_topics
+from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import Limits, make_codec
 from streamer.config import CalibrationConfig, TandemConfig
 from streamer.runner import Runner
-from streamer.sinks import (
-    AlertSink,
-    DeadLetterSink,
-    KafkaCheckpoint,
-    load_checkpoint,
-    make_producer,
-)
+from streamer.sinks import AlertSink, DeadLetterSink, KafkaStateStore, make_producer
 from streamer.sources import KafkaSource
 
 
@@ -46,14 +41,24 @@ def calibrator_description(config: CalibrationConfig) -> dict[str, Any]:
 
 
 def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:
-    """Create the alerts, dead-letter and (compacted) state topics if they are missing."""
+    """Create the alerts, dead-letter and state topics if they are missing.
+
+    The state topic is compacted (only the newest checkpoint chunk per key is kept) with short
+    segments, so compaction can run within minutes and restoring reads little besides the latest
+    checkpoints.
+    """
     kafka = config.kafka
+    state_configs = {
+        "cleanup.policy": "compact",
+        "segment.ms": "600000",
+        "min.cleanable.dirty.ratio": "0.1",
+    }
     create_topics(
         kafka.client_options(),
         [
             TopicSpec(kafka.alerts_topic, partitions),
             TopicSpec(kafka.dead_letter_topic, partitions),
-            TopicSpec(kafka.state_topic, 1, configs={"cleanup.policy": "compact"}),
+            TopicSpec(kafka.state_topic, 1, configs=state_configs),
         ],
     )
 
@@ -61,27 +66,28 @@ def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:
 def build_runner(
     config: TandemConfig, detector: CascadeDetector, name: str
 ) -> tuple[Runner, KafkaSource]:
-    """A runner reading the input topic, with its calibrator restored from the last checkpoint."""
+    """A runner reading the input topic in the group; each partition's calibrator state is
+    restored from its last checkpoint when the partition is assigned."""
     ensure_topics(config)
-    calibrator = build_calibrator(config.calibration)
-    saved = load_checkpoint(config.kafka)
-    if saved is not None:
-        calibrator.restore(saved)
     producer = make_producer(config.kafka)
     source = KafkaSource(config.kafka, config.batch)
     codec = make_codec(
         config.codec.format,
         Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),
     )
+    checkpoints = PartitionCheckpoints(
+        KafkaStateStore(producer, config.kafka), config.calibration.checkpoint_interval_s
+    )
     runner = Runner(
         source,
         codec,
         detector,
-        calibrator,
+        build_calibrator(config.calibration),
         AlertSink(producer, config.kafka.alerts_topic),
         DeadLetterSink(producer, config.kafka.dead_letter_topic),
-        KafkaCheckpoint(producer, config.kafka),
+        checkpoints,
         model={"name": name, "version": detector.version or "unsaved"},
         calibration=calibrator_description(config.calibration),
     )
+    source.listener = runner
     return runner, source

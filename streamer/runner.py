@@ -1,18 +1,20 @@
 """The run loop: one batch from source to commit, in one order, written once.
 
     decode → score → calibrate → sinks.add (alerts, dead letters) → sinks.flush (acknowledged)
-    → checkpoint calibrator state → commit source positions
+    → checkpoint calibrator state (when due) → commit source positions
 
-A position is committed only after everything its batch produced is acknowledged and the
-calibrator state that reflects it is saved, so a crash re-delivers at most the uncommitted batch:
-its alerts come again with the same ids, and the restored thresholds are those it was judged by.
+A position is committed only after everything its batch produced is acknowledged (and a due
+checkpoint saved), so a crash re-delivers at most the uncommitted batch: its alerts come again
+with the same ids. Calibrator state is saved per source partition (``streamer.checkpoints``):
+after every batch, or every few seconds, and always when partitions are revoked and at a stop,
+so whoever owns a partition next resumes its thresholds instead of warming up again.
 The daemon, backtests and tests differ only in the source, sinks and checkpoint given here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,8 +25,9 @@ import structlog
 from calibration.base import Calibrator
 from detectors.base import Detector
 from streamer.alerts import Alert, build_alerts
+from streamer.checkpoints import Partition
 from streamer.codec import Codec
-from streamer.records import SourceRecord
+from streamer.records import DeadLetter, SourceRecord, WindowBatch
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +43,10 @@ class Source(Protocol):
         """Mark ``records`` (and everything before them in their partitions) as processed."""
         ...
 
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """Serve ``records`` again from the next poll on (their batch failed before its commit)."""
+        ...
+
 
 class Sink(Protocol):
     """Where alerts or dead letters go; ``flush`` returns once every item added is acknowledged."""
@@ -50,9 +57,22 @@ class Sink(Protocol):
 
 
 class Checkpoint(Protocol):
-    """Saves calibrator state together with the positions it reflects."""
+    """Saves calibrator state per source partition, with the positions it reflects
+    (``streamer.checkpoints.PartitionCheckpoints``)."""
 
-    def save(self, state: bytes, records: Sequence[SourceRecord]) -> None: ...
+    def after_batch(
+        self, calibrator: Calibrator, batch: WindowBatch, records: Sequence[SourceRecord]
+    ) -> bool: ...
+
+    def save(
+        self, calibrator: Calibrator, partitions: Collection[Partition] | None = None
+    ) -> None: ...
+
+    def restore(
+        self, calibrator: Calibrator, partitions: Collection[Partition], with_global: bool
+    ) -> Mapping[Partition, Any]: ...
+
+    def forget(self, partitions: Collection[Partition]) -> None: ...
 
 
 @dataclass
@@ -64,6 +84,17 @@ class BatchReport:
     alerts: int = 0
     dead_letters: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """One batch computed: what it produced, waiting to be delivered and committed."""
+
+    records: Sequence[SourceRecord]
+    report: BatchReport
+    batch: WindowBatch = field(default_factory=lambda: WindowBatch.empty(0))
+    dead: list[DeadLetter] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
 
 
 class Runner:
@@ -86,40 +117,77 @@ class Runner:
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
         self.model, self.calibration = dict(model), dict(calibration)
+        self.scored_any = False
+        self.pending: _Outcome | None = None
+        """A batch computed but not delivered (its sinks failed); ``step`` delivers it first."""
 
     def step(self) -> BatchReport | None:
-        """Poll one batch and run it through; None when the source had nothing."""
+        """Deliver the batch whose delivery failed last time, if any; else poll one batch and
+        run it through. None when the source had nothing."""
+        if self.pending is not None:
+            return self._deliver(self.pending)
         records = self.source.poll()
         if not records:
             return None
         return self.process(records)
 
     def process(self, records: Sequence[SourceRecord]) -> BatchReport:
-        """The whole order for one batch; raises (committing nothing) if a sink cannot flush."""
-        report = BatchReport(records=len(records))
-        clock = partial(_timed, report.seconds)
+        """The whole order for one batch.
+
+        If decoding, scoring or calibrating fails, the source is rewound to serve ``records``
+        again. If delivery fails (a sink cannot flush: the broker is gone), the batch's alerts
+        and dead letters are kept and the next ``step`` delivers them again before polling
+        anything new: the calibrator learns each record once, and each alert keeps its flag.
+        Either way nothing is committed and the error is raised.
+        """
+        try:
+            outcome = self._compute(records)
+        except Exception:
+            self.source.rewind(records)
+            raise
+        return self._deliver(outcome)
+
+    def _compute(self, records: Sequence[SourceRecord]) -> _Outcome:
+        outcome = _Outcome(records, BatchReport(records=len(records)))
+        clock = partial(_timed, outcome.report.seconds)
         with clock("decode"):
-            batch, dead = self.codec.decode(records)
-        alerts: list[Alert] = []
+            outcome.batch, outcome.dead = self.codec.decode(records)
+        batch = outcome.batch
         if len(batch):
+            self.scored_any = True
             with clock("score"):
                 scores = self.detector.score(batch.windows)
             with clock("calibrate"):
                 flags = self.calibrator.update(batch.keys, scores.score)
             with clock("alerts"):
-                alerts = build_alerts(
+                outcome.alerts = build_alerts(
                     batch, scores, flags, self.detector.feature_names, self.model, self.calibration
                 )
+        for letter in outcome.dead:
+            log.warning(
+                "dead_letter",
+                source=letter.record.position,
+                stage=letter.stage,
+                error=letter.reason,
+            )
+        return outcome
+
+    def _deliver(self, outcome: _Outcome) -> BatchReport:
+        self.pending = outcome
+        report, records = outcome.report, outcome.records
+        clock = partial(_timed, report.seconds)
         with clock("produce"):
-            self.alert_sink.add(alerts)
-            self.dead_letter_sink.add(dead)
+            self.alert_sink.add(outcome.alerts)
+            self.dead_letter_sink.add(outcome.dead)
             self.alert_sink.flush()
             self.dead_letter_sink.flush()
         with clock("checkpoint"):
-            self.checkpoint.save(self.calibrator.snapshot(), records)
+            self.checkpoint.after_batch(self.calibrator, outcome.batch, records)
         with clock("commit"):
             self.source.commit(records)
-        report.scored, report.alerts, report.dead_letters = len(batch), len(alerts), len(dead)
+        self.pending = None
+        report.scored, report.alerts = len(outcome.batch), len(outcome.alerts)
+        report.dead_letters = len(outcome.dead)
         log.info(
             "batch_scored",
             records=report.records,
@@ -128,14 +196,45 @@ class Runner:
             dead_letters=report.dead_letters,
             **{f"{stage}_ms": round(s * 1000, 2) for stage, s in report.seconds.items()},
         )
-        for letter in dead:
-            log.warning(
-                "dead_letter",
-                source=letter.record.position,
-                stage=letter.stage,
-                error=letter.reason,
-            )
         return report
+
+    def partitions_revoked(
+        self, partitions: Collection[Partition], in_hand: Sequence[SourceRecord]
+    ) -> None:
+        """The source is losing ``partitions``: finish the batch in hand (deliver and commit it),
+        then save the state of those partitions for their next owner. What cannot be finished
+        stays uncommitted, and the next owner reads it again."""
+        try:
+            if self.pending is not None:
+                self._deliver(self.pending)
+            if in_hand:
+                self.process(in_hand)
+        except Exception as error:
+            self.pending = None
+            log.warning("revoked_batch_unfinished", error=repr(error))
+        self.checkpoint.save(self.calibrator, partitions)
+        self.checkpoint.forget(partitions)
+        log.info("partitions_revoked", partitions=_names(partitions))
+
+    def partitions_assigned(self, partitions: Collection[Partition]) -> None:
+        """The source now owns ``partitions``: resume their calibrator state. The global state
+        comes from a checkpoint only while this runner has scored nothing of its own."""
+        found = self.checkpoint.restore(
+            self.calibrator, partitions, with_global=not self.scored_any
+        )
+        log.info(
+            "partitions_assigned",
+            partitions=_names(partitions),
+            restored=_names(found),
+        )
+
+    def close(self) -> None:
+        """Save every partition's state (a graceful stop; offsets are already committed)."""
+        self.checkpoint.save(self.calibrator)
+
+
+def _names(partitions: Collection[Partition]) -> list[str]:
+    return [f"{topic}/{number}" for topic, number in sorted(partitions)]
 
 
 @contextmanager

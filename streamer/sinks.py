@@ -1,21 +1,23 @@
 """Kafka sinks: alerts and dead letters produced with ``acks=all``; ``flush`` returns only when
 the broker acknowledged every record added since the last flush, and raises otherwise, so the run
-loop never commits a batch whose output might be lost. Also the calibrator checkpoint, written
-to the compacted ``<group>.state`` topic and read back at start.
+loop never commits a batch whose output might be lost. Also the store of calibrator
+checkpoints on the compacted ``<group>.state`` topic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamer.alerts import Alert
+from streamer.checkpoints import Partition, SavedState
 from streamer.config import KafkaConfig
 from streamer.errors import TandemError
-from streamer.records import DeadLetter, SourceRecord
+from streamer.records import DeadLetter
 
 log = structlog.get_logger(__name__)
 
@@ -66,45 +68,88 @@ class DeadLetterSink(_ProducerSink):
             self.send(letter.record.key, letter.record.value, letter.headers())
 
 
-class KafkaCheckpoint:
-    """The calibrator state as one record keyed by group on the compacted state topic."""
+class KafkaStateStore:
+    """Checkpoints on the compacted ``<group>.state`` topic.
 
-    def __init__(self, producer: KafkaProducer, kafka: KafkaConfig) -> None:
+    A snapshot can exceed Kafka's 1 MB record limit (about 57 KB per entity at a 10,000-score
+    window), so it is cut into chunks of at most ``chunk_bytes``, keyed
+    ``<group>|<topic>/<partition>|<slot>|<index>``. Generations alternate between slots 0 and 1,
+    so compaction never removes the last complete generation while a newer one is half written
+    (a crash mid-save); a reader takes the newest generation whose chunks are all present.
+    """
+
+    def __init__(
+        self, producer: KafkaProducer, kafka: KafkaConfig, chunk_bytes: int = 900_000
+    ) -> None:
+        self.kafka, self.chunk_bytes = kafka, chunk_bytes
         self.sink = _ProducerSink(producer, kafka.state_topic)
-        self.key = kafka.group_id.encode()
+        self.prefix = f"{kafka.group_id}|"
 
-    def save(self, state: bytes, records: Sequence[SourceRecord]) -> None:
-        """Write ``state`` with a header naming, per partition, the last position it reflects."""
-        last: dict[tuple[str, int], int] = {}
-        for record in records:
-            where = (record.topic, record.partition)
-            last[where] = max(last.get(where, -1), record.offset)
-        positions = ",".join(
-            f"{topic}/{partition}/{offset}" for (topic, partition), offset in sorted(last.items())
-        )
-        self.sink.send(self.key, state, [("tandem.positions", positions.encode())])
+    def write(self, partition: Partition, saved: SavedState) -> None:
+        data, size = saved.snapshot, self.chunk_bytes
+        chunks = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+        topic, number = partition
+        for index, chunk in enumerate(chunks):
+            key = f"{self.prefix}{topic}/{number}|{saved.generation % 2}|{index}"
+            headers = [
+                ("tandem.generation", str(saved.generation).encode()),
+                ("tandem.chunks", str(len(chunks)).encode()),
+                ("tandem.offset", str(saved.offset).encode()),
+            ]
+            self.sink.send(key.encode(), chunk, headers)
+
+    def flush(self) -> None:
         self.sink.flush()
 
+    def read(
+        self, partitions: Collection[Partition], timeout_s: float = 30.0
+    ) -> dict[Partition, SavedState]:
+        wanted = {f"{topic}/{number}": (topic, number) for topic, number in partitions}
+        # (partition, slot) -> index -> (generation, chunks, offset, bytes); later records win.
+        slots: dict[tuple[Partition, str], dict[int, tuple[int, int, int, bytes]]] = {}
+        for key, value, headers in _read_all(self.kafka, self.kafka.state_topic, timeout_s):
+            parts = key.decode(errors="replace").split("|") if key else []
+            if len(parts) != 4 or f"{parts[0]}|" != self.prefix or parts[1] not in wanted:
+                continue
+            try:
+                meta = {name: int(raw) for name, raw in headers if name.startswith("tandem.")}
+                chunk = (meta["tandem.generation"], meta["tandem.chunks"], meta["tandem.offset"])
+                index = int(parts[3])
+            except (KeyError, ValueError):
+                log.warning("checkpoint_chunk_unreadable", key=parts)
+                continue
+            slots.setdefault((wanted[parts[1]], parts[2]), {})[index] = (*chunk, value or b"")
+        found: dict[Partition, SavedState] = {}
+        for (partition, _), chunks in slots.items():
+            generation, count, offset, _ = chunks.get(0, (0, 0, 0, b""))
+            pieces = [chunks.get(i) for i in range(count)]
+            if not count or any(p is None or p[0] != generation for p in pieces):
+                continue
+            best = found.get(partition)
+            if best is None or generation > best.generation:
+                data = b"".join(p[3] for p in pieces if p is not None)
+                found[partition] = SavedState(data, offset, generation)
+        return found
 
-def load_checkpoint(kafka: KafkaConfig, timeout_s: float = 10.0) -> bytes | None:
-    """The latest calibrator state saved for this group, or None if there is none."""
+
+def _read_all(
+    kafka: KafkaConfig, topic: str, timeout_s: float
+) -> Iterator[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """Every record now in ``topic``, oldest first, as (key, value, headers)."""
     consumer = KafkaConsumer(enable_auto_commit=False, **kafka.client_options())
     try:
-        partitions = [
-            TopicPartition(kafka.state_topic, p)
-            for p in consumer.partitions_for_topic(kafka.state_topic) or ()
-        ]
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
-            return None
+            return
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
-        latest: bytes | None = None
+        deadline = time.monotonic() + timeout_s
         while any(consumer.position(p) < ends[p] for p in partitions):
-            for records in consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"could not read {topic} to its end in {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=1000).values():
                 for record in records:
-                    if record.key == kafka.group_id.encode():
-                        latest = record.value
-        return latest
+                    yield record.key, record.value, list(record.headers or ())
     finally:
         consumer.close()

@@ -7,21 +7,49 @@ acknowledged and its calibrator state saved.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Protocol
 
-from kafka import KafkaConsumer, TopicPartition
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
+from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TopicError
 from streamer.records import SourceRecord
 
+log = structlog.get_logger(__name__)
+
+
+class PartitionListener(Protocol):
+    """Told when the group moves partitions (the run loop: ``Runner``)."""
+
+    def partitions_revoked(
+        self, partitions: Collection[Partition], in_hand: Sequence[SourceRecord]
+    ) -> None: ...
+
+    def partitions_assigned(self, partitions: Collection[Partition]) -> None: ...
+
 
 class KafkaSource:
-    """Reads ``[kafka].input_topic`` in consumer group ``[kafka].group_id``."""
+    """Reads ``[kafka].input_topic`` in consumer group ``[kafka].group_id``.
 
-    def __init__(self, kafka: KafkaConfig, batch: BatchConfig, topic_wait_s: float = 30.0) -> None:
-        self.batch = batch
+    Group rebalances happen inside ``poll``. The ``listener`` is told first which partitions are
+    being revoked, with the records already fetched for the batch in hand (it finishes and commits
+    them, and saves the partitions' state), then which are assigned (it restores their state).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        batch: BatchConfig,
+        listener: PartitionListener | None = None,
+        topic_wait_s: float = 30.0,
+    ) -> None:
+        self.batch, self.listener = batch, listener
+        self.in_hand: list[SourceRecord] = []
         self.consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -40,19 +68,18 @@ class KafkaSource:
                     f"input topic {kafka.input_topic!r} does not exist (or is not visible)"
                 )
             time.sleep(0.2)
-        self.consumer.subscribe([kafka.input_topic])
+        self.consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
 
     def poll(self) -> list[SourceRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms`` after the first call."""
-        records: list[SourceRecord] = []
         deadline = time.monotonic() + self.batch.max_wait_ms / 1000
-        while len(records) < self.batch.max_records:
+        while len(self.in_hand) < self.batch.max_records:
             remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
             fetched = self.consumer.poll(
-                timeout_ms=remaining_ms, max_records=self.batch.max_records - len(records)
+                timeout_ms=remaining_ms, max_records=self.batch.max_records - len(self.in_hand)
             )
             for partition_records in fetched.values():
-                records.extend(
+                self.in_hand.extend(
                     SourceRecord(
                         r.topic,
                         r.partition,
@@ -66,7 +93,20 @@ class KafkaSource:
                 )
             if remaining_ms == 0:
                 break
+        records, self.in_hand = self.in_hand, []
         return records
+
+    def lag(self) -> dict[Partition, int]:
+        """Records behind the end of each assigned partition, as of the last fetch (a partition
+        not fetched from yet is left out)."""
+        lags: dict[Partition, int] = {}
+        for partition in self.consumer.assignment():
+            end = self.consumer.highwater(partition)
+            if end is not None:
+                lags[(partition.topic, partition.partition)] = max(
+                    end - self.consumer.position(partition), 0
+                )
+        return lags
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
         """Commit, per partition, the offset after the last of ``records``."""
@@ -76,8 +116,45 @@ class KafkaSource:
             current = offsets.get(partition)
             if current is None or record.offset + 1 > current.offset:
                 offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
-        if offsets:
+        if not offsets:
+            return
+        try:
             self.consumer.commit(offsets)
+        except CommitFailedError as error:
+            # The group moved these partitions while the batch was out: their new owner reads
+            # them again from the last commit (alert ids make the repeats harmless).
+            log.warning("commit_refused", error=str(error), partitions=len(offsets))
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """Seek each partition still owned back to the first of ``records`` in it."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            first[partition] = min(first.get(partition, record.offset), record.offset)
+        owned = self.consumer.assignment()
+        for partition, offset in first.items():
+            if partition in owned:
+                self.consumer.seek(partition, offset)
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        # Records in hand from partitions still owned are finished too: with the eager protocol
+        # kafka-python uses, every partition is revoked at a rebalance.
+        in_hand, self.source.in_hand = self.source.in_hand, []
+        if self.source.listener is not None:
+            self.source.listener.partitions_revoked(_partitions(revoked), in_hand)
+
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        if self.source.listener is not None:
+            self.source.listener.partitions_assigned(_partitions(assigned))
+
+
+def _partitions(partitions: Collection[TopicPartition]) -> list[Partition]:
+    return sorted((p.topic, p.partition) for p in partitions)

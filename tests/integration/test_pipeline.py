@@ -3,6 +3,7 @@ dead letters out, offsets committed at N, and a restart resumes the thresholds."
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -44,6 +45,7 @@ def configure(broker: Broker, make_topic: Callable[..., str]) -> TandemConfig:
             "window": 500,
             "warmup": 300,
             "refresh": 20,
+            "per_key": True,
         },
     )
 
@@ -119,8 +121,14 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
 
     restored = build_calibrator(config.calibration)
     second, source2 = build_runner(config, detector, name="tiny")
+    deadline = time.monotonic() + 30
+    while not second.calibrator.keys and time.monotonic() < deadline:
+        assert second.step() is None, "everything was committed: nothing to read again"
     source2.close()
-    assert second.calibrator.snapshot() == runner.calibrator.snapshot(), (
-        "the restart resumes thresholds"
-    )
+    keys = [f"s{k}" for k in range(6)]
+    assert sorted(second.calibrator.keys) == keys, "assignment restored every partition's keys"
+    for key in [None, *keys]:
+        assert second.calibrator.threshold(key) == runner.calibrator.threshold(key), (
+            f"the restart resumes the threshold of {key or 'the global state'}"
+        )
     assert not np.isnan(second.calibrator.threshold()) and np.isnan(restored.threshold())

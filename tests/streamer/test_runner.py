@@ -7,8 +7,9 @@ import pytest
 
 from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
+from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import JsonCodec, Limits
-from streamer.memory import Journal, ListSink, ListSource, MemoryCheckpoint
+from streamer.memory import Journal, ListSink, ListSource, MemoryStateStore
 from streamer.records import SourceRecord
 from streamer.runner import Runner
 
@@ -46,7 +47,7 @@ def runner(
         calibrator,
         alerts,
         dead,
-        MemoryCheckpoint(journal),
+        PartitionCheckpoints(MemoryStateStore(journal)),
         model={"name": "tiny", "version": detector.version or ""},
         calibration={"method": "quantile", "quantile": 0.995},
     )
@@ -88,6 +89,26 @@ def test_a_failed_flush_commits_nothing(detector: CascadeDetector) -> None:
     assert [event for event, _ in journal][-1] == "commit"
 
 
+def test_a_batch_that_failed_delivery_is_delivered_again_unchanged(
+    detector: CascadeDetector,
+) -> None:
+    """While the sinks fail, the same outcome is retried (the calibrator learns each record
+    once), nothing new is polled, and the alerts in the end are those of an undisturbed run."""
+    reference, _, expected, _ = runner(detector, 128, [])
+    drain(reference)
+    run, source, alerts, _ = runner(detector, 128, [])
+    run.step()
+    alerts.fail = ConnectionError("broker gone")
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            run.step()
+    assert source.cursor == 256, "nothing polled while a batch waits for delivery"
+    alerts.fail = None
+    drain(run)
+    assert source.committed == {("feed", 0): 900}
+    assert [a.alert_id for a in alerts.items] == [a.alert_id for a in expected.items]
+
+
 def test_the_same_stream_in_other_batches_gives_the_same_alerts(detector: CascadeDetector) -> None:
     """Same alert ids whatever the batching (the calibrator refreshes at fixed counts). Scores
     agree to float32 precision, not bit for bit: XLA's matmuls differ slightly between the
@@ -102,3 +123,16 @@ def test_the_same_stream_in_other_batches_gives_the_same_alerts(detector: Cascad
         for mine, theirs in zip(other, outcomes[0], strict=True):
             assert mine.body["score"] == pytest.approx(theirs.body["score"], rel=1e-5)
             assert mine.body["threshold"] == pytest.approx(theirs.body["threshold"], rel=1e-5)
+
+
+def test_a_batch_that_failed_to_compute_is_served_again(detector: CascadeDetector) -> None:
+    journal: Journal = []
+    run, source, _, _ = runner(detector, 128, journal)
+    score = run.detector.score
+    run.detector.score = lambda windows: (_ for _ in ()).throw(MemoryError("device"))  # type: ignore[method-assign]
+    with pytest.raises(MemoryError):
+        run.step()
+    assert journal[-1] == ("rewind", 0) and source.cursor == 0
+    run.detector.score = score  # type: ignore[method-assign]
+    drain(run)
+    assert source.committed == {("feed", 0): 900}

@@ -1,0 +1,493 @@
+"""Pipeline throughput and latency against the real broker, printed as JSON.
+
+On one pre-filled input topic (``--records`` JSON windows of 16 features over ``--keys``
+entities, ``--partitions`` partitions), each phase in a consumer group of its own:
+
+- ``raw``: the baseline, kafka-python alone: a ``KafkaConsumer`` in a group with the settings
+  ``KafkaSource`` uses (auto-commit off, ``max_poll_records`` = ``[batch].max_records``), polling
+  and committing after each poll, decoding nothing.
+- ``product``: the daemon's path, ``build_runner`` and ``Runner.step`` until every record is
+  committed: poll, decode, score, calibrate, alerts and dead letters acknowledged, calibrator
+  checkpoint written, offsets committed.
+
+Both rates are steady state: the clock starts once the first batch is committed, so joining the
+group is left out of both. Then, on a fresh topic and group, a producer thread sends at a steady
+``--rate`` for ``--latency-s`` seconds, each record stamped with its send time, while the runner
+polls and processes; a record's latency is the wall clock once ``Runner.process`` returned (alerts
+acknowledged, offsets committed) minus its timestamp. Records sent before the runner joined its
+group and warmed its calibrator up are not counted.
+
+The detector is a small cascade trained in-process on the same synthetic feed, saved and loaded
+as the daemon loads a bundle. Configuration comes from ``load_config`` (``--config`` and the
+``TANDEM_*`` variables: ``TANDEM_KAFKA_BOOTSTRAP``, ``TANDEM_BATCH_MAX_RECORDS``, ...); topics and
+groups are fresh per run and deleted at the end. Logs go to stderr (``TANDEM_LOG_LEVEL=warning``
+quiets them), the JSON alone to stdout. Exit status 1 if no broker answers.
+
+Floor (issue text): product ≥ 0.8 times raw records/s (``floor_met``: reported, not asserted).
+Usage: .venv/bin/python bench/bench_pipeline.py [--records 200000] [--rate 2000] [--latency-s 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import structlog
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from detectors.backend import select_device
+from detectors.base import DevicePreference
+from detectors.cascade import CascadeDetector
+from detectors.spec import AutoencoderSpec, CascadeSpec
+from streamer.broker import TopicSpec, admin_client, create_topics, delete_topics, wait_for_broker
+from streamer.codec import JsonCodec, Limits
+from streamer.config import KafkaConfig, TandemConfig, load_config
+from streamer.errors import BrokerUnavailableError, TandemError
+from streamer.logging import configure_logging
+from streamer.pipeline import build_runner
+from streamer.runner import BatchReport
+from streamer.synthetic import sensor_feed
+
+log = structlog.get_logger("bench.pipeline")
+
+FLOOR = 0.8
+WINDOW = 16
+TRAINING_WINDOWS = 8000
+SPEC = CascadeSpec(
+    ae1=AutoencoderSpec(hidden=(12,), latent=6),
+    ae2=AutoencoderSpec(hidden=(), latent=2),
+    epochs=8,
+)
+IDLE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Feed:
+    """The input records, ready to send: record keys, JSON values and partitions, in stream order.
+
+    An entity's records all go to one partition, as keyed records would; entities are dealt to
+    the partitions evenly (entity ``k`` to ``k % partitions``) rather than by key hash, which
+    spreads 100 keys over 4 partitions unevenly and costs the producer a murmur2 per record.
+    """
+
+    keys: list[bytes]
+    values: list[bytes]
+    partitions: list[int]
+
+
+@dataclass
+class Phase:
+    """What one throughput phase measured after its first batch: records, seconds, batches."""
+
+    records: int
+    seconds: float
+    batches: int
+    first_batch_s: float
+    """From the phase's start (group join included) to its first committed batch."""
+    stages: dict[str, float] = field(default_factory=dict)
+    alerts: int = 0
+    dead_letters: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+class Resources:
+    """Topics and consumer groups this run made, deleted (best effort) by ``clean_up``."""
+
+    def __init__(self, client_options: dict[str, Any]) -> None:
+        self.client_options = client_options
+        self.topics: list[str] = []
+        self.groups: list[str] = []
+
+    def phase_config(self, base: TandemConfig, input_topic: str, phase: str) -> TandemConfig:
+        """``base`` reading ``input_topic`` in a new group, new alert and dead-letter topics."""
+        run = uuid.uuid4().hex[:8]
+        kafka = KafkaConfig.model_validate(
+            {
+                **base.kafka.model_dump(),
+                "input_topic": input_topic,
+                "alerts_topic": f"bench.{phase}.alerts.{run}",
+                "dead_letter_topic": f"bench.{phase}.dead-letter.{run}",
+                "group_id": f"bench.{phase}.{run}",
+            }
+        )
+        self.groups.append(kafka.group_id)
+        self.topics.extend([kafka.alerts_topic, kafka.dead_letter_topic, kafka.state_topic])
+        return base.model_copy(update={"kafka": kafka})
+
+    def new_topic(self, stem: str, partitions: int) -> str:
+        name = f"bench.{stem}.{uuid.uuid4().hex[:8]}"
+        self.topics.append(name)
+        create_topics(self.client_options, [TopicSpec(name, partitions)])
+        return name
+
+    def clean_up(self) -> None:
+        try:
+            delete_topics(self.client_options, self.topics)
+        except (KafkaError, TandemError) as error:
+            log.warning("bench_topics_left", topics=self.topics, error=repr(error))
+        try:
+            with admin_client(self.client_options, timeout_s=30) as admin:
+                admin.delete_groups(self.groups)
+        except (KafkaError, TandemError) as error:
+            log.warning("bench_groups_left", groups=self.groups, error=repr(error))
+
+
+def make_feed(records: int, keys: int, partitions: int) -> tuple[Feed, np.ndarray]:
+    """``records`` JSON windows (values to 3 decimals, as a feed would send them) over ``keys``
+    entities, and (n, 16) float32 windows of the same feed to train on."""
+    feed = sensor_feed(records, n_keys=keys, window=WINDOW, seed=0)
+    rounded = np.round(feed.windows.astype(np.float64), 3)
+    codec = JsonCodec(Limits(WINDOW))
+    names = [str(key) for key in feed.keys]
+    values = [
+        codec.encode(names[i], int(feed.ts_ms[i]), rounded[i]) for i in range(len(feed.windows))
+    ]
+    rows = np.sort(
+        np.random.default_rng(0).choice(records, min(records, TRAINING_WINDOWS), replace=False)
+    )
+    feed_partitions = [(row % keys) % partitions for row in range(records)]
+    encoded = Feed([name.encode() for name in names], values, feed_partitions)
+    return encoded, rounded[rows].astype(np.float32)
+
+
+def train_detector(windows: np.ndarray, device: DevicePreference, scratch: Path) -> CascadeDetector:
+    """Fit the small cascade, save it as a bundle and load it back as the daemon does."""
+    names = [f"x[t-{WINDOW - 1 - step}]" for step in range(WINDOW)]
+    path = scratch / "bench-cascade"
+    CascadeDetector(SPEC, feature_names=names, device="cpu").fit(windows).save(path)
+    return CascadeDetector.load(path, expected_window=WINDOW, device=device)
+
+
+def prefill(client_options: dict[str, Any], topic: str, feed: Feed) -> float:
+    """Send every record of ``feed`` and wait for the acknowledgements; records/s."""
+    producer = KafkaProducer(
+        acks=1,
+        linger_ms=20,
+        batch_size=512 * 1024,
+        **client_options,
+    )
+    started = time.perf_counter()
+    try:
+        for key, value, partition in zip(feed.keys, feed.values, feed.partitions, strict=True):
+            producer.send(topic, key=key, value=value, partition=partition)
+        producer.flush()
+    finally:
+        producer.close()
+    return len(feed.values) / (time.perf_counter() - started)
+
+
+def until_idle(what: str, done: int, total: int, last_progress: float) -> None:
+    if time.monotonic() - last_progress > IDLE_TIMEOUT_S:
+        raise TimeoutError(f"{what}: {done} of {total} records arrived, none for {IDLE_TIMEOUT_S}s")
+
+
+def raw_phase(config: TandemConfig, total: int) -> Phase:
+    """kafka-python alone, with ``KafkaSource``'s consumer settings; commit after each poll."""
+    kafka, batch = config.kafka, config.batch
+    started = time.perf_counter()
+    consumer = KafkaConsumer(
+        group_id=kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=kafka.auto_offset_reset,
+        max_poll_records=batch.max_records,
+        metadata_max_age_ms=30_000,
+        **kafka.client_options(),
+    )
+    try:
+        deadline = time.monotonic() + IDLE_TIMEOUT_S
+        while not consumer.partitions_for_topic(kafka.input_topic):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {kafka.input_topic!r} not visible to the consumer")
+            time.sleep(0.2)
+        consumer.subscribe([kafka.input_topic])
+        done, batches, first, clock = 0, 0, 0, 0.0
+        progress = time.monotonic()
+        while done < total:
+            fetched = consumer.poll(timeout_ms=batch.max_wait_ms)
+            if not fetched:
+                until_idle("raw consumer", done, total, progress)
+                continue
+            offsets = {
+                partition: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                for partition, records in fetched.items()
+                if records
+            }
+            consumer.commit(offsets)
+            done += sum(len(records) for records in fetched.values())
+            progress = time.monotonic()
+            if not first:
+                first, clock = done, time.perf_counter()
+            else:
+                batches += 1
+        return Phase(done - first, time.perf_counter() - clock, batches, clock - started)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def product_phase(config: TandemConfig, detector: CascadeDetector, total: int) -> Phase:
+    """``build_runner`` and ``Runner.step`` until all ``total`` records are committed."""
+    started = time.perf_counter()
+    runner, source = build_runner(config, detector, name=detector.name_)
+    try:
+        reports: list[BatchReport] = []
+        first: BatchReport | None = None
+        clock, done, progress = 0.0, 0, time.monotonic()
+        while done < total:
+            report = runner.step()
+            if report is None:
+                until_idle("product runner", done, total, progress)
+                continue
+            done += report.records
+            progress = time.monotonic()
+            if first is None:
+                first, clock = report, time.perf_counter()
+            else:
+                reports.append(report)
+        elapsed = time.perf_counter() - clock
+    finally:
+        source.close()
+    stages: dict[str, float] = {}
+    for report in reports:
+        for stage, seconds in report.seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    stages["poll"] = elapsed - sum(stages.values())
+    return Phase(
+        records=sum(r.records for r in reports),
+        seconds=elapsed,
+        batches=len(reports),
+        first_batch_s=clock - started,
+        stages={stage: round(seconds, 3) for stage, seconds in stages.items()},
+        alerts=sum(r.alerts for r in [first, *reports] if r is not None),
+        dead_letters=sum(r.dead_letters for r in [first, *reports] if r is not None),
+    )
+
+
+def send_steadily(
+    producer: KafkaProducer,
+    topic: str,
+    feed: Feed,
+    count: int,
+    rate: float,
+    offset: int,
+    took_s: list[float],
+) -> None:
+    """Send ``count`` records on a fixed schedule, record ``i`` at ``i / rate`` seconds (a sender
+    that falls behind catches up), each stamped with the wall clock at its send; append the
+    seconds the sending took to ``took_s``."""
+    started = time.perf_counter()
+    for i in range(count):
+        pause = started + i / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        j = (offset + i) % len(feed.values)
+        producer.send(
+            topic,
+            key=feed.keys[j],
+            value=feed.values[j],
+            partition=feed.partitions[j],
+            timestamp_ms=int(time.time() * 1000),
+        )
+    producer.flush()
+    took_s.append(time.perf_counter() - started)
+
+
+@dataclass
+class Latency:
+    """Per measured record, milliseconds from its timestamp to ``poll`` handing over its batch
+    (``polled``) and to ``process`` returning (``done``); per batch, milliseconds in ``process``."""
+
+    polled: np.ndarray
+    done: np.ndarray
+    process_ms: np.ndarray
+    sent_per_s: float
+
+    def percentile(self, which: str, q: float) -> float:
+        values: np.ndarray = getattr(self, which)
+        return round(float(np.percentile(values, q)), 1)
+
+
+def latency_phase(
+    config: TandemConfig,
+    detector: CascadeDetector,
+    feed: Feed,
+    rate: float,
+    seconds: float,
+) -> Latency:
+    """Run the product at a steady input rate; see the module docstring."""
+    producer = KafkaProducer(acks=1, linger_ms=0, **config.kafka.client_options())
+    runner, source = build_runner(config, detector, name=detector.name_)
+    topic = config.kafka.input_topic
+    polled: list[float] = []
+    done: list[float] = []
+    process_ms: list[float] = []
+
+    def process_until(count: int, measure: bool) -> None:
+        processed, progress = 0, time.monotonic()
+        while processed < count:
+            records = runner.source.poll()
+            if not records:
+                until_idle("latency runner", processed, count, progress)
+                continue
+            handed = time.time() * 1000
+            runner.process(records)
+            finished = time.time() * 1000
+            if measure:
+                polled.extend(handed - r.timestamp_ms for r in records)
+                done.extend(finished - r.timestamp_ms for r in records)
+                process_ms.append(finished - handed)
+            processed += len(records)
+            progress = time.monotonic()
+
+    try:
+        warmup = config.calibration.warmup + config.batch.max_records
+        for i in range(warmup):
+            j = i % len(feed.values)
+            producer.send(
+                topic, key=feed.keys[j], value=feed.values[j], partition=feed.partitions[j]
+            )
+        producer.flush()
+        process_until(warmup, measure=False)
+        count = round(rate * seconds)
+        took_s: list[float] = []
+        sender = threading.Thread(
+            target=send_steadily,
+            args=(producer, topic, feed, count, rate, warmup, took_s),
+            name="bench-steady-producer",
+            daemon=True,
+        )
+        sender.start()
+        process_until(count, measure=True)
+        sender.join()
+    finally:
+        source.close()
+        producer.close()
+    sent_per_s = count / took_s[0] if took_s else float("nan")
+    return Latency(np.asarray(polled), np.asarray(done), np.asarray(process_ms), sent_per_s)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--keys", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=2000.0, help="latency phase, records/s")
+    parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--config", type=Path, default=None, help="a tandem TOML config")
+    parser.add_argument("--broker-wait-s", type=float, default=10.0)
+    args = parser.parse_args()
+    if args.records < 1000 or args.keys < 1 or args.partitions < 1 or args.rate <= 0:
+        parser.error("--records must be at least 1000; --keys, --partitions, --rate positive")
+    wall = time.perf_counter()
+    config = load_config(args.config)
+    configure_logging(level=config.log.level, fmt=config.log.format, stream=sys.stderr)
+    options = config.kafka.client_options()
+    try:
+        info = wait_for_broker(options, timeout_s=args.broker_wait_s)
+    except BrokerUnavailableError as error:
+        print(
+            f"bench_pipeline: no Kafka broker at {config.kafka.bootstrap} ({error}). Start one "
+            "with scripts/kafka.sh start, or point TANDEM_KAFKA_BOOTSTRAP at a running cluster.",
+            file=sys.stderr,
+        )
+        return 1
+
+    feed, training = make_feed(args.records, args.keys, args.partitions)
+    trained = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-pipeline-") as scratch:
+        detector = train_detector(training, config.model.device, Path(scratch))
+    train_s = time.perf_counter() - trained
+
+    made = Resources(options)
+    try:
+        topic = made.new_topic("pipeline.input", args.partitions)
+        prefill_rate = prefill(options, topic, feed)
+        log.info("bench_prefilled", topic=topic, records=args.records)
+        raw = raw_phase(made.phase_config(config, topic, "raw"), args.records)
+        log.info("bench_raw_done", records_per_s=round(raw.rate))
+        product = product_phase(made.phase_config(config, topic, "product"), detector, args.records)
+        log.info("bench_product_done", records_per_s=round(product.rate))
+        latency_topic = made.new_topic("latency.input", args.partitions)
+        latency = latency_phase(
+            made.phase_config(config, latency_topic, "latency"),
+            detector,
+            feed,
+            args.rate,
+            args.latency_s,
+        )
+    finally:
+        made.clean_up()
+
+    ratio = product.rate / raw.rate
+    print(
+        json.dumps(
+            {
+                "benchmark": "pipeline",
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "broker": f"{config.kafka.bootstrap}, protocol {info.api_version}",
+                "records": args.records,
+                "keys": args.keys,
+                "partitions": args.partitions,
+                "features": WINDOW,
+                "codec": "json",
+                "calibration": config.calibration.method,
+                "prefill_records_per_s": round(prefill_rate),
+                "train_s": round(train_s, 2),
+                "raw_records_per_s": round(raw.rate),
+                "product_records_per_s": round(product.rate),
+                "ratio": round(ratio, 3),
+                "floor": FLOOR,
+                "floor_met": bool(ratio >= FLOOR),
+                "raw_polls": raw.batches,
+                "product_batches": product.batches,
+                "raw_first_batch_s": round(raw.first_batch_s, 2),
+                "product_first_batch_s": round(product.first_batch_s, 2),
+                "product_seconds": round(product.seconds, 3),
+                "product_seconds_by_stage": product.stages,
+                "product_alerts": product.alerts,
+                "product_dead_letters": product.dead_letters,
+                "latency_rate_per_s": args.rate,
+                "latency_sent_per_s": round(latency.sent_per_s),
+                "latency_records": len(latency.done),
+                "latency_p50_ms": latency.percentile("done", 50),
+                "latency_p99_ms": latency.percentile("done", 99),
+                "latency_max_ms": latency.percentile("done", 100),
+                "latency_to_poll_p50_ms": latency.percentile("polled", 50),
+                "latency_to_poll_p99_ms": latency.percentile("polled", 99),
+                "latency_batches": len(latency.process_ms),
+                "latency_process_p50_ms": latency.percentile("process_ms", 50),
+                "latency_process_max_ms": latency.percentile("process_ms", 100),
+                "batch_max_records": config.batch.max_records,
+                "batch_max_wait_ms": config.batch.max_wait_ms,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "backend": keras.backend.backend(),
+                "device": select_device(config.model.device).name,
+                "wall_s": round(time.perf_counter() - wall, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

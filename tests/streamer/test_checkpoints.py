@@ -1,0 +1,144 @@
+"""Per-partition calibrator checkpoints: what each holds, when it is saved, how it is restored,
+and how a runner hands a partition's thresholds to the next owner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.quantile import RollingQuantile
+from calibration.state import GLOBAL, entity_names
+from detectors.cascade import CascadeDetector
+from streamer.checkpoints import PartitionCheckpoints
+from streamer.codec import JsonCodec, Limits
+from streamer.memory import ListSink, ListSource, MemoryStateStore
+from streamer.records import SourceRecord, WindowBatch
+from streamer.runner import Runner
+
+
+def calibrator() -> RollingQuantile:
+    return RollingQuantile(0.99, window=200, warmup=50, refresh=10, per_key=True)
+
+
+def records_and_batch(n: int, seed: int = 0) -> tuple[list[SourceRecord], WindowBatch]:
+    """n records over partitions 0 (keys a, b) and 1 (key c), as a decoded batch."""
+    keys = np.array(["a", "c", "b", "c"] * (n // 4))
+    records = [
+        SourceRecord("in", 0 if key != "c" else 1, i, key.encode(), b"", i)
+        for i, key in enumerate(keys)
+    ]
+    batch = WindowBatch(
+        records=records,
+        keys=keys,
+        ts_ms=np.arange(n, dtype=np.int64),
+        windows=np.zeros((n, 1), dtype=np.float32),
+        labels=np.full(n, -1, dtype=np.int8),
+    )
+    return records, batch
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_partition_saves_its_own_keys_and_offset() -> None:
+    store, cal = MemoryStateStore(), calibrator()
+    checkpoints = PartitionCheckpoints(store)
+    records, batch = records_and_batch(400)
+    cal.update(batch.keys, np.random.default_rng(0).exponential(size=400))
+    assert checkpoints.after_batch(cal, batch, records)
+    assert set(store.saved) == {("in", 0), ("in", 1)}
+    assert sorted(entity_names(store.saved[("in", 0)].snapshot)) == [GLOBAL, "a", "b"]
+    assert sorted(entity_names(store.saved[("in", 1)].snapshot)) == [GLOBAL, "c"]
+    assert store.saved[("in", 0)].offset == 399 and store.saved[("in", 1)].offset == 400
+    assert {s.generation for s in store.saved.values()} == {1}
+
+
+def test_with_an_interval_saves_wait_and_a_forced_save_writes_only_what_changed() -> None:
+    store, cal, clock = MemoryStateStore(), calibrator(), FakeClock()
+    checkpoints = PartitionCheckpoints(store, interval_s=10.0, clock=clock)
+    records, batch = records_and_batch(8)
+    cal.update(batch.keys, np.ones(8))
+    assert not checkpoints.after_batch(cal, batch, records)
+    assert store.saved == {}
+    clock.now = 10.0
+    assert checkpoints.after_batch(cal, batch, records)
+    assert set(store.saved) == {("in", 0), ("in", 1)}
+    checkpoints.save(cal)
+    assert store.journal[-1] == ("checkpoint", {}), "nothing changed since the last save"
+
+
+def test_restore_resumes_thresholds_and_keeps_the_global_state_when_asked() -> None:
+    store, cal = MemoryStateStore(), calibrator()
+    records, batch = records_and_batch(400)
+    scores = np.random.default_rng(1).exponential(size=400)
+    cal.update(batch.keys, scores)
+    PartitionCheckpoints(store).after_batch(cal, batch, records)
+
+    fresh = calibrator()
+    PartitionCheckpoints(store).restore(fresh, [("in", 1)], with_global=True)
+    assert fresh.threshold("c") == cal.threshold("c")
+    assert fresh.threshold() == cal.threshold()
+    assert "a" not in fresh.keys, "another partition's keys stay out"
+
+    busy = calibrator()
+    busy.update(np.array(["z"] * 100), np.full(100, 50.0))
+    own_global = busy.threshold()
+    PartitionCheckpoints(store).restore(busy, [("in", 0)], with_global=False)
+    assert busy.threshold() == own_global
+    assert busy.threshold("a") == cal.threshold("a")
+
+
+def make_runner(
+    detector: CascadeDetector, records: list[SourceRecord], store: MemoryStateStore
+) -> tuple[Runner, ListSource, ListSink]:
+    source, alerts = ListSource(records, 64), ListSink("alerts")
+    run = Runner(
+        source,
+        JsonCodec(Limits(8)),
+        detector,
+        calibrator(),
+        alerts,
+        ListSink("dead"),
+        PartitionCheckpoints(store, interval_s=3600.0),
+        model={"name": "tiny", "version": ""},
+        calibration={"method": "quantile", "quantile": 0.99},
+    )
+    return run, source, alerts
+
+
+@pytest.fixture
+def two_partition_feed() -> list[SourceRecord]:
+    rng = np.random.default_rng(2)
+    codec = JsonCodec(Limits(8))
+    out = []
+    for i in range(512):
+        key = ("a", "b", "c", "d")[i % 4]
+        partition = 0 if key in "ab" else 1
+        window = rng.normal(size=8).astype(np.float32)
+        out.append(SourceRecord("in", partition, i, key.encode(), codec.encode(key, i, window), i))
+    return out
+
+
+def test_a_revoked_partition_finishes_its_batch_and_its_next_owner_resumes_its_thresholds(
+    tiny_detector: CascadeDetector, two_partition_feed: list[SourceRecord]
+) -> None:
+    store = MemoryStateStore()
+    first, source, _ = make_runner(tiny_detector, two_partition_feed[:448], store)
+    while first.step() is not None:
+        pass
+    assert store.saved == {}, "the interval has not passed: nothing saved yet"
+    in_hand = two_partition_feed[448:]
+    first.partitions_revoked([("in", 0), ("in", 1)], in_hand)
+    assert source.committed == {("in", 0): 510, ("in", 1): 512}, "the batch in hand is committed"
+    assert store.saved[("in", 1)].offset == 512
+
+    second, _, _ = make_runner(tiny_detector, [], store)
+    second.partitions_assigned([("in", 1)])
+    for key in ("c", "d"):
+        assert second.calibrator.threshold(key) == first.calibrator.threshold(key)
+    assert set(second.calibrator.keys) == {"c", "d"}
