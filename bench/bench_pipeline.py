@@ -6,7 +6,7 @@ entities, ``--partitions`` partitions), each phase in a consumer group of its ow
 - ``raw``: the baseline, kafka-python alone: a ``KafkaConsumer`` in a group with the settings
   ``KafkaSource`` uses (auto-commit off, ``max_poll_records`` = ``[batch].max_records``), polling
   and committing after each poll, decoding nothing.
-- ``product``: the daemon's path, ``build_runner`` and ``Runner.step`` until every record is
+- ``product``: the daemon's path, ``build_pipeline`` and ``Runner.step`` until every record is
   committed: poll, decode, score, calibrate, alerts and dead letters acknowledged, calibrator
   checkpoint written, offsets committed.
 
@@ -60,7 +60,7 @@ from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig, TandemConfig, load_config
 from streamer.errors import BrokerUnavailableError, TandemError
 from streamer.logging import configure_logging
-from streamer.pipeline import build_runner
+from streamer.pipeline import build_pipeline
 from streamer.runner import BatchReport
 from streamer.synthetic import sensor_feed
 
@@ -244,9 +244,10 @@ def raw_phase(config: TandemConfig, total: int) -> Phase:
 
 
 def product_phase(config: TandemConfig, detector: CascadeDetector, total: int) -> Phase:
-    """``build_runner`` and ``Runner.step`` until all ``total`` records are committed."""
+    """``build_pipeline`` and ``Runner.step`` until all ``total`` records are committed."""
     started = time.perf_counter()
-    runner, source = build_runner(config, detector, name=detector.name_)
+    built = build_pipeline(config, detector, name=detector.name_)
+    runner, source = built.runner, built.source
     try:
         reports: list[BatchReport] = []
         first: BatchReport | None = None
@@ -334,7 +335,8 @@ def latency_phase(
 ) -> Latency:
     """Run the product at a steady input rate; see the module docstring."""
     producer = KafkaProducer(acks=1, linger_ms=0, **config.kafka.client_options())
-    runner, source = build_runner(config, detector, name=detector.name_)
+    built = build_pipeline(config, detector, name=detector.name_)
+    runner, source = built.runner, built.source
     topic = config.kafka.input_topic
     polled: list[float] = []
     done: list[float] = []

@@ -36,6 +36,10 @@ class Calibrator(Protocol):
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn from them."""
         ...
 
+    def threshold(self, key: str | None = None) -> float:
+        """The threshold in force now for ``key`` (the global one when None); NaN while warming."""
+        ...
+
     def snapshot(self, keys: ArrayLike | None = None) -> bytes:
         """The state (of ``keys`` only, when given, plus the global state) as bytes."""
         ...

@@ -1,8 +1,10 @@
 """``tandem run``: the daemon. Consume windows, score, calibrate, alert, commit, until told to stop.
 
-SIGTERM or SIGINT: stop polling, finish the batch in hand (flush, checkpoint, commit), close,
-exit 0. A second signal exits at once with 130. A broker that does not answer at start is retried
-with backoff for ``--broker-wait-s`` seconds (logged), then the exit status is 3.
+SIGTERM or SIGINT: stop polling, finish the batch in hand (flush, checkpoint, commit), save every
+partition's calibrator state, leave the group, exit 0. A second signal exits at once with 130.
+A broker that does not answer at start is retried with backoff for ``--broker-wait-s`` seconds
+(logged), then the exit status is 3. A broker lost mid-run is waited for (``streamer.daemon``).
+Metrics and health are served on ``[metrics].host``/``port`` unless ``[metrics].enabled`` is off.
 """
 
 from __future__ import annotations
@@ -38,15 +40,15 @@ def add_run_command(
 
 def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from detectors.cascade import CascadeDetector
-    from streamer.pipeline import build_runner
+    from streamer.daemon import run_loop
+    from streamer.metrics import Health, Metrics, MetricsServer
+    from streamer.pipeline import build_pipeline, calibrator_description
 
     bundle = args.model or config.model.bundle
     if bundle is None:
         raise ConfigError("no model: pass --model DIR or set [model].bundle")
-    info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s)
-    log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
-    detector = CascadeDetector.load(Path(bundle), device=config.model.device)
-    runner, source = build_runner(config, detector, name=detector.name_)
+    health = Health()
+    server: MetricsServer | None = None
     stop = threading.Event()
 
     def on_signal(number: int, frame: FrameType | None) -> None:
@@ -57,12 +59,28 @@ def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    log.info("daemon_started", input_topic=config.kafka.input_topic, group=config.kafka.group_id)
     try:
-        while not stop.is_set():
-            runner.step()
+        info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s)
+        log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
+        detector = CascadeDetector.load(Path(bundle), device=config.model.device)
+        calibrator = calibrator_description(config.calibration)
+        metrics = Metrics(detector.name_, detector.version or "unsaved", calibrator["method"])
+        if config.metrics.enabled:
+            server = MetricsServer(metrics, health, config.metrics.host, config.metrics.port)
+            server.start()
+        pipeline = build_pipeline(config, detector, name=detector.name_)
+        log.info(
+            "daemon_started", input_topic=config.kafka.input_topic, group=config.kafka.group_id
+        )
+        try:
+            if not stop.is_set():
+                run_loop(pipeline, metrics, health, stop)
+        finally:
+            health.mark_not_ready("stopping")
+            pipeline.close()
     finally:
-        source.close()
+        if server is not None:
+            server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("daemon_stopped")

@@ -132,6 +132,9 @@ class KafkaConfig(_Section):
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
             "security_protocol": self.security_protocol,
+            # kafka-python backs off reconnecting up to 30 s by default, so a daemon would sit
+            # idle that long after its broker came back; 2 s keeps recovery prompt.
+            "reconnect_backoff_max_ms": 2000,
         }
         optional: dict[str, Any] = {
             "sasl_mechanism": self.sasl_mechanism,
@@ -149,7 +152,8 @@ class KafkaConfig(_Section):
 
 
 class BatchConfig(_Section):
-    """A batch closes at ``max_records`` windows or ``max_wait_ms`` after its first window."""
+    """A batch closes at ``max_records`` windows, or ``max_wait_ms`` after the daemon began to
+    collect it (so no window waits longer than that for its batch to start)."""
 
     max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
@@ -216,11 +220,12 @@ class CodecConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    """The Prometheus metrics and health endpoint."""
+    """The Prometheus metrics (``/metrics``) and health endpoints (``/health/live``,
+    ``/health/ready``). Port 0 takes any free port (logged at start)."""
 
     enabled: bool = True
     host: str = "0.0.0.0"
-    port: Annotated[int, Field(ge=1, le=65535)] = 9108
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
 
 
 class LogConfig(_Section):

@@ -206,14 +206,18 @@ class Health:
     def mark_ready(self, reason: str) -> None:
         """Declare the process ready (model loaded, partitions assigned); ``reason`` says why."""
         with self._lock:
+            changed = not self._ready
             self._ready, self._reason = True, reason
-        log.info("health_ready", reason=reason)
+        if changed:
+            log.info("health_ready", reason=reason)
 
     def mark_not_ready(self, reason: str) -> None:
         """Declare the process not ready (e.g. rebalancing, shutting down); ``reason`` says why."""
         with self._lock:
+            changed = self._ready or reason != self._reason
             self._ready, self._reason = False, reason
-        log.info("health_not_ready", reason=reason)
+        if changed:
+            log.info("health_not_ready", reason=reason)
 
     def beat(self) -> None:
         """Record that the run loop completed an iteration; called once per iteration."""

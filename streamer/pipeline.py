@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import structlog
+from kafka import KafkaProducer
 
 from calibration.evt import Dspot, Spot
 from calibration.quantile import RollingQuantile
@@ -15,6 +19,8 @@ from streamer.config import CalibrationConfig, TandemConfig
 from streamer.runner import Runner
 from streamer.sinks import AlertSink, DeadLetterSink, KafkaStateStore, make_producer
 from streamer.sources import KafkaSource
+
+log = structlog.get_logger(__name__)
 
 
 def build_calibrator(config: CalibrationConfig) -> WindowCalibrator:
@@ -63,9 +69,27 @@ def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:
     )
 
 
-def build_runner(
-    config: TandemConfig, detector: CascadeDetector, name: str
-) -> tuple[Runner, KafkaSource]:
+@dataclass
+class Pipeline:
+    """The daemon's parts: the run loop, its Kafka source and the producer its sinks share."""
+
+    runner: Runner
+    source: KafkaSource
+    producer: KafkaProducer
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Save every partition's calibrator state, leave the group, flush and close the
+        producer. A broker that is gone makes the save fail: that is logged, and the next owner
+        resumes from the previous checkpoint."""
+        try:
+            self.runner.close()
+        except Exception as error:
+            log.warning("final_checkpoint_failed", error=repr(error))
+        self.source.close()
+        self.producer.close(timeout=timeout_s)
+
+
+def build_pipeline(config: TandemConfig, detector: CascadeDetector, name: str) -> Pipeline:
     """A runner reading the input topic in the group; each partition's calibrator state is
     restored from its last checkpoint when the partition is assigned."""
     ensure_topics(config)
@@ -90,4 +114,4 @@ def build_runner(
         calibration=calibrator_description(config.calibration),
     )
     source.listener = runner
-    return runner, source
+    return Pipeline(runner, source, producer)

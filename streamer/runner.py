@@ -83,6 +83,7 @@ class BatchReport:
     scored: int = 0
     alerts: int = 0
     dead_letters: int = 0
+    checkpointed: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -182,7 +183,9 @@ class Runner:
             self.alert_sink.flush()
             self.dead_letter_sink.flush()
         with clock("checkpoint"):
-            self.checkpoint.after_batch(self.calibrator, outcome.batch, records)
+            report.checkpointed = self.checkpoint.after_batch(
+                self.calibrator, outcome.batch, records
+            )
         with clock("commit"):
             self.source.commit(records)
         self.pending = None

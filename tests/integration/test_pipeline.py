@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from detectors.cascade import CascadeDetector
 from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
-from streamer.pipeline import build_calibrator, build_runner
+from streamer.pipeline import build_calibrator, build_pipeline
 from tests.conftest import Broker, read_topic
 
 N = 1200
@@ -74,7 +74,8 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
     kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector
 ) -> None:
     config = configure(kafka_broker, make_topic)
-    runner, source = build_runner(config, detector, name="tiny")
+    built = build_pipeline(config, detector, name="tiny")
+    runner, source = built.runner, built.source
     reports = []
     total = N + len(ANOMALIES)
     for first, last in ((0, N), (N, total)):
@@ -120,7 +121,8 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
     assert sum(committed[p].offset for p in partitions) == total
 
     restored = build_calibrator(config.calibration)
-    second, source2 = build_runner(config, detector, name="tiny")
+    built = build_pipeline(config, detector, name="tiny")
+    second, source2 = built.runner, built.source
     deadline = time.monotonic() + 30
     while not second.calibrator.keys and time.monotonic() < deadline:
         assert second.step() is None, "everything was committed: nothing to read again"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.codec import F32Codec, JsonCodec, Limits, make_codec
@@ -74,6 +74,12 @@ def test_json_fields_keys_times_and_labels() -> None:
             "field 'ts' is 'yesterday', neither epoch milliseconds nor ISO-8601",
         ),
         (json_value(ts="2026-01-01T00:00:00"), b"k", "an ISO-8601 time without a UTC offset"),
+        (
+            json_value(ts=2**64 - 1),
+            b"k",
+            "field 'ts' is 18446744073709551615, beyond int64 epoch milliseconds",
+        ),
+        (json_value(ts=True), b"k", "field 'ts' is True, neither epoch milliseconds nor ISO-8601"),
         (json_value(label=2), b"k", "field 'label' is 2, not 0 or 1"),
         (json_value(features=...), b"k", "field 'features' is missing"),
         (json_value(features="1,2,3,4"), b"k", "field 'features' is a str, not a list"),
@@ -91,6 +97,16 @@ def test_json_fields_keys_times_and_labels() -> None:
             json_value(features=[1, 2, True, 4]),
             b"k",
             "field 'features' value 2 is True, not a number",
+        ),
+        (
+            json_value(features=[1, None, 3, 4]),
+            b"k",
+            "field 'features' value 1 is None, not a number",
+        ),
+        (
+            json_value(features=[1, 2, [3], 4]),
+            b"k",
+            "field 'features' value 2 is [3], not a number",
         ),
         (
             json_value(features=[1, 2, 3, 2e6]),
@@ -117,6 +133,65 @@ def test_json_bad_records_are_dead_letters_with_specific_reasons(
     assert dict(dead[0].headers())["tandem.source"] == b"windows/2/0"
     assert [r.offset for r in batch.records] == [1], (
         "the good record of the same batch still decodes"
+    )
+
+
+def test_json_non_numbers_among_good_records_each_named_in_input_order() -> None:
+    """The batch-wide type check fails; each record is then judged on its own values."""
+    features = [
+        [1, 2, 3, 4],
+        [1.5, False, "x", 4],
+        [0, 0, 0, 0],
+        [1, 2, 3, {"v": 4}],
+        [1e7, "late", 3, 4],
+        [-1, -2.5, 3, 4],
+    ]
+    records = [record(json_value(features=f), offset=i) for i, f in enumerate(features)]
+    batch, dead = JsonCodec(LIMITS).decode(records)
+    assert [(d.record.offset, d.reason) for d in dead] == [
+        (1, "field 'features' value 1 is False, not a number"),
+        (3, "field 'features' value 3 is {'v': 4}, not a number"),
+        (4, "field 'features' value 1 is 'late', not a number"),
+    ]
+    assert [r.offset for r in batch.records] == [0, 2, 5]
+    assert batch.windows.tolist() == [[1, 2, 3, 4], [0, 0, 0, 0], [-1, -2.5, 3, 4]]
+
+
+JSON_VALUES = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+
+
+def expected_outcome(values: list[object]) -> str | None:
+    """The reason value by value, as the codec documents it, or None when the window is good."""
+    if len(values) != D:
+        return f"field 'features' has {len(values)} values; the model expects {D}"
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"field 'features' value {index} is {value!r}, not a number"
+    for index, value in enumerate(values):
+        if abs(float(value)) > LIMITS.max_abs_value:
+            return f"field 'features' value {index} is {float(value):g}, beyond ±1e+06"
+    return None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(JSON_VALUES, min_size=D - 1, max_size=D + 1), max_size=25))
+def test_json_batch_checks_match_the_value_by_value_rules(windows: list[list[object]]) -> None:
+    records = [record(json_value(features=f), offset=i) for i, f in enumerate(windows)]
+    batch, dead = JsonCodec(LIMITS).decode(records)
+    expected = [expected_outcome(values) for values in windows]
+    assert [(d.record.offset, d.reason) for d in dead] == [
+        (i, reason) for i, reason in enumerate(expected) if reason is not None
+    ]
+    good = [i for i, reason in enumerate(expected) if reason is None]
+    assert [r.offset for r in batch.records] == good
+    np.testing.assert_array_equal(
+        batch.windows, np.array([windows[i] for i in good], np.float64).reshape(-1, D).astype("f4")
     )
 
 

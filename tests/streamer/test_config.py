@@ -183,6 +183,7 @@ def test_plaintext_client_options_carry_no_security_settings() -> None:
         "client_id",
         "request_timeout_ms",
         "security_protocol",
+        "reconnect_backoff_max_ms",
     }
 
 

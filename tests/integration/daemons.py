@@ -1,0 +1,187 @@
+"""Running ``tandem run`` as real processes in tests: config files, start/stop, feeds, and what
+the group committed. Logs go to a file per process (JSON lines), read back with ``events``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
+
+from streamer.codec import JsonCodec, Limits
+
+WIDTH = 8
+"""Features per window of the tests' tiny bundle."""
+
+
+@dataclass
+class Setup:
+    """One daemon deployment: topics, group, bundle, and calibration for a test."""
+
+    bootstrap: str
+    input_topic: str
+    alerts_topic: str
+    dead_letter_topic: str
+    bundle: Path
+    workdir: Path
+    group: str = field(default_factory=lambda: f"daemon-{uuid.uuid4().hex[:8]}")
+    max_records: int = 64
+    calibration: str = (
+        'method = "spot"\ntarget_rate = 0.001\nwindow = 2000\nwarmup = 600\nrefresh = 20\n'
+        "per_key = true\ncheckpoint_interval_s = 0.5\n"
+    )
+
+    def write_config(self) -> Path:
+        path = self.workdir / f"{self.group}.toml"
+        path.write_text(
+            f'[kafka]\nbootstrap = "{self.bootstrap}"\ninput_topic = "{self.input_topic}"\n'
+            f'alerts_topic = "{self.alerts_topic}"\n'
+            f'dead_letter_topic = "{self.dead_letter_topic}"\n'
+            f'group_id = "{self.group}"\n'
+            f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
+            f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n'
+            f"[calibration]\n{self.calibration}"
+            f"[metrics]\nport = 0\n"
+            f'[log]\nformat = "json"\n'
+        )
+        return path
+
+
+class Daemon:
+    """A ``tandem run`` subprocess with its log file."""
+
+    def __init__(self, setup: Setup, name: str) -> None:
+        self.log_path = setup.workdir / f"{name}.log"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env.pop("TANDEM_KAFKA_BOOTSTRAP", None)  # the config file names the broker
+        self.log_file = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "run", "--config", str(setup.write_config())],
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        logged = [orjson.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in logged if name is None or e.get("event") == name]
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text()[-chars:]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_for(
+        self, event: str, timeout_s: float = 90.0, where: Callable[..., bool] = bool
+    ) -> None:
+        """Wait until the log holds ``event`` (for which ``where(entry)`` holds)."""
+        deadline = time.monotonic() + timeout_s
+        while not any(where(e) for e in self.events(event)):
+            assert self.alive(), f"daemon exited ({self.process.returncode}):\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no {event} in {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.2)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout_s)
+        self.log_file.close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.log_file.close()
+
+    def scored(self) -> int:
+        return sum(e["records"] for e in self.events("batch_scored"))
+
+    def alerted(self) -> int:
+        return sum(e["alerts"] for e in self.events("batch_scored"))
+
+
+def feed(n: int, anomalies: Iterable[int] = (), keys: int = 8, seed: int = 3) -> np.ndarray:
+    """``n`` windows (n, WIDTH) of calm noise with far-off ``anomalies`` (row indices)."""
+    windows = np.random.default_rng(seed).normal(0, 0.3, size=(n, WIDTH)).astype(np.float32)
+    windows[list(anomalies)] += 30.0
+    return windows
+
+
+def key_of(i: int, keys: int = 8) -> str:
+    return f"s{i % keys}"
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    windows: np.ndarray,
+    first: int,
+    last: int,
+    per_s: float | None = None,
+) -> None:
+    """Send windows ``first``..``last - 1``, keyed ``s<i % 8>``, event time ``i``; at ``per_s``
+    windows per second when given, else at once."""
+    codec = JsonCodec(Limits(WIDTH))
+    producer = KafkaProducer(acks="all", bootstrap_servers=bootstrap, linger_ms=5)
+    started = time.monotonic()
+    for i in range(first, last):
+        key = key_of(i)
+        producer.send(topic, key=key.encode(), value=codec.encode(key, i, windows[i]))
+        if per_s is not None and (i - first) % 50 == 49:
+            producer.flush()
+            time.sleep(max(started + (i - first + 1) / per_s - time.monotonic(), 0.0))
+    producer.flush()
+    producer.close()
+
+
+def produce_in_background(*args: Any, **kwargs: Any) -> threading.Thread:
+    """``produce`` in a thread (join it before relying on what it sent)."""
+    thread = threading.Thread(target=produce, args=args, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (missing: nothing committed)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == topic}
+
+
+def wait_committed(
+    setup: Setup, total: int, daemons: Iterable[Daemon], timeout_s: float = 120.0
+) -> None:
+    """Wait until the group committed ``total`` records of the input topic in all."""
+    running = list(daemons)
+    deadline = time.monotonic() + timeout_s
+    while _committed_or_zero(setup) < total:
+        for daemon in running:
+            assert daemon.alive(), f"daemon exited:\n{daemon.tail()}"
+        assert time.monotonic() < deadline, "not committed in time:\n" + "\n".join(
+            d.tail(2000) for d in running
+        )
+        time.sleep(0.3)
+
+
+def _committed_or_zero(setup: Setup) -> int:
+    """The committed total, or 0 while the broker cannot say (say, just after its restart)."""
+    try:
+        return sum(committed(setup.bootstrap, setup.group, setup.input_topic).values())
+    except KafkaError:
+        return 0

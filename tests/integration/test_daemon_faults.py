@@ -1,0 +1,211 @@
+"""``tandem run`` under the faults it must survive, as real processes against a real broker: a
+``kill -9`` and restart, SIGTERM in the middle of a stream, a second daemon joining and leaving
+the group, and the broker itself going away and coming back."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamer.broker import TopicSpec, create_topics, wait_for_broker
+from streamer.config import KafkaConfig
+from tests.conftest import Broker, _script, read_topic
+from tests.integration.daemons import (
+    Daemon,
+    Setup,
+    committed,
+    feed,
+    key_of,
+    produce,
+    produce_in_background,
+    wait_committed,
+)
+
+
+def alerts_in(bootstrap: str, topic: str, at_least: int) -> list[dict[str, Any]]:
+    broker = Broker(bootstrap, None, "")  # type: ignore[arg-type]  # only the address is used
+    records = read_topic(broker, topic, lambda got: len(got) >= at_least)
+    return [orjson.loads(record.value) for record in records]
+
+
+def assert_one_id_per_window(alerts: list[dict[str, Any]]) -> None:
+    """Repeats are allowed only as the same alert: one id (and one score) per window."""
+    ids: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for alert in alerts:
+        ids[(alert["key"], alert["event_ts"])].add(alert["alert_id"])
+    assert all(len(found) == 1 for found in ids.values()), "a window alerted under two ids"
+
+
+def assert_alerted(alerts: list[dict[str, Any]], indices: list[int]) -> None:
+    flagged = {(a["key"], a["event_ts"]) for a in alerts}
+    missing = [i for i in indices if (key_of(i), i) not in flagged]
+    assert not missing, f"anomalies never alerted: {missing}"
+
+
+@pytest.fixture
+def setup(
+    kafka_broker: Broker, make_topic: Callable[..., str], tiny_bundle: Path, tmp_path: Path
+) -> Setup:
+    return Setup(
+        kafka_broker.bootstrap,
+        input_topic=make_topic(partitions=2),
+        alerts_topic=make_topic(partitions=2),
+        dead_letter_topic=make_topic(),
+        bundle=tiny_bundle,
+        workdir=tmp_path,
+    )
+
+
+def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(setup: Setup) -> None:
+    """Warm-up is 2,000 scores; after the restart fewer than that arrive before the last two
+    anomalies, so they are caught only if the thresholds were restored from the checkpoint."""
+    setup.max_records = 16
+    setup.calibration = (
+        'method = "spot"\ntarget_rate = 0.001\nwindow = 4000\nwarmup = 2000\nrefresh = 20\n'
+        "checkpoint_interval_s = 0.2\n"
+    )
+    warm, stream, tail = 2400, 1600, 60
+    total = warm + stream + tail
+    in_stream = list(range(warm + 100, warm + stream, 200))
+    in_tail = [warm + stream, warm + stream + 1]
+    windows = feed(total, anomalies=in_stream + in_tail)
+
+    first = Daemon(setup, "first")
+    try:
+        produce(setup.bootstrap, setup.input_topic, windows, 0, warm)
+        wait_committed(setup, warm, [first])
+        sender = produce_in_background(
+            setup.bootstrap, setup.input_topic, windows, warm, warm + stream, per_s=400
+        )
+        wait_committed(setup, warm + 400, [first])
+    finally:
+        first.kill()
+    sender.join()
+    at_kill = sum(committed(setup.bootstrap, setup.group, setup.input_topic).values())
+    assert at_kill < warm + stream, "the kill landed mid-stream"
+    produce(setup.bootstrap, setup.input_topic, windows, warm + stream, total)
+    assert total - at_kill < 2000, "fewer windows after the kill than a warm-up needs"
+
+    second = Daemon(setup, "second")
+    try:
+        wait_committed(setup, total, [second])
+    finally:
+        assert second.terminate() == 0, second.tail()
+    restored = second.events("calibrator_restored")
+    assert {e["partition"] for e in restored} == {0, 1}
+    assert first.scored() + second.scored() >= total, "every window scored"
+    alerts = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
+    assert_alerted(alerts, in_stream + in_tail)
+    assert_one_id_per_window(alerts)
+
+
+def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup) -> None:
+    setup.max_records = 16
+    total = 6000
+    anomalies = list(range(1300, total, 400))
+    windows = feed(total, anomalies=anomalies)
+    daemon = Daemon(setup, "daemon")
+    try:
+        produce(setup.bootstrap, setup.input_topic, windows, 0, total)
+        wait_committed(setup, 2000, [daemon])
+    finally:
+        assert daemon.terminate() == 0, daemon.tail()
+    offsets = committed(setup.bootstrap, setup.group, setup.input_topic)
+    assert sum(offsets.values()) == daemon.scored() < total, "stopped mid-stream, batch finished"
+    events = [e["event"] for e in daemon.events()]
+    assert events.index("stopping") < events.index("daemon_stopped")
+    alerts = alerts_in(setup.bootstrap, setup.alerts_topic, daemon.alerted())
+    assert len(alerts) == daemon.alerted() > 0
+    for alert in alerts:
+        source = alert["source"]
+        assert source["offset"] < offsets[source["partition"]], "no alert beyond the commit"
+
+
+def test_two_daemons_share_the_partitions_and_hand_over_calibrator_state(
+    kafka_broker: Broker, make_topic: Callable[..., str], tiny_bundle: Path, tmp_path: Path
+) -> None:
+    setup = Setup(
+        kafka_broker.bootstrap,
+        input_topic=make_topic(partitions=4),
+        alerts_topic=make_topic(partitions=4),
+        dead_letter_topic=make_topic(),
+        bundle=tiny_bundle,
+        workdir=tmp_path,
+    )
+    warm, more, tail = 2400, 800, 16
+    total = warm + more + tail
+    last = list(range(warm + more, total))
+    windows = feed(total, anomalies=last)
+    first = Daemon(setup, "first")
+    second: Daemon | None = None
+    try:
+        first.wait_for("partitions_assigned", where=lambda e: len(e["partitions"]) == 4)
+        produce(setup.bootstrap, setup.input_topic, windows, 0, warm)
+        wait_committed(setup, warm, [first])
+        second = Daemon(setup, "second")
+        second.wait_for("partitions_assigned", where=lambda e: len(e["partitions"]) > 0)
+        first.wait_for("partitions_assigned", where=lambda e: 0 < len(e["partitions"]) < 4)
+        produce(setup.bootstrap, setup.input_topic, windows, warm, warm + more)
+        wait_committed(setup, warm + more, [first, second])
+        assert first.scored() + second.scored() == warm + more, "each window scored once"
+        taken = second.events("partitions_assigned")[-1]["partitions"]
+        assert second.terminate() == 0, second.tail()
+        first.wait_for("partitions_assigned", where=lambda e: len(e["partitions"]) == 4)
+        produce(setup.bootstrap, setup.input_topic, windows, warm + more, total)
+        wait_committed(setup, total, [first])
+    finally:
+        code = first.terminate()
+        if second is not None and second.alive():
+            second.kill()
+    assert code == 0, first.tail()
+    handed = {
+        f"{e['topic']}/{e['partition']}": e
+        for e in first.events("calibrator_restored")
+        if f"{e['topic']}/{e['partition']}" in taken
+    }
+    assert set(handed) == set(taken), "the state of every partition the second daemon had"
+    assert all(e["keys"] > 0 for e in handed.values())
+    alerts = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
+    assert_alerted(alerts, last)
+    assert_one_id_per_window(alerts)
+
+
+def test_the_daemon_survives_a_broker_restart_mid_stream(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A private broker (this test stops it) on its own port and log dir."""
+    env = {"TANDEM_BROKER_PORT": "19492", "TANDEM_BROKER_HOME": str(tmp_path / "kafka")}
+    unset = ("TANDEM_KAFKA_BOOTSTRAP",)
+    started = _script("start", env=env, unset=unset)
+    assert started.returncode == 0, started.stderr
+    bootstrap = "127.0.0.1:19492"
+    try:
+        options = KafkaConfig(bootstrap=bootstrap).client_options()
+        setup = Setup(bootstrap, "in", "alerts", "dead", tiny_bundle, tmp_path, max_records=16)
+        create_topics(options, [TopicSpec("in", 2), TopicSpec("alerts", 2), TopicSpec("dead", 1)])
+        total = 4000
+        anomalies = list(range(1300, total, 300))
+        windows = feed(total, anomalies=anomalies)
+        daemon = Daemon(setup, "daemon")
+        try:
+            produce(bootstrap, "in", windows, 0, total)
+            wait_committed(setup, 1500, [daemon])
+            stopped = _script("stop", env=env, unset=unset)
+            assert stopped.returncode == 0, stopped.stderr
+            time.sleep(3)
+            assert daemon.alive()
+            assert _script("start", env=env, unset=unset).returncode == 0
+            wait_for_broker(options, timeout_s=60)
+            wait_committed(setup, total, [daemon], timeout_s=240)
+        finally:
+            code = daemon.terminate()
+        assert code == 0, daemon.tail()
+        alerts = alerts_in(bootstrap, "alerts", daemon.alerted())
+        assert_alerted(alerts, anomalies)
+        assert_one_id_per_window(alerts)
+    finally:
+        _script("stop", env=env, unset=unset)
