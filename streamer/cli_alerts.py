@@ -65,6 +65,7 @@ def _alerts(
         group_id=f"{config.kafka.group_id}.alerts-viewer.{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        isolation_level="read_committed",  # with transactions, aborted alerts never show
         **config.kafka.client_options(),
     )
     try:

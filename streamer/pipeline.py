@@ -19,6 +19,7 @@ from streamer.config import CalibrationConfig, TandemConfig
 from streamer.runner import Runner
 from streamer.sinks import AlertSink, DeadLetterSink, KafkaStateStore, make_producer
 from streamer.sources import KafkaSource
+from streamer.transactions import Transaction
 
 log = structlog.get_logger(__name__)
 
@@ -94,21 +95,23 @@ def build_pipeline(config: TandemConfig, detector: CascadeDetector, name: str) -
     restored from its last checkpoint when the partition is assigned."""
     ensure_topics(config)
     producer = make_producer(config.kafka)
-    source = KafkaSource(config.kafka, config.batch)
+    transaction = Transaction(producer) if config.kafka.transactional else None
+    source = KafkaSource(config.kafka, config.batch, transaction=transaction)
     codec = make_codec(
         config.codec.format,
         Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),
     )
     checkpoints = PartitionCheckpoints(
-        KafkaStateStore(producer, config.kafka), config.calibration.checkpoint_interval_s
+        KafkaStateStore(producer, config.kafka, transaction),
+        config.calibration.checkpoint_interval_s,
     )
     runner = Runner(
         source,
         codec,
         detector,
         build_calibrator(config.calibration),
-        AlertSink(producer, config.kafka.alerts_topic),
-        DeadLetterSink(producer, config.kafka.dead_letter_topic),
+        AlertSink(producer, config.kafka.alerts_topic, transaction),
+        DeadLetterSink(producer, config.kafka.dead_letter_topic, transaction),
         checkpoints,
         model={"name": name, "version": detector.version or "unsaved"},
         calibration=calibrator_description(config.calibration),

@@ -216,6 +216,7 @@ class Runner:
             self.pending = None
             log.warning("revoked_batch_unfinished", error=repr(error))
         self.checkpoint.save(self.calibrator, partitions)
+        self.source.commit(())  # a transactional source commits the saved state; others no-op
         self.checkpoint.forget(partitions)
         log.info("partitions_revoked", partitions=_names(partitions))
 
@@ -234,6 +235,7 @@ class Runner:
     def close(self) -> None:
         """Save every partition's state (a graceful stop; offsets are already committed)."""
         self.checkpoint.save(self.calibrator)
+        self.source.commit(())
 
 
 def _names(partitions: Collection[Partition]) -> list[str]:

@@ -18,6 +18,7 @@ from streamer.checkpoints import Partition, SavedState
 from streamer.config import KafkaConfig
 from streamer.errors import TandemError
 from streamer.records import DeadLetter
+from streamer.transactions import TRANSACTION_TIMEOUT_MS, Transaction, transactional_id
 
 log = structlog.get_logger(__name__)
 
@@ -29,23 +30,38 @@ class DeliveryError(TandemError):
 
 
 def make_producer(kafka: KafkaConfig) -> KafkaProducer:
+    """The producer every sink of a daemon shares; transactional when ``[kafka].transactional``."""
+    if kafka.transactional:
+        return KafkaProducer(
+            acks="all",
+            linger_ms=5,
+            transactional_id=transactional_id(kafka),
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            **kafka.client_options(),
+        )
     return KafkaProducer(acks="all", linger_ms=5, retries=5, **kafka.client_options())
 
 
 class _ProducerSink:
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
-        self.producer, self.topic = producer, topic
+    def __init__(
+        self, producer: KafkaProducer, topic: str, transaction: Transaction | None = None
+    ) -> None:
+        self.producer, self.topic, self.transaction = producer, topic, transaction
         self.pending: list[Any] = []
 
     def send(
         self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
+        if self.transaction is not None:
+            self.transaction.ensure_open()
         self.pending.append(self.producer.send(self.topic, key=key, value=value, headers=headers))
 
     def flush(self) -> None:
         self.producer.flush()
         failed = [future.exception for future in self.pending if not future.succeeded()]
         self.pending = []
+        if failed and self.transaction is not None:
+            self.transaction.abort()
         if failed:
             raise DeliveryError(
                 f"{len(failed)} records to {self.topic} not acknowledged: {failed[0]!r}"
@@ -79,10 +95,14 @@ class KafkaStateStore:
     """
 
     def __init__(
-        self, producer: KafkaProducer, kafka: KafkaConfig, chunk_bytes: int = 900_000
+        self,
+        producer: KafkaProducer,
+        kafka: KafkaConfig,
+        transaction: Transaction | None = None,
+        chunk_bytes: int = 900_000,
     ) -> None:
         self.kafka, self.chunk_bytes = kafka, chunk_bytes
-        self.sink = _ProducerSink(producer, kafka.state_topic)
+        self.sink = _ProducerSink(producer, kafka.state_topic, transaction)
         self.prefix = f"{kafka.group_id}|"
 
     def write(self, partition: Partition, saved: SavedState) -> None:
@@ -136,7 +156,9 @@ def _read_all(
     kafka: KafkaConfig, topic: str, timeout_s: float
 ) -> Iterator[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
     """Every record now in ``topic``, oldest first, as (key, value, headers)."""
-    consumer = KafkaConsumer(enable_auto_commit=False, **kafka.client_options())
+    consumer = KafkaConsumer(
+        enable_auto_commit=False, isolation_level="read_committed", **kafka.client_options()
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:

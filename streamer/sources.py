@@ -19,6 +19,7 @@ from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TopicError
 from streamer.records import SourceRecord
+from streamer.transactions import Transaction
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +47,10 @@ class KafkaSource:
         kafka: KafkaConfig,
         batch: BatchConfig,
         listener: PartitionListener | None = None,
+        transaction: Transaction | None = None,
         topic_wait_s: float = 30.0,
     ) -> None:
-        self.batch, self.listener = batch, listener
+        self.batch, self.listener, self.transaction = batch, listener, transaction
         self.in_hand: list[SourceRecord] = []
         self.consumer = KafkaConsumer(
             group_id=kafka.group_id,
@@ -109,13 +111,18 @@ class KafkaSource:
         return lags
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
-        """Commit, per partition, the offset after the last of ``records``."""
+        """Commit, per partition, the offset after the last of ``records``; with transactions,
+        commit the open transaction with those offsets in it (with none, if ``records`` is
+        empty: a checkpoint saved outside a batch)."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for record in records:
             partition = TopicPartition(record.topic, record.partition)
             current = offsets.get(partition)
             if current is None or record.offset + 1 > current.offset:
                 offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
+        if self.transaction is not None:
+            self.transaction.commit(offsets, self.consumer.group_metadata())
+            return
         if not offsets:
             return
         try:

@@ -183,7 +183,11 @@ def tiny_detector(tiny_bundle: Path) -> Any:
 
 
 def read_topic(
-    broker: Broker, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 30.0
+    broker: Broker,
+    topic: str,
+    done: Callable[[list[Any]], bool],
+    timeout_s: float = 30.0,
+    isolation_level: str = "read_uncommitted",
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning, polling until ``done(records)`` or timeout.
 
@@ -191,7 +195,9 @@ def read_topic(
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(enable_auto_commit=False, **broker.client_options())
+    consumer = KafkaConsumer(
+        enable_auto_commit=False, isolation_level=isolation_level, **broker.client_options()
+    )
     try:
         deadline = time.monotonic() + timeout_s
         partitions: list[TopicPartition] = []
