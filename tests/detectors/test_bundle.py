@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from detectors import bundle
 from detectors.cascade import CascadeDetector
@@ -42,6 +43,23 @@ def test_saved_and_loaded_detectors_score_identically(
     assert loaded.version == trained.version and loaded.version.startswith("sha256:")
     assert loaded.feature_names == trained.feature_names
     assert loaded.spec == trained.spec
+
+
+def test_loading_compiles_scores_and_blame_for_every_bucket(
+    saved: Path, labelled: Labelled
+) -> None:
+    """The first alert of a batch size must not stall the stream compiling the blame function."""
+    with capture_logs() as logs:
+        loaded = CascadeDetector.load(saved, expected_window=64, device="cpu")
+    compiled = loaded._compiled
+    assert compiled is not None
+    (event,) = [entry for entry in logs if entry["event"] == "scorer_compiled"]
+    assert event["traces"] == compiled.traces == 2 * len(compiled.buckets)
+    assert event["seconds"] > 0
+    for size in (1, 64, 65, 600, 4097):
+        scores = loaded.score(labelled.test.windows[:size])
+        assert scores.contributions().shape == (size, 64)
+    assert compiled.traces == 2 * len(compiled.buckets), "nothing traced after loading"
 
 
 def test_bundle_json_describes_the_model(saved: Path) -> None:

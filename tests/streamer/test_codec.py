@@ -157,12 +157,18 @@ def test_json_non_numbers_among_good_records_each_named_in_input_order() -> None
     assert batch.windows.tolist() == [[1, 2, 3, 4], [0, 0, 0, 0], [-1, -2.5, 3, 4]]
 
 
-JSON_VALUES = st.one_of(
+NUMBERS = st.one_of(st.floats(-1e3, 1e3), st.integers(-1000, 1000))
+ODD_VALUES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
     st.booleans(),
     st.none(),
     st.text(max_size=3),
+    st.lists(st.integers(-9, 9), max_size=1),
+)
+FEATURE_LISTS = st.one_of(
+    st.lists(NUMBERS, min_size=D, max_size=D),
+    st.lists(st.one_of(NUMBERS, ODD_VALUES), min_size=D - 1, max_size=D + 1),
 )
 
 
@@ -180,7 +186,7 @@ def expected_outcome(values: list[object]) -> str | None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(JSON_VALUES, min_size=D - 1, max_size=D + 1), max_size=25))
+@given(st.lists(FEATURE_LISTS, max_size=25))
 def test_json_batch_checks_match_the_value_by_value_rules(windows: list[list[object]]) -> None:
     records = [record(json_value(features=f), offset=i) for i, f in enumerate(windows)]
     batch, dead = JsonCodec(LIMITS).decode(records)
