@@ -81,9 +81,9 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(setup: Setup)
         produce(setup.bootstrap, setup.input_topic, windows, 0, warm)
         wait_committed(setup, warm, [first])
         sender = produce_in_background(
-            setup.bootstrap, setup.input_topic, windows, warm, warm + stream, per_s=400
+            setup.bootstrap, setup.input_topic, windows, warm, warm + stream, per_s=200
         )
-        wait_committed(setup, warm + 400, [first])
+        wait_committed(setup, warm + 300, [first])
     finally:
         first.kill()
     sender.join()
