@@ -201,20 +201,15 @@ class Runner:
         )
         return report
 
-    def partitions_revoked(
-        self, partitions: Collection[Partition], in_hand: Sequence[SourceRecord]
-    ) -> None:
-        """The source is losing ``partitions``: finish the batch in hand (deliver and commit it),
-        then save the state of those partitions for their next owner. What cannot be finished
-        stays uncommitted, and the next owner reads it again."""
-        try:
-            if self.pending is not None:
-                self._deliver(self.pending)
-            if in_hand:
-                self.process(in_hand)
-        except Exception as error:
+    def partitions_revoked(self, partitions: Collection[Partition]) -> None:
+        """The source is losing ``partitions``: save their state for their next owner.
+
+        Runs on the Kafka client's network thread, where nothing may commit offsets. A batch
+        still waiting for delivery is given up: it is uncommitted, so the next owner reads it
+        again (any of its alerts that did reach the broker come again with the same ids)."""
+        if self.pending is not None:
+            log.warning("pending_batch_released", records=len(self.pending.records))
             self.pending = None
-            log.warning("revoked_batch_unfinished", error=repr(error))
         self.checkpoint.save(self.calibrator, partitions)
         self.source.commit(())  # a transactional source commits the saved state; others no-op
         self.checkpoint.forget(partitions)

@@ -27,9 +27,7 @@ log = structlog.get_logger(__name__)
 class PartitionListener(Protocol):
     """Told when the group moves partitions (the run loop: ``Runner``)."""
 
-    def partitions_revoked(
-        self, partitions: Collection[Partition], in_hand: Sequence[SourceRecord]
-    ) -> None: ...
+    def partitions_revoked(self, partitions: Collection[Partition]) -> None: ...
 
     def partitions_assigned(self, partitions: Collection[Partition]) -> None: ...
 
@@ -38,8 +36,8 @@ class KafkaSource:
     """Reads ``[kafka].input_topic`` in consumer group ``[kafka].group_id``.
 
     Group rebalances happen inside ``poll``. The ``listener`` is told first which partitions are
-    being revoked, with the records already fetched for the batch in hand (it finishes and commits
-    them, and saves the partitions' state), then which are assigned (it restores their state).
+    being revoked (it saves their state; records fetched for the batch being collected are
+    released, uncommitted), then which are assigned (it restores their state).
     """
 
     def __init__(
@@ -152,11 +150,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyth
         self.source = source
 
     def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        # Records in hand from partitions still owned are finished too: with the eager protocol
-        # kafka-python uses, every partition is revoked at a rebalance.
-        in_hand, self.source.in_hand = self.source.in_hand, []
+        # kafka-python runs this on its network thread, where blocking consumer calls (a commit)
+        # are refused, so records fetched for the batch being collected are not scored here:
+        # they are released uncommitted, and whoever owns their partitions next (often this
+        # daemon again) fetches them from the last commit. Nothing is lost or scored twice.
+        released, self.source.in_hand = len(self.source.in_hand), []
+        if released:
+            log.info("records_released", records=released)
         if self.source.listener is not None:
-            self.source.listener.partitions_revoked(_partitions(revoked), in_hand)
+            self.source.listener.partitions_revoked(_partitions(revoked))
 
     def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         if self.source.listener is not None:

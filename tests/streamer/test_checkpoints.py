@@ -124,17 +124,16 @@ def two_partition_feed() -> list[SourceRecord]:
     return out
 
 
-def test_a_revoked_partition_finishes_its_batch_and_its_next_owner_resumes_its_thresholds(
+def test_a_revoked_partition_saves_its_state_and_its_next_owner_resumes_its_thresholds(
     tiny_detector: CascadeDetector, two_partition_feed: list[SourceRecord]
 ) -> None:
     store = MemoryStateStore()
-    first, source, _ = make_runner(tiny_detector, two_partition_feed[:448], store)
+    first, source, _ = make_runner(tiny_detector, two_partition_feed, store)
     while first.step() is not None:
         pass
     assert store.saved == {}, "the interval has not passed: nothing saved yet"
-    in_hand = two_partition_feed[448:]
-    first.partitions_revoked([("in", 0), ("in", 1)], in_hand)
-    assert source.committed == {("in", 0): 510, ("in", 1): 512}, "the batch in hand is committed"
+    first.partitions_revoked([("in", 0), ("in", 1)])
+    assert source.committed == {("in", 0): 510, ("in", 1): 512}
     assert store.saved[("in", 1)].offset == 512
 
     second, _, _ = make_runner(tiny_detector, [], store)
@@ -142,3 +141,18 @@ def test_a_revoked_partition_finishes_its_batch_and_its_next_owner_resumes_its_t
     for key in ("c", "d"):
         assert second.calibrator.threshold(key) == first.calibrator.threshold(key)
     assert set(second.calibrator.keys) == {"c", "d"}
+
+
+def test_a_batch_waiting_for_delivery_is_released_when_its_partitions_go(
+    tiny_detector: CascadeDetector, two_partition_feed: list[SourceRecord]
+) -> None:
+    store = MemoryStateStore()
+    run, source, alerts = make_runner(tiny_detector, two_partition_feed, store)
+    run.step()
+    alerts.fail = ConnectionError("broker gone")
+    with pytest.raises(ConnectionError):
+        run.step()
+    assert run.pending is not None
+    run.partitions_revoked([("in", 0), ("in", 1)])
+    assert run.pending is None, "the next owner reads the uncommitted batch again"
+    assert source.committed == {("in", 0): 62, ("in", 1): 64}
