@@ -4,7 +4,9 @@ the group, and the broker itself going away and coming back."""
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +116,14 @@ def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup) -> No
     try:
         produce(setup.bootstrap, setup.input_topic, windows, 0, total)
         wait_committed(setup, 2000, [daemon])
+        port = daemon.events("metrics_server_started")[0]["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as ready:
+            assert ready.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as metrics:
+            exposition = metrics.read().decode()
+        scored = re.search(r'^tandem_records_total\{outcome="scored"\} (\S+)$', exposition, re.M)
+        assert scored is not None and float(scored.group(1)) >= 2000
+        assert re.search(r"^tandem_consumer_lag_records\{partition=", exposition, re.M)
     finally:
         assert daemon.terminate() == 0, daemon.tail()
     offsets = committed(setup.bootstrap, setup.group, setup.input_topic)
