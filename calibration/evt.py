@@ -10,7 +10,8 @@ exceeds with probability ``target_rate`` (the paper's equation 1):
     z = t + sigma / xi * ((target_rate * n / N_t) ** -xi - 1)     (t - sigma * ln(...) as xi → 0)
 
 with ``n`` scores seen and ``N_t`` peaks over ``t``. Flagged scores are never learned, but they
-count as peaks and as seen in ``n / N_t``, and the fit treats them as censored: each is imputed at
+count as peaks and as seen in ``n / N_t`` (as many as the normal tail explains; the rest are
+anomalies and count for nothing), and the fit treats them as censored: each is imputed at
 its expected excess beyond the threshold under a first fit (the GPD's mean residual life,
 ``c + (sigma + xi c) / (1 - xi)``), then the GPD is refitted. Dropping them instead makes a tail
 look bounded (fitted xi = -0.39 on exponential scores), lowers the threshold, censors more, and
@@ -100,8 +101,17 @@ class Spot(WindowCalibrator):
 
     def _evt_threshold(self, values: NDArray[np.float64], seen: int, current: float) -> float:
         """Threshold from accepted ``values`` (k,) out of ``seen`` scores; ``current`` is where
-        the flagged ``seen - k`` were censored (NaN: none were)."""
+        the flagged ``seen - k`` were censored (NaN: none were).
+
+        Only as many flagged scores as the normal tail explains (twice ``target_rate * seen``,
+        at least one) are treated as censored peaks; the rest are anomalies and left out of the
+        fit and of ``seen``. Imputing every one of a long anomaly (a level shift, a frozen
+        sensor: hundreds of flagged windows) made the fitted tail heavier at each refresh and
+        ratcheted the threshold up by orders of magnitude, hiding the anomalies after it."""
         flagged = seen - len(values)
+        explained = min(flagged, max(int(np.ceil(2.0 * self.target_rate * seen)), 1))
+        seen -= flagged - explained
+        flagged = explained
         level = min(self.init_level * seen / len(values), 1.0)
         initial = float(np.quantile(values, level))
         excesses = values[values > initial] - initial

@@ -129,3 +129,25 @@ def test_parameters_are_checked() -> None:
         Spot(target_rate=0.05)
     with pytest.raises(CalibrationError, match="must exceed depth"):
         Dspot(depth=500, warmup=100)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Spot(target_rate=1e-4, window=4000, warmup=1000, refresh=64),
+        lambda: Dspot(target_rate=1e-4, window=4000, warmup=1000, refresh=64),
+    ],
+)
+def test_a_long_anomaly_does_not_ratchet_the_threshold_up(make) -> None:  # type: ignore[no-untyped-def]
+    """A level shift of 600 flagged scores, then calm, then a spike at twice the threshold in
+    force before the shift: the spike is still caught and the threshold stays near its level."""
+    rng = np.random.default_rng(5)
+    calibrator = make()
+    stream(calibrator, rng.exponential(size=6000), batch=256)
+    before = calibrator.threshold()
+    stream(calibrator, 40.0 + rng.exponential(size=600), batch=256)
+    stream(calibrator, rng.exponential(size=1500), batch=256)
+    after = calibrator.threshold()
+    _, flags = stream(calibrator, np.array([2.0 * before]), batch=1)
+    assert after < 1.5 * before, f"threshold {before:.2f} → {after:.2f} after the shift"
+    assert flags[0], "an anomaly after the long one is caught"
