@@ -18,11 +18,9 @@ from importlib.metadata import version
 import tomli_w
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-from rich.console import Console
-from rich.table import Table
-
 from detectors.errors import DetectorError
 from streamer.cli_alerts import add_alerts_command
+from streamer.cli_demo import add_demo_command
 from streamer.cli_model import add_model_commands
 from streamer.cli_options import add_config_option
 from streamer.cli_run import add_run_command
@@ -100,19 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout-s", type=float, default=5.0)
     probe.set_defaults(command=_broker_check)
 
-    demo = commands.add_parser(
-        "demo", help="produce generated windows to a fresh topic and read them back"
-    )
-    add_config_option(demo)
-    demo.add_argument(
-        "--windows", type=int, default=10_000, help="how many windows (default 10000)"
-    )
-    demo.add_argument("--keys", type=int, default=8, help="how many sensors (default 8)")
-    demo.add_argument("--window", type=int, default=16, help="features per window (default 16)")
-    demo.add_argument("--partitions", type=int, default=4, help="partitions of the demo topic")
-    demo.add_argument("--timeout-s", type=float, default=120.0)
-    demo.add_argument("--keep-topic", action="store_true", help="do not delete the demo topic")
-    demo.set_defaults(command=_demo)
+    add_demo_command(commands)
     add_model_commands(commands)
     add_run_command(commands)
     add_alerts_command(commands)
@@ -145,38 +131,3 @@ def _broker_check(args: argparse.Namespace, config: TandemConfig) -> int:
     info = probe_broker(options, timeout_s=args.timeout_s)
     print(json.dumps(asdict(info)))
     return ExitCode.OK
-
-
-def _demo(args: argparse.Namespace, config: TandemConfig) -> int:
-    from streamer.demo import run_demo
-
-    summary = run_demo(
-        config,
-        n_windows=args.windows,
-        n_keys=args.keys,
-        window=args.window,
-        partitions=args.partitions,
-        timeout_s=args.timeout_s,
-        keep_topic=args.keep_topic,
-    )
-    console = Console()
-    broker = summary.broker
-    console.print(
-        f"Kafka broker at {', '.join(broker.brokers)} (protocol {broker.api_version}, "
-        f"cluster {broker.cluster_id}); demo topic {summary.topic}"
-    )
-    table = Table(title="windows read per partition")
-    table.add_column("partition", justify="right")
-    table.add_column("windows", justify="right")
-    for partition, count in summary.per_partition.items():
-        table.add_row(str(partition), str(count))
-    console.print(table)
-    rate = summary.consumed / summary.consume_s if summary.consume_s else 0.0
-    console.print(
-        f"{summary.produced} windows of {summary.window} features from {len(summary.per_key)} "
-        f"sensors produced in {summary.produce_s:.2f}s; {summary.consumed} read back in "
-        f"{summary.consume_s:.2f}s ({rate:,.0f}/s); {summary.malformed} malformed; "
-        f"{summary.produced - summary.consumed} missing."
-    )
-    ok = summary.consumed == summary.produced and summary.malformed == 0
-    return ExitCode.OK if ok else ExitCode.FAILURE

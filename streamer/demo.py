@@ -1,164 +1,362 @@
-"""The end-to-end demo at this stage: generated windows into a topic, read back by a consumer group.
+"""The end-to-end demo's parts: a labelled feed, fresh topics, the real commands as child
+processes, the replay, and the score of the alerts against the injected anomalies.
 
-It exercises the parts that exist so far against a real broker: topic creation, a keyed producer
-that waits for acknowledgements, and a consumer group with auto-commit off that commits after each
-polled batch. Later stages grow it into train → run → alerts.
+The demo (``tandem demo``, ``streamer/cli_demo.py``) runs the commands a deployment runs:
+``tandem train`` on the clean head of a generated sensor feed, ``tandem run`` on the rest as it
+is replayed into a fresh input topic, and ``tandem alerts`` to follow what the daemon publishes.
+Nothing here prints; the command says what happens.
+
+The feed, per sensor, in time order (``DemoSizes``):
+
+    [ train_windows windows: training ][ warmup_windows: clean, calibration warm-up ][ test_steps
+      steps with labelled anomalies ]
+
+Only the last two parts are replayed, so each sensor's calibrator has warmed up on normal scores
+before the first anomaly arrives. An injected anomaly is an *event*: a run of anomalous steps of
+one sensor. A window is stamped with its last step and contains an anomalous step if its stamp
+lies between the event's first step and ``window - 1`` steps after its last (``Event.covers``);
+an alert on such a window catches the event, an alert on no event's window is a false alarm.
 """
 
 from __future__ import annotations
 
-import time
+import math
+import sys
 import uuid
-from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import structlog
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
-from streamer.broker import BrokerInfo, TopicSpec, create_topics, delete_topics, wait_for_broker
-from streamer.codec import JsonCodec, Limits
-from streamer.config import TandemConfig
-from streamer.records import SourceRecord
-from streamer.synthetic import SensorFeed, sensor_feed
+from streamer.broker import TopicSpec, create_topics, delete_topics
+from streamer.config import CalibrationConfig, KafkaConfig
+from streamer.errors import TandemError
+from streamer.replay import ReplayReport
+from streamer.synthetic import sensor_series
+from streamer.tables import WindowTable, windows_from_frame
 
 log = structlog.get_logger(__name__)
 
 
+class DemoError(TandemError):
+    """A step of the demo could not be done (the message says which and why)."""
+
+
+SAMPLE_INTERVAL_MS = 1_000
+"""One step of the generated series is one second of sensor time."""
+
+TANDEM = (sys.executable, "-m", "streamer")
+"""How the demo starts the ``tandem`` command: this interpreter, so the same environment."""
+
+
 @dataclass(frozen=True)
-class DemoSummary:
-    """What went through: counts, where it landed, and how long each leg took (seconds)."""
+class DemoSizes:
+    """How much data: per sensor, ``train_windows`` windows to train on, ``warmup_windows`` clean
+    windows replayed first (the calibration warm-up), then ``test_steps`` steps holding about
+    ``anomaly_rate`` anomalous steps. Windows are ``window`` steps of ``channels`` readings."""
 
-    broker: BrokerInfo
-    topic: str
-    partitions: int
-    window: int
-    produced: int
-    consumed: int
-    malformed: int
-    per_key: dict[str, int] = field(default_factory=dict)
-    per_partition: dict[int, int] = field(default_factory=dict)
-    produce_s: float = 0.0
-    consume_s: float = 0.0
+    keys: int = 4
+    channels: int = 4
+    window: int = 16
+    train_windows: int = 1_500
+    warmup_windows: int = 1_024
+    test_steps: int = 2_500
+    anomaly_rate: float = 0.04
+    seed: int = 0
 
+    def __post_init__(self) -> None:
+        if min(self.keys, self.channels, self.window) < 1:
+            raise ValueError("keys, channels and window must be at least 1")
+        if min(self.train_windows, self.warmup_windows, self.test_steps) < 1:
+            raise ValueError("train_windows, warmup_windows and test_steps must be at least 1")
 
-def run_demo(
-    config: TandemConfig,
-    n_windows: int = 10_000,
-    n_keys: int = 8,
-    window: int = 16,
-    partitions: int = 4,
-    timeout_s: float = 120.0,
-    keep_topic: bool = False,
-) -> DemoSummary:
-    """Produce ``n_windows`` generated windows to a fresh topic and consume them all back.
+    @property
+    def steps(self) -> int:
+        """Steps per sensor."""
+        return self.window - 1 + self.train_windows + self.warmup_windows + self.test_steps
 
-    The topic is ``<input_topic>.demo-<run id>`` so runs never see each other's records; it is
-    deleted afterwards unless ``keep_topic``.
-    """
-    options = config.kafka.client_options()
-    broker = wait_for_broker(options, timeout_s=timeout_s)
-    run_id = uuid.uuid4().hex[:8]
-    topic = f"{config.kafka.input_topic}.demo-{run_id}"
-    create_topics(options, [TopicSpec(topic, partitions=partitions)])
-    feed = sensor_feed(n_windows, n_keys=n_keys, window=window)
-    try:
-        produce_s = _produce(options, topic, feed)
-        consumed, malformed, per_key, per_partition, consume_s = _consume(
-            config, topic, expected=len(feed), window=window, timeout_s=timeout_s
-        )
-    finally:
-        if not keep_topic:
-            delete_topics(options, [topic])
-    return DemoSummary(
-        broker=broker,
-        topic=topic,
-        partitions=partitions,
-        window=window,
-        produced=len(feed),
-        consumed=consumed,
-        malformed=malformed,
-        per_key=dict(sorted(per_key.items())),
-        per_partition=dict(sorted(per_partition.items())),
-        produce_s=produce_s,
-        consume_s=consume_s,
-    )
+    @property
+    def clean_steps(self) -> int:
+        """Leading steps of each sensor without anomalies: training and warm-up windows."""
+        return self.window - 1 + self.train_windows + self.warmup_windows
+
+    @property
+    def train_fraction(self) -> str:
+        """``tandem train --train-fraction``: the share of each sensor's windows trained on, in
+        the fewest decimals that still select exactly ``train_windows`` of them."""
+        windows = self.steps - self.window + 1
+        for digits in range(2, 18):
+            shown = f"{self.train_windows / windows:.{digits}f}"
+            if round(windows * float(shown)) == self.train_windows:
+                return shown
+        return repr(self.train_windows / windows)
 
 
-def _produce(options: dict[str, object], topic: str, feed: SensorFeed) -> float:
-    """Send each window as a DESIGN §3 JSON record keyed by entity; wait for all acks."""
-    started = time.perf_counter()
-    codec = JsonCodec(Limits(window_length=feed.windows.shape[1]))
-    producer = KafkaProducer(acks="all", linger_ms=20, batch_size=256 * 1024, **options)
-    try:
-        futures = [
-            producer.send(
-                topic,
-                key=str(key).encode(),
-                value=codec.encode(str(key), int(ts), values),
-                timestamp_ms=int(ts),
-            )
-            for key, ts, values in zip(feed.keys, feed.ts_ms, feed.windows, strict=True)
-        ]
-        producer.flush()
-        failed = [future.exception for future in futures if future.failed()]
-    finally:
-        producer.close()
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(futures)} demo records were not acknowledged: {failed[0]!r}"
-        )
-    elapsed = time.perf_counter() - started
-    log.info("demo_produced", topic=topic, records=len(futures), seconds=round(elapsed, 3))
-    return elapsed
+def warmup_windows_for(calibration: CalibrationConfig, keys: int) -> int:
+    """Clean windows per sensor to replay before the anomalies, so that every threshold the
+    calibrator uses is set (after ``warmup`` accepted scores, at a refresh boundary) before the
+    first anomaly: a per-key state sees only its sensor's windows, a global one all of them."""
+    per_state = calibration.warmup if calibration.per_key else math.ceil(calibration.warmup / keys)
+    return math.ceil(per_state / calibration.refresh) * calibration.refresh
 
 
-def _consume(
-    config: TandemConfig, topic: str, expected: int, window: int, timeout_s: float
-) -> tuple[int, int, Counter[str], Counter[int], float]:
-    """Read the topic in a consumer group, committing each batch, until ``expected`` arrive."""
-    started = time.perf_counter()
-    consumer = KafkaConsumer(
-        topic,
-        group_id=f"{config.kafka.group_id}.{topic}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **config.kafka.client_options(),
-    )
-    codec = JsonCodec(Limits(window_length=window))
-    consumed = malformed = 0
-    per_key: Counter[str] = Counter()
-    per_partition: Counter[int] = Counter()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while consumed < expected and time.monotonic() < deadline:
-            batches = consumer.poll(
-                timeout_ms=config.batch.max_wait_ms, max_records=config.batch.max_records
-            )
-            for partition, records in batches.items():
-                per_partition[partition.partition] += len(records)
-                batch, dead = codec.decode(
-                    [
-                        SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                        for r in records
-                    ]
-                )
-                consumed += len(records)
-                per_key.update(batch.keys.tolist())
-                malformed += len(dead)
-                for letter in dead:
-                    log.warning(
-                        "demo_malformed_record", source=letter.record.position, error=letter.reason
+@dataclass(frozen=True)
+class Event:
+    """One injected anomaly: ``kind`` on sensor ``key`` from step ``start_ms`` to ``end_ms``
+    (epoch ms, inclusive); the windows containing one of its steps are stamped ``start_ms`` to
+    ``until_ms``."""
+
+    key: str
+    kind: str
+    start_ms: int
+    end_ms: int
+    until_ms: int
+
+    def covers(self, key: str, event_ts: int) -> bool:
+        """Whether the window of ``key`` stamped ``event_ts`` holds a step of this event."""
+        return key == self.key and self.start_ms <= event_ts <= self.until_ms
+
+
+def find_events(frame: pd.DataFrame, window: int, interval_ms: int) -> list[Event]:
+    """The events of a ``sensor_series`` frame: runs of labelled steps of one kind per sensor,
+    in time order."""
+    events: list[Event] = []
+    for key, rows in frame.groupby("key", sort=True):
+        labels = rows["label"].to_numpy() == 1
+        kinds = rows["kind"].to_numpy(dtype=str)
+        ts = rows["ts"].to_numpy(dtype=np.int64)
+        marks = np.where(labels, kinds, "")
+        changes = np.flatnonzero(marks[1:] != marks[:-1]) + 1
+        bounds = np.concatenate(([0], changes, [len(marks)]))
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            if labels[lo]:
+                end = int(ts[hi - 1])
+                events.append(
+                    Event(
+                        str(key), str(kinds[lo]), int(ts[lo]), end, end + (window - 1) * interval_ms
                     )
-            if batches:
-                consumer.commit()
-    finally:
-        consumer.close()
-    elapsed = time.perf_counter() - started
-    log.info(
-        "demo_consumed",
-        topic=topic,
-        records=consumed,
-        malformed=malformed,
-        seconds=round(elapsed, 3),
+                )
+    return sorted(events, key=lambda event: (event.start_ms, event.key))
+
+
+@dataclass(frozen=True)
+class DemoFeed:
+    """The generated feed: ``frame`` (the step series), the ``replay`` windows (everything after
+    the training windows, in time order) and the injected ``events``."""
+
+    sizes: DemoSizes
+    frame: pd.DataFrame
+    replay: WindowTable
+    events: list[Event]
+    _by_key: dict[str, list[Event]] = field(repr=False, default_factory=dict)
+
+    def event_at(self, key: str, event_ts: int) -> Event | None:
+        """The event whose window ``(key, event_ts)`` is (the first, if two overlap), or None."""
+        for event in self._by_key.get(key, ()):
+            if event.covers(key, event_ts):
+                return event
+        return None
+
+    @property
+    def normal_windows(self) -> int:
+        """Replayed windows holding no anomalous step."""
+        assert self.replay.labels is not None
+        return int((self.replay.labels == 0).sum())
+
+
+def make_feed(sizes: DemoSizes) -> DemoFeed:
+    """Generate the series (``tandem generate``'s generator) and cut it into windows."""
+    frame = sensor_series(
+        sizes.steps,
+        n_keys=sizes.keys,
+        channels=sizes.channels,
+        anomaly_rate=sizes.anomaly_rate,
+        clean_fraction=sizes.clean_steps / sizes.steps,
+        seed=sizes.seed,
+        sample_interval_ms=SAMPLE_INTERVAL_MS,
     )
-    return consumed, malformed, per_key, per_partition, elapsed
+    table = windows_from_frame(frame, sizes.window, source="generated feed")
+    replay = table.select(~table.head_per_key(float(sizes.train_fraction)))
+    events = find_events(frame, sizes.window, SAMPLE_INTERVAL_MS)
+    by_key: dict[str, list[Event]] = {}
+    for event in events:
+        by_key.setdefault(event.key, []).append(event)
+    return DemoFeed(sizes, frame, replay, events, by_key)
+
+
+@dataclass(frozen=True)
+class DemoTopics:
+    """The run's own topics and consumer group, named after the configured ones plus a run id."""
+
+    run_id: str
+    input: str
+    alerts: str
+    dead_letter: str
+    group: str
+
+    @classmethod
+    def fresh(cls, kafka: KafkaConfig) -> DemoTopics:
+        run_id = uuid.uuid4().hex[:8]
+        suffix = f".demo-{run_id}"
+        return cls(
+            run_id=run_id,
+            input=kafka.input_topic + suffix,
+            alerts=kafka.alerts_topic + suffix,
+            dead_letter=kafka.dead_letter_topic + suffix,
+            group=kafka.group_id + suffix,
+        )
+
+    @property
+    def state(self) -> str:
+        """The daemon's checkpoint topic (``KafkaConfig.state_topic``)."""
+        return f"{self.group}.state"
+
+    def environment(self) -> dict[str, str]:
+        """``TANDEM_KAFKA_*`` overrides that point a ``tandem`` command at these topics."""
+        return {
+            "TANDEM_KAFKA_INPUT_TOPIC": self.input,
+            "TANDEM_KAFKA_ALERTS_TOPIC": self.alerts,
+            "TANDEM_KAFKA_DEAD_LETTER_TOPIC": self.dead_letter,
+            "TANDEM_KAFKA_GROUP_ID": self.group,
+            "TANDEM_KAFKA_AUTO_OFFSET_RESET": "earliest",
+        }
+
+
+def create_demo_topics(options: Mapping[str, Any], topics: DemoTopics, partitions: int) -> None:
+    """Create the input topic with ``partitions`` partitions (and no time-based retention: the
+    replayed records carry the feed's timestamps, which may be older than the broker's
+    retention), and the alerts and dead-letter topics."""
+    create_topics(
+        options,
+        [
+            TopicSpec(topics.input, partitions, configs={"retention.ms": "-1"}),
+            TopicSpec(topics.alerts, 1),
+            TopicSpec(topics.dead_letter, 1),
+        ],
+    )
+
+
+def delete_demo_topics(options: Mapping[str, Any], topics: DemoTopics) -> None:
+    """Delete the run's topics, and its consumer groups: the daemon's and the alert viewers'
+    (``<group>.alerts-viewer.<id>``)."""
+    delete_topics(options, [topics.input, topics.alerts, topics.dead_letter, topics.state])
+    admin = KafkaAdminClient(**options)
+    try:
+        groups = [
+            str(group["group_id"])
+            for group in admin.list_groups()
+            if str(group["group_id"]).startswith(topics.group)
+        ]
+        if groups:
+            failed = {
+                name: error
+                for name, error in admin.delete_groups(groups).items()
+                if error not in (None, "OK")
+            }
+            if failed:
+                log.warning("demo_groups_not_deleted", groups=failed)
+    except KafkaError as error:
+        log.warning("demo_groups_not_deleted", group=topics.group, error=repr(error))
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class KindScore:
+    """Events of one anomaly kind: how many, how many caught, and each caught one's delay (ms of
+    sensor time from its first anomalous step to the first flagged window)."""
+
+    kind: str
+    injected: int
+    caught: int
+    delays_ms: list[int]
+
+
+@dataclass(frozen=True)
+class DemoScore:
+    """The alerts held against the injected events.
+
+    An event is caught once when any alert falls on one of its windows; an alert on no event's
+    window is a false alarm. ``latencies_ms`` are, per alert, wall-clock milliseconds from the
+    replay handing its window to the producer to the daemon building the alert.
+    """
+
+    kinds: list[KindScore]
+    alerts: int
+    false_alarms: int
+    windows: int
+    normal_windows: int
+    latencies_ms: list[float]
+
+    @property
+    def events(self) -> int:
+        return sum(kind.injected for kind in self.kinds)
+
+    @property
+    def caught(self) -> int:
+        return sum(kind.caught for kind in self.kinds)
+
+    @property
+    def missed(self) -> int:
+        return self.events - self.caught
+
+    @property
+    def delays_ms(self) -> list[int]:
+        return [delay for kind in self.kinds for delay in kind.delays_ms]
+
+    @property
+    def false_alarms_per_10k(self) -> float:
+        """False alarms per 10,000 normal windows."""
+        return 1e4 * self.false_alarms / self.normal_windows if self.normal_windows else 0.0
+
+
+def score_alerts(
+    feed: DemoFeed, alerts: Sequence[Mapping[str, Any]], replay: ReplayReport | None = None
+) -> DemoScore:
+    """Match each alert to the event whose window it flags (by key and ``event_ts``)."""
+    first_alert: dict[Event, int] = {}
+    false_alarms = 0
+    for alert in alerts:
+        event = feed.event_at(str(alert["key"]), int(alert["event_ts"]))
+        if event is None:
+            false_alarms += 1
+        else:
+            ts = int(alert["event_ts"])
+            first_alert[event] = min(first_alert.get(event, ts), ts)
+    kinds = []
+    for kind in sorted({event.kind for event in feed.events}):
+        of_kind = [event for event in feed.events if event.kind == kind]
+        delays = [first_alert[e] - e.start_ms for e in of_kind if e in first_alert]
+        kinds.append(KindScore(kind, len(of_kind), len(delays), delays))
+    return DemoScore(
+        kinds=kinds,
+        alerts=len(alerts),
+        false_alarms=false_alarms,
+        windows=len(feed.replay),
+        normal_windows=feed.normal_windows,
+        latencies_ms=_latencies(feed, alerts, replay),
+    )
+
+
+def _latencies(
+    feed: DemoFeed, alerts: Sequence[Mapping[str, Any]], replay: ReplayReport | None
+) -> list[float]:
+    if replay is None or replay.sent != len(feed.replay):
+        return []
+    row_of = {
+        (key, ts): row
+        for row, (key, ts) in enumerate(
+            zip(feed.replay.keys.tolist(), feed.replay.ts_ms.tolist(), strict=True)
+        )
+    }
+    latencies = []
+    for alert in alerts:
+        row = row_of.get((str(alert["key"]), int(alert["event_ts"])))
+        if row is not None:
+            latencies.append(float(alert["detected_ts"]) - float(replay.sent_ms[row]))
+    return latencies
