@@ -6,7 +6,7 @@ kinds (the ones a sensor or market feed shows): ``spike`` (one reading far off),
 ``correlation_break`` (a channel stops following the signal the others share). The first
 ``clean_fraction`` of every entity's series is kept anomaly-free for training.
 
-``sensor_feed`` is the simpler univariate feed the broker demo sends.
+``sensor_feed`` is a simpler univariate feed (the pipeline benchmark and some tests use it).
 
 Each entity is a sensor whose reading is a sinusoid (its own period, phase and level) plus AR(1)
 noise. Window ``i`` of an entity holds its samples ``[i, i + window)`` (stride 1), so consecutive
