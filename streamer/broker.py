@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamer.errors import BrokerUnavailableError, TopicError
@@ -170,3 +170,30 @@ def delete_topics(
         if doomed:
             admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
             log.info("topics_deleted", topics=doomed)
+
+
+def read_to_end(
+    client_options: Mapping[str, Any], topic: str, timeout_s: float = 30.0
+) -> Iterator[Any]:
+    """Every record now in ``topic`` (all partitions, up to the ends they had when reading
+    began), oldest first per partition, as kafka-python ``ConsumerRecord``s; committed records
+    only (aborted transactions skipped). Raises ``TopicError`` if the end is not reached within
+    ``timeout_s``."""
+    consumer = KafkaConsumer(
+        enable_auto_commit=False, isolation_level="read_committed", **client_options
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            if time.monotonic() > deadline:
+                raise TopicError(f"could not read {topic} to its end in {timeout_s:g} s")
+            for records in consumer.poll(timeout_ms=500).values():
+                yield from records
+    finally:
+        consumer.close()

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 import structlog
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from numpy.typing import NDArray
 
+from streamer.broker import read_to_end
 from streamer.codec import JsonCodec, Limits
 from streamer.errors import TandemError
 from streamer.tables import WindowTable
@@ -106,24 +107,8 @@ def wait_until_committed(
 def read_alerts(options: Mapping[str, Any], topic: str, timeout_s: float) -> list[dict[str, Any]]:
     """Every alert in ``topic`` (all partitions, up to their current ends), duplicates of an
     ``alert_id`` dropped, in topic order; read committed, as ``tandem alerts`` reads them."""
-    consumer = KafkaConsumer(enable_auto_commit=False, isolation_level="read_committed", **options)
-    try:
-        partitions = [
-            TopicPartition(topic, number)
-            for number in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        alerts: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise ReplayError(f"could not read {topic} to its end within {timeout_s:g}s")
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    alert = orjson.loads(record.value)
-                    alerts.setdefault(str(alert["alert_id"]), alert)
-        return list(alerts.values())
-    finally:
-        consumer.close()
+    alerts: dict[str, dict[str, Any]] = {}
+    for record in read_to_end(options, topic, timeout_s):
+        alert = orjson.loads(record.value)
+        alerts.setdefault(str(alert["alert_id"]), alert)
+    return list(alerts.values())

@@ -6,14 +6,14 @@ checkpoints on the compacted ``<group>.state`` topic.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from streamer.alerts import Alert
+from streamer.broker import read_to_end
 from streamer.checkpoints import Partition, SavedState
 from streamer.config import KafkaConfig
 from streamer.errors import TandemError
@@ -127,7 +127,8 @@ class KafkaStateStore:
         wanted = {f"{topic}/{number}": (topic, number) for topic, number in partitions}
         # (partition, slot) -> index -> (generation, chunks, offset, bytes); later records win.
         slots: dict[tuple[Partition, str], dict[int, tuple[int, int, int, bytes]]] = {}
-        for key, value, headers in _read_all(self.kafka, self.kafka.state_topic, timeout_s):
+        for record in read_to_end(self.kafka.client_options(), self.kafka.state_topic, timeout_s):
+            key, value, headers = record.key, record.value, record.headers or ()
             parts = key.decode(errors="replace").split("|") if key else []
             if len(parts) != 4 or f"{parts[0]}|" != self.prefix or parts[1] not in wanted:
                 continue
@@ -150,28 +151,3 @@ class KafkaStateStore:
                 data = b"".join(p[3] for p in pieces if p is not None)
                 found[partition] = SavedState(data, offset, generation)
         return found
-
-
-def _read_all(
-    kafka: KafkaConfig, topic: str, timeout_s: float
-) -> Iterator[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-    """Every record now in ``topic``, oldest first, as (key, value, headers)."""
-    consumer = KafkaConsumer(
-        enable_auto_commit=False, isolation_level="read_committed", **kafka.client_options()
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            return
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise DeliveryError(f"could not read {topic} to its end in {timeout_s:.0f} s")
-            for records in consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    yield record.key, record.value, list(record.headers or ())
-    finally:
-        consumer.close()
