@@ -52,7 +52,7 @@ broker_pid() {
   [[ -f $pidfile ]] || return 0
   local pid
   pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q 'kafka\.Kafka'; then
+  if kill -0 "$pid" 2>/dev/null && ps -ww -p "$pid" -o args= | grep -q 'kafka\.Kafka'; then
     echo "$pid"
   fi
 }

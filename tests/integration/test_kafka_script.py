@@ -18,6 +18,15 @@ def test_start_is_idempotent(kafka_broker: Broker) -> None:
     assert expected in result.stderr
 
 
+def test_start_is_idempotent_in_a_narrow_terminal(kafka_broker: Broker) -> None:
+    """``ps`` cuts its output to ``COLUMNS``: the broker's long java command line must still be
+    recognised, or ``stop`` would call it not running and leave it behind."""
+    result = _script("start", env={"COLUMNS": "40"})
+    assert result.returncode == 0
+    expected = "starting nothing" if EXTERNAL else "already running"
+    assert expected in result.stderr
+
+
 def test_status_reports_the_answering_broker(kafka_broker: Broker) -> None:
     result = _script("status")
     assert result.returncode == 0, result.stdout + result.stderr
