@@ -38,6 +38,7 @@ class Setup:
     workdir: Path
     group: str = field(default_factory=lambda: f"daemon-{uuid.uuid4().hex[:8]}")
     max_records: int = 64
+    transactional: bool = False
     calibration: str = (
         'method = "spot"\ntarget_rate = 0.001\nwindow = 2000\nwarmup = 600\nrefresh = 20\n'
         "per_key = true\ncheckpoint_interval_s = 0.5\n"
@@ -49,7 +50,7 @@ class Setup:
             f'[kafka]\nbootstrap = "{self.bootstrap}"\ninput_topic = "{self.input_topic}"\n'
             f'alerts_topic = "{self.alerts_topic}"\n'
             f'dead_letter_topic = "{self.dead_letter_topic}"\n'
-            f'group_id = "{self.group}"\n'
+            f'group_id = "{self.group}"\ntransactional = {str(self.transactional).lower()}\n'
             f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n'
             f"[calibration]\n{self.calibration}"

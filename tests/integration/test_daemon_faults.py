@@ -30,9 +30,13 @@ from tests.integration.daemons import (
 )
 
 
-def alerts_in(bootstrap: str, topic: str, at_least: int) -> list[dict[str, Any]]:
+def alerts_in(
+    bootstrap: str, topic: str, at_least: int, isolation_level: str = "read_uncommitted"
+) -> list[dict[str, Any]]:
     broker = Broker(bootstrap, None, "")  # type: ignore[arg-type]  # only the address is used
-    records = read_topic(broker, topic, lambda got: len(got) >= at_least)
+    records = read_topic(
+        broker, topic, lambda got: len(got) >= at_least, isolation_level=isolation_level
+    )
     return [orjson.loads(record.value) for record in records]
 
 
@@ -64,10 +68,16 @@ def setup(
     )
 
 
-def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(setup: Setup) -> None:
+@pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
+def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
+    setup: Setup, transactional: bool
+) -> None:
     """Warm-up is 2,000 scores; after the restart fewer than that arrive before the last two
-    anomalies, so they are caught only if the thresholds were restored from the checkpoint."""
+    anomalies, so they are caught only if the thresholds were restored from the checkpoint.
+    With transactions, a read-committed subscriber sees every alert exactly once (the killed
+    daemon's open transaction is aborted by the broker after its timeout, 30 s)."""
     setup.max_records = 16
+    setup.transactional = transactional
     setup.calibration = (
         'method = "spot"\ntarget_rate = 0.001\nwindow = 4000\nwarmup = 2000\nrefresh = 20\n'
         "checkpoint_interval_s = 0.2\n"
@@ -102,9 +112,15 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(setup: Setup)
     restored = second.events("calibrator_restored")
     assert {e["partition"] for e in restored} == {0, 1}
     assert first.scored() + second.scored() >= total, "every window scored"
-    alerts = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
+    isolation = "read_committed" if transactional else "read_uncommitted"
+    alerts = alerts_in(
+        setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted(), isolation
+    )
     assert_alerted(alerts, in_stream + in_tail)
     assert_one_id_per_window(alerts)
+    if transactional:
+        ids = [a["alert_id"] for a in alerts]
+        assert len(ids) == len(set(ids)), "exactly once: no alert repeated"
 
 
 def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup) -> None:
