@@ -172,6 +172,16 @@ def delete_topics(
             log.info("topics_deleted", topics=doomed)
 
 
+def committed_offsets(
+    client_options: Mapping[str, Any], group: str, topic: str, timeout_s: float = 10.0
+) -> dict[int, int]:
+    """The offset ``group`` has committed per partition of ``topic`` (partitions it has not
+    committed are missing)."""
+    with admin_client(client_options, timeout_s) as admin:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
 def read_to_end(
     client_options: Mapping[str, Any], topic: str, timeout_s: float = 30.0
 ) -> Iterator[Any]:

@@ -24,7 +24,7 @@ import structlog
 
 from calibration.base import Calibrator
 from calibration.state import GLOBAL, entity_names
-from streamer.records import SourceRecord, WindowBatch
+from streamer.records import SourceRecord, WindowBatch, next_offsets
 
 log = structlog.get_logger(__name__)
 
@@ -73,21 +73,19 @@ class PartitionCheckpoints:
         self._dirty: set[Partition] = set()
         self._saved_at = clock()
 
-    @property
-    def partitions(self) -> list[Partition]:
-        """The partitions whose state is held here."""
-        return sorted(self._offsets.keys() | self._keys.keys())
-
     def after_batch(
         self, calibrator: Calibrator, batch: WindowBatch, records: Sequence[SourceRecord]
     ) -> bool:
         """Note what ``records`` (whose good part is ``batch``) brought; save if one is due.
         Returns whether it saved."""
-        for record, key in zip(batch.records, batch.keys.tolist(), strict=True):
-            self._keys.setdefault((record.topic, record.partition), set()).add(key)
-        for record in records:
-            partition = (record.topic, record.partition)
-            self._offsets[partition] = max(self._offsets.get(partition, 0), record.offset + 1)
+        seen = {
+            ((record.topic, record.partition), key)
+            for record, key in zip(batch.records, batch.keys.tolist(), strict=True)
+        }
+        for partition, key in seen:
+            self._keys.setdefault(partition, set()).add(key)
+        for partition, offset in next_offsets(records).items():
+            self._offsets[partition] = max(self._offsets.get(partition, 0), offset)
             self._dirty.add(partition)
         if self.clock() - self._saved_at < self.interval_s:
             return False

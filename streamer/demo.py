@@ -213,8 +213,8 @@ class DemoTopics:
 
     @property
     def state(self) -> str:
-        """The daemon's checkpoint topic (``KafkaConfig.state_topic``)."""
-        return f"{self.group}.state"
+        """The daemon's checkpoint topic."""
+        return KafkaConfig(group_id=self.group).state_topic
 
     def environment(self) -> dict[str, str]:
         """``TANDEM_KAFKA_*`` overrides that point a ``tandem`` command at these topics."""

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from streamer.checkpoints import Partition, SavedState
-from streamer.records import SourceRecord
+from streamer.records import SourceRecord, next_offsets
 
 Journal = list[tuple[str, Any]]
 
@@ -33,8 +33,7 @@ class ListSource:
         return batch
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
-        for record in records:
-            self.committed[(record.topic, record.partition)] = record.offset + 1
+        self.committed.update(next_offsets(records))
         self.journal.append(("commit", records[-1].offset if records else None))
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:

@@ -7,6 +7,7 @@ is a record that did not, with the reason a person can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,16 @@ class SourceRecord:
     def position(self) -> str:
         """``topic/partition/offset``: the record's address, and the base of its alert id."""
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+def next_offsets(records: Iterable[SourceRecord]) -> dict[tuple[str, int], int]:
+    """Per (topic, partition), the offset after the last of ``records`` in it: what a commit or
+    a checkpoint of them names."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        where = (record.topic, record.partition)
+        offsets[where] = max(offsets.get(where, 0), record.offset + 1)
+    return offsets
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 import structlog
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 from numpy.typing import NDArray
 
-from streamer.broker import read_to_end
+from streamer.broker import committed_offsets, read_to_end
 from streamer.codec import JsonCodec, Limits
 from streamer.errors import TandemError
 from streamer.tables import WindowTable
@@ -78,12 +78,7 @@ def replay(options: Mapping[str, Any], topic: str, table: WindowTable, rate: flo
 
 def committed(options: Mapping[str, Any], group: str, topic: str) -> int:
     """Sum over ``topic``'s partitions of the offsets ``group`` has committed."""
-    admin = KafkaAdminClient(**options)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return sum(offset.offset for tp, offset in offsets.items() if tp.topic == topic)
+    return sum(committed_offsets(options, group, topic).values())
 
 
 def wait_until_committed(

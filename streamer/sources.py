@@ -18,7 +18,7 @@ from kafka.structs import OffsetAndMetadata
 from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TopicError
-from streamer.records import SourceRecord
+from streamer.records import SourceRecord, next_offsets
 from streamer.transactions import Transaction
 
 log = structlog.get_logger(__name__)
@@ -112,12 +112,10 @@ class KafkaSource:
         """Commit, per partition, the offset after the last of ``records``; with transactions,
         commit the open transaction with those offsets in it (with none, if ``records`` is
         empty: a checkpoint saved outside a batch)."""
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            partition = TopicPartition(record.topic, record.partition)
-            current = offsets.get(partition)
-            if current is None or record.offset + 1 > current.offset:
-                offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
+        offsets = {
+            TopicPartition(topic, number): OffsetAndMetadata(offset, "", -1)
+            for (topic, number), offset in next_offsets(records).items()
+        }
         if self.transaction is not None:
             self.transaction.commit(offsets, self.consumer.group_metadata())
             return

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from streamer.broker import committed_offsets
 from streamer.codec import JsonCodec, Limits
+from streamer.config import KafkaConfig
 
 WIDTH = 8
 """Features per window of the tests' tiny bundle."""
@@ -157,12 +159,7 @@ def produce_in_background(*args: Any, **kwargs: Any) -> threading.Thread:
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset per partition of ``topic`` (missing: nothing committed)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == topic}
+    return committed_offsets(KafkaConfig(bootstrap=bootstrap).client_options(), group, topic)
 
 
 def wait_committed(

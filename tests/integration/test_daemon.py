@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 
+from streamer.broker import committed_offsets
 from streamer.codec import JsonCodec, Limits
 from tests.conftest import Broker, read_topic
 
@@ -23,12 +24,7 @@ N = 1500
 
 
 def committed(broker: Broker, group: str, topic: str) -> int:
-    admin = KafkaAdminClient(**broker.client_options())
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return sum(offsets[tp].offset for tp in offsets if tp.topic == topic)
+    return sum(committed_offsets(broker.client_options(), group, topic).values())
 
 
 def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
+from streamer.broker import committed_offsets
 from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
 from streamer.pipeline import build_calibrator, build_pipeline
@@ -114,11 +115,10 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
         assert (f"s{i % 6}", i) in flagged_keys, f"injected anomaly {i} alerted"
     assert len(alerts) <= len(ANOMALIES) + 6, "few false alarms on the normal windows"
 
-    admin = KafkaAdminClient(**kafka_broker.client_options())
-    committed = admin.list_group_offsets(config.kafka.group_id)[config.kafka.group_id]
-    admin.close()
-    partitions = [TopicPartition(config.kafka.input_topic, p) for p in range(3)]
-    assert sum(committed[p].offset for p in partitions) == total
+    committed = committed_offsets(
+        kafka_broker.client_options(), config.kafka.group_id, config.kafka.input_topic
+    )
+    assert sum(committed[p] for p in range(3)) == total
 
     restored = build_calibrator(config.calibration)
     built = build_pipeline(config, detector, name="tiny")
