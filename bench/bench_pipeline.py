@@ -61,7 +61,9 @@ from streamer.config import KafkaConfig, TandemConfig, load_config
 from streamer.errors import BrokerUnavailableError, TandemError
 from streamer.logging import configure_logging
 from streamer.pipeline import build_pipeline
+from streamer.prefetch import PrefetchingSource
 from streamer.runner import BatchReport
+from streamer.sources import KafkaSource
 from streamer.synthetic import sensor_feed
 
 log = structlog.get_logger("bench.pipeline")
@@ -103,6 +105,8 @@ class Phase:
     stages: dict[str, float] = field(default_factory=dict)
     alerts: int = 0
     dead_letters: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds over the measured part, per process (the fetch process, if there is one)."""
 
     @property
     def rate(self) -> float:
@@ -195,6 +199,30 @@ def prefill(client_options: dict[str, Any], topic: str, feed: Feed) -> float:
     return len(feed.values) / (time.perf_counter() - started)
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User plus system CPU seconds of process ``pid`` (this one by default), all threads."""
+    stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """The pid of this checkout's broker (``scripts/kafka.sh``), if it runs here."""
+    home = Path(os.environ.get("TANDEM_BROKER_HOME", Path(__file__).parents[1] / ".kafka"))
+    try:
+        pid = int((home / "broker.pid").read_text().strip())
+        cpu_seconds(pid)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def with_broker(used: dict[str, float]) -> dict[str, float]:
+    """``used`` plus the broker's CPU seconds so far, when the broker runs on this machine."""
+    pid = broker_pid()
+    return used if pid is None else {**used, "broker": cpu_seconds(pid)}
+
+
 def until_idle(what: str, done: int, total: int, last_progress: float) -> None:
     if time.monotonic() - last_progress > IDLE_TIMEOUT_S:
         raise TimeoutError(f"{what}: {done} of {total} records arrived, none for {IDLE_TIMEOUT_S}s")
@@ -236,9 +264,19 @@ def raw_phase(config: TandemConfig, total: int) -> Phase:
             progress = time.monotonic()
             if not first:
                 first, clock = done, time.perf_counter()
+                cpu = with_broker({"consumer": cpu_seconds()})
             else:
                 batches += 1
-        return Phase(done - first, time.perf_counter() - clock, batches, clock - started)
+        return Phase(
+            done - first,
+            time.perf_counter() - clock,
+            batches,
+            clock - started,
+            cpu_s={
+                name: round(seconds - cpu[name], 2)
+                for name, seconds in with_broker({"consumer": cpu_seconds()}).items()
+            },
+        )
     finally:
         consumer.close(autocommit=False)
 
@@ -260,10 +298,13 @@ def product_phase(config: TandemConfig, detector: CascadeDetector, total: int) -
             done += report.records
             progress = time.monotonic()
             if first is None:
-                first, clock = report, time.perf_counter()
+                first, clock, cpu = report, time.perf_counter(), processes_cpu(source)
             else:
                 reports.append(report)
         elapsed = time.perf_counter() - clock
+        cpu_used = {
+            name: round(seconds - cpu[name], 2) for name, seconds in processes_cpu(source).items()
+        }
     finally:
         source.close()
     stages: dict[str, float] = {}
@@ -279,7 +320,17 @@ def product_phase(config: TandemConfig, detector: CascadeDetector, total: int) -
         stages={stage: round(seconds, 3) for stage, seconds in stages.items()},
         alerts=sum(r.alerts for r in [first, *reports] if r is not None),
         dead_letters=sum(r.dead_letters for r in [first, *reports] if r is not None),
+        cpu_s=cpu_used,
     )
+
+
+def processes_cpu(source: KafkaSource | PrefetchingSource) -> dict[str, float]:
+    """CPU seconds so far of the daemon (this process), of its fetch process if any, and of
+    the broker if it runs here."""
+    used = {"daemon": cpu_seconds()}
+    if isinstance(source, PrefetchingSource):
+        used["fetch_process"] = cpu_seconds(source.process.pid)
+    return with_broker(used)
 
 
 def send_steadily(
@@ -464,6 +515,9 @@ def main() -> int:
                 "product_first_batch_s": round(product.first_batch_s, 2),
                 "product_seconds": round(product.seconds, 3),
                 "product_seconds_by_stage": product.stages,
+                "raw_cpu_s": raw.cpu_s,
+                "product_cpu_s": product.cpu_s,
+                "product_prefetch": config.batch.prefetch,
                 "product_alerts": product.alerts,
                 "product_dead_letters": product.dead_letters,
                 "latency_rate_per_s": args.rate,

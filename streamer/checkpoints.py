@@ -78,10 +78,9 @@ class PartitionCheckpoints:
     ) -> bool:
         """Note what ``records`` (whose good part is ``batch``) brought; save if one is due.
         Returns whether it saved."""
-        seen = {
-            ((record.topic, record.partition), key)
-            for record, key in zip(batch.records, batch.keys.tolist(), strict=True)
-        }
+        seen = set(
+            zip(((r.topic, r.partition) for r in batch.records), batch.keys.tolist(), strict=True)
+        )
         for partition, key in seen:
             self._keys.setdefault(partition, set()).add(key)
         for partition, offset in next_offsets(records).items():

@@ -13,10 +13,13 @@ or holding a NaN, an infinity or a value beyond ``max_abs_value`` becomes a ``De
 reason names the field and what was wrong; the good records of the same batch still decode.
 Decoding never raises on bad input.
 
-JSON feature values are checked for the whole batch at once (one pass over their types, one
-``numpy.array``, vectorised range checks) rather than value by value in Python, which took half of
-the decode time; only a batch holding a non-number goes back over its records, to name the record
-and the value.
+JSON records take a fast path first: msgspec decodes and type-checks each against a schema of
+the well-formed window in C (about 3 µs a record where parsing and checking in Python took 7).
+Any record it refuses, for whatever reason, goes through the careful path (orjson and one check
+at a time), which accepts exactly the same records and names what is wrong with the others; the
+fast path never accepts a record the careful one would refuse. Feature values are then checked
+for the whole batch at once (one ``numpy.array``, vectorised range checks); only a batch holding
+a non-number goes back over its records, to name the record and the value.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+import msgspec
 import numpy as np
 import orjson
 from numpy.typing import NDArray
@@ -133,19 +137,69 @@ def _record_key(record: SourceRecord) -> tuple[str | None, str | None]:
         return None, "the record key is not UTF-8"
 
 
+def _window_schema(window_length: int) -> msgspec.json.Decoder[Any]:
+    """A decoder that accepts only a well-formed JSON window of ``window_length`` features:
+    an object whose ``features`` are that many numbers (booleans refused, integers read as
+    floats), ``key`` a string, ``ts`` an int64, ``label`` 0, 1 or -1, and no other field."""
+    fields: list[tuple[Any, ...]] = [
+        (
+            "features",
+            Annotated[
+                list[float], msgspec.Meta(min_length=window_length, max_length=window_length)
+            ],
+        ),
+        ("key", str | msgspec.UnsetType, msgspec.UNSET),
+        ("ts", Annotated[int, msgspec.Meta(le=INT64_MAX)] | msgspec.UnsetType, msgspec.UNSET),
+        ("label", Annotated[int, msgspec.Meta(ge=NO_LABEL, le=1)], NO_LABEL),
+    ]
+    # Unknown fields go to the careful path: msgspec skips them without reading their numbers,
+    # where orjson refuses, say, 1e400 in any field.
+    window = msgspec.defstruct("JsonWindow", fields, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(window)
+
+
 class JsonCodec:
-    """DESIGN §3 JSON windows, parsed with orjson."""
+    """DESIGN §3 JSON windows: a msgspec fast path for well-formed records, orjson and careful
+    checks for the rest (see the module docstring)."""
 
     format = "json"
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self._fast = _window_schema(limits.window_length)
 
     def decode(self, records: Sequence[SourceRecord]) -> tuple[WindowBatch, list[DeadLetter]]:
         dead: list[DeadLetter] = []
         candidates = _Candidates()
         features: list[list[Any]] = []
+        careful_rows = False  # whether any candidate's features are not known to be floats
+        fast, largest = self._fast.decode, self.limits.max_record_bytes
+        add_record, add_key = candidates.records.append, candidates.keys.append
+        add_ts, add_label, add_features = (
+            candidates.ts_ms.append,
+            candidates.labels.append,
+            features.append,
+        )
         for record in records:
+            value = record.value
+            if value is not None and len(value) <= largest:
+                try:
+                    window = fast(value)
+                    if record.key is not None:
+                        key = record.key.decode("utf-8")
+                    elif window.key is msgspec.UNSET:
+                        raise ValueError("no key")
+                    else:
+                        key = window.key
+                except (msgspec.DecodeError, ValueError):
+                    pass  # the careful path below says what is wrong
+                else:
+                    add_record(record)
+                    add_key(key)
+                    add_ts(record.timestamp_ms if window.ts is msgspec.UNSET else window.ts)
+                    add_label(window.label)
+                    add_features(window.features)
+                    continue
             problem, parsed = self._parse(record)
             if problem is not None:
                 dead.append(DeadLetter(record, problem))
@@ -153,7 +207,8 @@ class JsonCodec:
             key, ts_ms, label, values = parsed
             candidates.add(record, key, ts_ms, label)
             features.append(values)
-        if not NUMBER_TYPES.issuperset(map(type, chain.from_iterable(features))):
+            careful_rows = True
+        if careful_rows and not NUMBER_TYPES.issuperset(map(type, chain.from_iterable(features))):
             candidates, features = _numbers_only(candidates, features, dead)
         width = self.limits.window_length
         # Every list has ``width`` ints or floats now, so this is one exact float64 conversion.

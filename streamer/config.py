@@ -153,10 +153,15 @@ class KafkaConfig(_Section):
 
 class BatchConfig(_Section):
     """A batch closes at ``max_records`` windows, or ``max_wait_ms`` after the daemon began to
-    collect it (so no window waits longer than that for its batch to start)."""
+    collect it (so no window waits longer than that for its batch to start).
+
+    ``prefetch``: how many batches the Kafka consumer may poll ahead of the scoring, in a
+    process of its own (``streamer.prefetch``); 0 polls in the daemon's process, between batches.
+    """
 
     max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
+    prefetch: Annotated[int, Field(ge=0, le=16)] = 2
 
 
 class ModelConfig(_Section):

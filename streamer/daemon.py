@@ -2,8 +2,8 @@
 
 A failed batch (the broker stopped acknowledging, a commit timed out) is not fatal: the runner
 keeps it uncommitted (see ``Runner.process``), the loop backs off (0.5 s doubling to 30 s) and
-tries again, and readiness reports the outage until a batch goes through. Only a stop request
-ends the loop.
+tries again, and readiness reports the outage until a batch goes through. Only a stop request,
+or the death of the fetch process (``FetchProcessError``), ends the loop.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import threading
 
 import structlog
 
+from streamer.errors import FetchProcessError
 from streamer.metrics import Health, Metrics
 from streamer.pipeline import Pipeline
 
@@ -30,6 +31,8 @@ def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threadi
         health.beat()
         try:
             report = runner.step()
+        except FetchProcessError:
+            raise  # not broker trouble: the daemon cannot read any more
         except Exception as error:
             failures += 1
             metrics.count_delivery_failure()

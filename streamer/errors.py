@@ -24,3 +24,8 @@ class BrokerUnavailableError(TandemError):
 
 class TopicError(TandemError):
     """A topic could not be created, described or deleted."""
+
+
+class FetchProcessError(TandemError):
+    """The daemon's fetch process (``streamer.fetcher``) exited or stopped answering. Fatal: the
+    daemon stops (exit status 1) and its supervisor starts it again."""

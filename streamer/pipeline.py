@@ -16,6 +16,7 @@ from streamer.broker import TopicSpec, create_topics
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import Limits, make_codec
 from streamer.config import CalibrationConfig, TandemConfig
+from streamer.prefetch import PrefetchingSource
 from streamer.runner import Runner
 from streamer.sinks import AlertSink, DeadLetterSink, KafkaStateStore, make_producer
 from streamer.sources import KafkaSource
@@ -75,7 +76,7 @@ class Pipeline:
     """The daemon's parts: the run loop, its Kafka source and the producer its sinks share."""
 
     runner: Runner
-    source: KafkaSource
+    source: KafkaSource | PrefetchingSource
     producer: KafkaProducer
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -96,7 +97,11 @@ def build_pipeline(config: TandemConfig, detector: CascadeDetector, name: str) -
     ensure_topics(config)
     producer = make_producer(config.kafka)
     transaction = Transaction(producer) if config.kafka.transactional else None
-    source = KafkaSource(config.kafka, config.batch, transaction=transaction)
+    source: KafkaSource | PrefetchingSource
+    if config.batch.prefetch:
+        source = PrefetchingSource(config.kafka, config.batch, config.log, transaction=transaction)
+    else:
+        source = KafkaSource(config.kafka, config.batch, transaction=transaction)
     codec = make_codec(
         config.codec.format,
         Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),

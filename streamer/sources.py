@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
@@ -22,6 +22,10 @@ from streamer.records import SourceRecord, next_offsets
 from streamer.transactions import Transaction
 
 log = structlog.get_logger(__name__)
+
+JOIN_POLL_MS = 5_000
+"""How long a poll may wait while the group is rebalancing (see ``KafkaSource._rebalancing``)."""
+STUCK_REBALANCE_S = 120.0
 
 
 class PartitionListener(Protocol):
@@ -49,7 +53,7 @@ class KafkaSource:
         topic_wait_s: float = 30.0,
     ) -> None:
         self.batch, self.listener, self.transaction = batch, listener, transaction
-        self.in_hand: list[SourceRecord] = []
+        self.in_hand: list[Any] = []
         self.consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -68,33 +72,74 @@ class KafkaSource:
                     f"input topic {kafka.input_topic!r} does not exist (or is not visible)"
                 )
             time.sleep(0.2)
-        self.consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
+        self.topic = kafka.input_topic
+        self.unstable_since: float | None = None
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        # A metadata round trip now, before the first poll joins the group: kafka-python takes
+        # the topic's partitions for its assignment from the metadata it has when it joins, so
+        # a join before any metadata arrived assigns nothing, and the metadata arriving a moment
+        # later starts a second rebalance (see ``_rebalancing`` for why that is worth avoiding).
+        self.consumer.topics()
 
     def poll(self) -> list[SourceRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms`` after the first call."""
+        return [
+            SourceRecord(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                r.value,
+                r.timestamp,
+                tuple(r.headers) if r.headers else (),
+            )
+            for r in self.poll_fetched()
+        ]
+
+    def poll_fetched(self) -> list[Any]:
+        """``poll``'s batch as kafka-python's own ``ConsumerRecord`` tuples (for a caller that
+        reads a few fields of many records: the fetch process)."""
         deadline = time.monotonic() + self.batch.max_wait_ms / 1000
         while len(self.in_hand) < self.batch.max_records:
             remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
+            if self._rebalancing():
+                remaining_ms = max(remaining_ms, JOIN_POLL_MS)
             fetched = self.consumer.poll(
                 timeout_ms=remaining_ms, max_records=self.batch.max_records - len(self.in_hand)
             )
             for partition_records in fetched.values():
-                self.in_hand.extend(
-                    SourceRecord(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        r.value,
-                        r.timestamp,
-                        tuple(r.headers or ()),
-                    )
-                    for r in partition_records
-                )
+                self.in_hand.extend(partition_records)
             if remaining_ms == 0:
                 break
         records, self.in_hand = self.in_hand, []
         return records
+
+    def _rebalancing(self) -> bool:
+        """Whether the consumer is (re)joining its group; if that has gone on for
+        ``STUCK_REBALANCE_S``, subscribe afresh (with a warning), which starts a clean join.
+
+        kafka-python 3.0 can lose an assignment when a ``poll`` times out between the JoinGroup
+        and SyncGroup answers of a rebalance that its leader started because topic metadata
+        changed (as happens right after a group's first join): its next ``poll`` sees no reason
+        to rejoin and never applies the assignment, and every commit fails with
+        RebalanceInProgressError. A poll given ``JOIN_POLL_MS`` while the group is not stable
+        makes that window all but unreachable; resubscribing gets out of it if it is reached."""
+        if self.consumer.group_metadata().state == MemberState.STABLE:
+            self.unstable_since = None
+            return False
+        now = time.monotonic()
+        if self.unstable_since is None:
+            self.unstable_since = now
+        elif now - self.unstable_since > STUCK_REBALANCE_S:
+            stuck_s = round(now - self.unstable_since)
+            log.warning("rebalance_stuck", seconds=stuck_s, action="subscribe again")
+            self.unstable_since = now
+            self.consumer.unsubscribe()
+            self._subscribe()
+        return True
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, as of the last fetch (a partition

@@ -30,7 +30,7 @@ def detector(tiny_detector: CascadeDetector) -> CascadeDetector:
     return tiny_detector
 
 
-def configure(broker: Broker, make_topic: Callable[..., str]) -> TandemConfig:
+def configure(broker: Broker, make_topic: Callable[..., str], prefetch: int = 2) -> TandemConfig:
     group = f"tandem-it-{uuid.uuid4().hex[:8]}"
     return broker.config(
         kafka={
@@ -39,7 +39,7 @@ def configure(broker: Broker, make_topic: Callable[..., str]) -> TandemConfig:
             "dead_letter_topic": make_topic(),
             "group_id": group,
         },
-        batch={"max_records": 200, "max_wait_ms": 200},
+        batch={"max_records": 200, "max_wait_ms": 200, "prefetch": prefetch},
         calibration={
             "method": "quantile",
             "quantile": 0.999,
@@ -71,10 +71,11 @@ def seq_of(record) -> int:  # type: ignore[no-untyped-def]
     return int(dict(record.headers)["seq"])
 
 
+@pytest.mark.parametrize("prefetch", [2, 0], ids=["fetch-process", "inline"])
 def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
-    kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector
+    kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector, prefetch: int
 ) -> None:
-    config = configure(kafka_broker, make_topic)
+    config = configure(kafka_broker, make_topic, prefetch)
     built = build_pipeline(config, detector, name="tiny")
     runner, source = built.runner, built.source
     reports = []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -253,3 +256,94 @@ def test_any_bytes_decode_or_dead_letter_never_raise(
     )
     assert batch.windows.shape == (len(batch), D) and np.isfinite(batch.windows).all()
     assert all(letter.reason for letter in dead)
+
+
+class _RefuseEverything:
+    """Stands in for the msgspec decoder: every record takes the careful path."""
+
+    def decode(self, value: bytes) -> object:
+        raise msgspec.DecodeError("refused")
+
+
+def careful_only() -> JsonCodec:
+    codec = JsonCodec(LIMITS)
+    codec._fast = _RefuseEverything()  # type: ignore[assignment]
+    return codec
+
+
+ODD_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([True, False, None, "1", 1.0, 0.0, -1.0, 10**400]),
+)
+ODD_FIELDS = {
+    "key": st.one_of(st.text(max_size=5), ODD_NUMBERS),
+    "ts": st.one_of(
+        ODD_NUMBERS,
+        st.sampled_from(
+            ["2026-11-24T10:00:00+00:00", "2026-11-24T10:00:00", "yesterday", 2**63, 2**63 - 1]
+        ),
+    ),
+    "label": st.one_of(ODD_NUMBERS, st.sampled_from([0, 1, -1, 2])),
+    "features": st.one_of(
+        st.lists(ODD_NUMBERS, min_size=D - 1, max_size=D + 1),
+        st.lists(st.floats(-10, 10), min_size=D, max_size=D),
+        ODD_NUMBERS,
+    ),
+    "extra": st.one_of(ODD_NUMBERS, st.lists(st.integers(), max_size=2)),
+}
+
+
+@st.composite
+def json_bodies(draw: st.DrawFn) -> dict[str, object]:
+    """A well-formed window with zero to two fields changed or left out: most records are one
+    step from valid, where a lenient fast path would show."""
+    body: dict[str, object] = {"key": "sensor-1", "ts": 1_764_000_000_123, "features": [1.0] * D}
+    for name in draw(st.lists(st.sampled_from(sorted(ODD_FIELDS)), max_size=2, unique=True)):
+        if draw(st.booleans()):
+            body[name] = draw(ODD_FIELDS[name])
+        else:
+            body.pop(name, None)
+    return body
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            json_bodies(),
+            st.sampled_from([None, b"sensor-1", b"sensor-1", b"\xff\xfe", b""]),
+            st.sampled_from(["", "", "", " ", "[]", "x"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_json_fast_path_agrees_with_the_careful_path(
+    bodies: list[tuple[dict[str, object], bytes | None, str]],
+) -> None:
+    """msgspec's fast path accepts exactly what the careful path accepts, with the same values,
+    and leaves every refusal (and its reason) to the careful path."""
+    records = [
+        record(json.dumps(body).encode() + suffix.encode(), key=key, offset=i)
+        for i, (body, key, suffix) in enumerate(bodies)
+    ]
+    fast_batch, fast_dead = JsonCodec(LIMITS).decode(records)
+    careful_batch, careful_dead = careful_only().decode(records)
+    assert [(d.record.offset, d.reason) for d in fast_dead] == [
+        (d.record.offset, d.reason) for d in careful_dead
+    ]
+    assert [r.offset for r in fast_batch.records] == [r.offset for r in careful_batch.records]
+    assert fast_batch.keys.tolist() == careful_batch.keys.tolist()
+    assert fast_batch.ts_ms.tolist() == careful_batch.ts_ms.tolist()
+    assert fast_batch.labels.tolist() == careful_batch.labels.tolist()
+    np.testing.assert_array_equal(fast_batch.windows, careful_batch.windows)
+
+
+def test_well_formed_records_take_the_fast_path() -> None:
+    """The fast path is what decodes ordinary records (a regression to the careful path for all
+    of them would pass the agreement test and lose the speed)."""
+    codec = JsonCodec(LIMITS)
+    codec._parse = None  # type: ignore[assignment,method-assign]  # calling it would fail
+    batch, dead = codec.decode([record(json_value(), offset=i) for i in range(3)])
+    assert dead == [] and len(batch) == 3
