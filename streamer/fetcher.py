@@ -2,9 +2,11 @@
 
 kafka-python parses every fetched record in Python, under the interpreter lock, and so does the
 daemon's own work (decoding, calibrating, producing); in one process they take turns. Here the
-consumer polls the next batch while the daemon scores this one (``streamer.prefetch`` is the
-daemon's side and owns the protocol). Run as ``python -m streamer.fetcher FD``: FD is the
-inherited end of a ``multiprocessing`` pipe, which first carries the settings.
+consumer polls the next batches while the daemon scores this one (``streamer.prefetch`` is the
+daemon's side of the pipe; the messages are listed below). It may be up to ``[batch].prefetch``
+batches ahead: each batch sent spends one credit, each ("next",) gives one back. Run as
+``python -m streamer.fetcher FD``: FD is the inherited end of a ``multiprocessing`` pipe, which
+first carries the settings.
 
 What comes in (from the daemon), handled between polls:
     ("next",)                     the daemon received a batch: poll one more
