@@ -23,6 +23,7 @@ from streamer.cli_alerts import add_alerts_command
 from streamer.cli_demo import add_demo_command
 from streamer.cli_model import add_model_commands
 from streamer.cli_options import add_config_option
+from streamer.cli_replay import add_replay_command
 from streamer.cli_run import add_run_command
 from streamer.config import TandemConfig, load_config, masked, overrides_in
 from streamer.errors import BrokerUnavailableError, ConfigError, TandemError
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     add_demo_command(commands)
     add_model_commands(commands)
     add_run_command(commands)
+    add_replay_command(commands)
     add_alerts_command(commands)
     return parser
 

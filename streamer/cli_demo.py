@@ -400,21 +400,20 @@ class _Demo:
         )
 
     def _replay(self, feed: DemoFeed) -> ReplayReport:
-        from streamer.replay import replay
+        from streamer.replay import Pace, replay
 
         self._step("replay the feed into the input topic")
-        rate = self.args.rate
-        pace = f"at {rate:,.0f} windows/s" if rate > 0 else "as fast as the producer goes"
+        pace = Pace(rate=self.args.rate)
         self.console.print(
             f"{len(feed.replay):,} windows, keyed by sensor, stamped with their own time, "
-            f"{pace}, into {self.topics.input} ({self.args.partitions} partitions)"
+            f"{pace.describe()}, into {self.topics.input} ({self.args.partitions} partitions)"
         )
         day = datetime.fromtimestamp(int(feed.replay.ts_ms[0]) / 1000, UTC).strftime("%Y-%m-%d")
         self.console.print(
             f"[bold]  {'time':<8}  {'sensor':<10} {'score':>6} > {'thresh.':<7} "
             f"{'most blamed':<14} anomaly hit, delay[/]  [dim](sensor time, {day} UTC)[/]"
         )
-        report = replay(self.options, self.topics.input, feed.replay, rate)
+        report = replay(self.options, self.topics.input, feed.replay, pace)
         self.console.print(
             f"replayed {report.sent:,} windows in {report.seconds:.1f} s, all acknowledged; "
             f"per partition {report.per_partition}"

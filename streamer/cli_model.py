@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detectors.base import Scores
-from streamer.cli_options import add_config_option
+from streamer.cli_options import add_config_option, add_data_options
 from streamer.config import TandemConfig
 from streamer.synthetic import sensor_series
 from streamer.tables import WindowTable, load_windows, write_table
@@ -40,7 +40,7 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
     train = commands.add_parser("train", help="fit the cascade detector and write a model bundle")
     add_config_option(train)
-    _add_data_options(train)
+    add_data_options(train)
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     train.add_argument("--name", help="model name in alerts (default: the bundle's directory name)")
     train.add_argument(
@@ -53,21 +53,11 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
     score = commands.add_parser("score", help="score windows from a file with a model bundle")
     add_config_option(score)
-    _add_data_options(score)
+    add_data_options(score)
     score.add_argument("--model", type=Path, required=True, help="bundle directory")
     score.add_argument("--out", type=Path, help="write every window's scores (.csv or .parquet)")
     score.add_argument("--top", type=int, default=10, help="show the N highest-scoring windows")
     score.set_defaults(command=score_command)
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", type=Path, required=True, help="windows, or a series with --window"
-    )
-    parser.add_argument(
-        "--window", type=int, help="cut a raw series into windows of this many steps"
-    )
-    parser.add_argument("--stride", type=int, default=1, help="steps between window starts")
 
 
 def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:

@@ -11,3 +11,14 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, help="TOML config file (default: built-in defaults)"
     )
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--data FILE`` of windows, or of a raw series cut with ``--window`` and ``--stride``."""
+    parser.add_argument(
+        "--data", type=Path, required=True, help="windows, or a series with --window"
+    )
+    parser.add_argument(
+        "--window", type=int, help="cut a raw series into windows of this many steps"
+    )
+    parser.add_argument("--stride", type=int, default=1, help="steps between window starts")

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from numpy.typing import NDArray
 
 from streamer.broker import committed_offsets, read_to_end
-from streamer.codec import JsonCodec, Limits
+from streamer.codec import Codec, JsonCodec, Limits
 from streamer.errors import TandemError
 from streamer.tables import WindowTable
 
@@ -42,20 +42,58 @@ class ReplayReport:
         return int(self.sent_ms.shape[0])
 
 
-def replay(options: Mapping[str, Any], topic: str, table: WindowTable, rate: float) -> ReplayReport:
-    """Produce every window of ``table`` as a DESIGN §3 JSON record keyed by sensor, stamped with
-    its own time, at ``rate`` windows per second (0: as fast as possible); wait for all acks."""
-    codec = JsonCodec(Limits(window_length=table.windows.shape[1]))
+@dataclass(frozen=True)
+class Pace:
+    """When each window of a replay is sent: ``rate`` windows per second, or the data's own time
+    sped up ``speed`` times (1: real time); with neither, as fast as the producer goes."""
+
+    rate: float = 0.0
+    speed: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rate < 0 or self.speed < 0 or (self.rate > 0 and self.speed > 0):
+            raise ValueError(f"a pace is a rate or a speed, not negative: {self}")
+
+    def due_s(self, ts_ms: NDArray[np.int64]) -> NDArray[np.float64] | None:
+        """(n,) seconds after the replay's start at which each window is due (for ``speed``,
+        ``ts_ms`` must be in time order); None when unpaced."""
+        if self.rate > 0:
+            return np.arange(len(ts_ms), dtype=np.float64) / self.rate
+        if self.speed > 0 and len(ts_ms):
+            elapsed_ms: NDArray[np.float64] = (ts_ms - ts_ms[0]).astype(np.float64)
+            return elapsed_ms / (1000 * self.speed)
+        return None
+
+    def describe(self) -> str:
+        if self.rate > 0:
+            return f"at {self.rate:,.0f} windows/s"
+        if self.speed > 0:
+            return "in real time" if self.speed == 1 else f"at {self.speed:g}x the data's time"
+        return "as fast as the producer goes"
+
+
+def replay(
+    options: Mapping[str, Any],
+    topic: str,
+    table: WindowTable,
+    pace: Pace,
+    codec: Codec | None = None,
+) -> ReplayReport:
+    """Produce every window of ``table`` (in its order) as a record keyed by entity, stamped
+    with its own time, paced by ``pace``; wait for all acks. ``codec`` encodes the value
+    (default: DESIGN §3 JSON)."""
+    codec = codec or JsonCodec(Limits(window_length=table.windows.shape[1]))
     producer = KafkaProducer(acks="all", linger_ms=5, **options)
     sent_ms = np.empty(len(table))
+    due = pace.due_s(table.ts_ms)
     futures = []
     started = time.monotonic()
     try:
         for row, (key, ts, values) in enumerate(
             zip(table.keys.tolist(), table.ts_ms.tolist(), table.windows, strict=True)
         ):
-            if rate > 0:
-                ahead = started + row / rate - time.monotonic()
+            if due is not None:
+                ahead = started + due[row] - time.monotonic()
                 if ahead > 0.002:
                     time.sleep(ahead)
             sent_ms[row] = time.time() * 1000

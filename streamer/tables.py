@@ -43,13 +43,21 @@ class WindowTable:
 
     def select(self, mask: NDArray[np.bool_]) -> WindowTable:
         """The windows where ``mask`` (n,) is true, in order."""
+        return self._rows(mask)
+
+    def in_time_order(self) -> WindowTable:
+        """The windows sorted by time, as a stream of all the entities carries them (stable:
+        file order among equal times)."""
+        return self._rows(np.argsort(self.ts_ms, kind="stable"))
+
+    def _rows(self, index: NDArray[np.bool_] | NDArray[np.intp]) -> WindowTable:
         return WindowTable(
-            keys=self.keys[mask],
-            ts_ms=self.ts_ms[mask],
-            windows=self.windows[mask],
+            keys=self.keys[index],
+            ts_ms=self.ts_ms[index],
+            windows=self.windows[index],
             feature_names=self.feature_names,
-            labels=None if self.labels is None else self.labels[mask],
-            kinds=None if self.kinds is None else self.kinds[mask],
+            labels=None if self.labels is None else self.labels[index],
+            kinds=None if self.kinds is None else self.kinds[index],
         )
 
     def head_per_key(self, fraction: float) -> NDArray[np.bool_]:
