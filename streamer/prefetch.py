@@ -126,8 +126,8 @@ class PrefetchingSource:
             self._send(("commit", offsets))
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
-        """Serve ``records`` again from the next poll on; the batch fetched after them is
-        dropped when it arrives and fetched again."""
+        """Serve ``records`` again from the next poll on; the batches fetched ahead of them are
+        dropped when they arrive, and fetched again."""
         first: dict[Partition, int] = {}
         for record in records:
             first.setdefault((record.topic, record.partition), record.offset)
