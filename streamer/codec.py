@@ -43,6 +43,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NUMBER_TYPES = frozenset((int, float))
 LABELS = (0, 1, NO_LABEL)
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 
 class Codec(Protocol):
@@ -149,7 +150,11 @@ def _window_schema(window_length: int) -> msgspec.json.Decoder[Any]:
             ],
         ),
         ("key", str | msgspec.UnsetType, msgspec.UNSET),
-        ("ts", Annotated[int, msgspec.Meta(le=INT64_MAX)] | msgspec.UnsetType, msgspec.UNSET),
+        (
+            "ts",
+            Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)] | msgspec.UnsetType,
+            msgspec.UNSET,
+        ),
         ("label", Annotated[int, msgspec.Meta(ge=NO_LABEL, le=1)], NO_LABEL),
     ]
     # Unknown fields go to the careful path: msgspec skips them without reading their numbers,
@@ -248,7 +253,7 @@ class JsonCodec:
         if not isinstance(key, str):
             return f"field 'key' is a {type(key).__name__}, not a string", None
         ts_ms = body.get("ts", record.timestamp_ms)
-        if "ts" in body and (type(ts_ms) is not int or ts_ms > INT64_MAX):
+        if "ts" in body and (type(ts_ms) is not int or not INT64_MIN <= ts_ms <= INT64_MAX):
             ts_problem, ts_ms = _timestamp(ts_ms)
             if ts_problem:
                 return ts_problem, None

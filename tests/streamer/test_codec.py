@@ -8,7 +8,7 @@ import msgspec
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamer.codec import F32Codec, JsonCodec, Limits, make_codec
@@ -294,11 +294,16 @@ ODD_FIELDS = {
 }
 
 
+def valid_body(**changes: object) -> dict[str, object]:
+    """A well-formed window body, with ``changes`` applied."""
+    return {"key": "sensor-1", "ts": 1_764_000_000_123, "features": [1.0] * D, **changes}
+
+
 @st.composite
 def json_bodies(draw: st.DrawFn) -> dict[str, object]:
     """A well-formed window with zero to two fields changed or left out: most records are one
     step from valid, where a lenient fast path would show."""
-    body: dict[str, object] = {"key": "sensor-1", "ts": 1_764_000_000_123, "features": [1.0] * D}
+    body = valid_body()
     for name in draw(st.lists(st.sampled_from(sorted(ODD_FIELDS)), max_size=2, unique=True)):
         if draw(st.booleans()):
             body[name] = draw(ODD_FIELDS[name])
@@ -319,6 +324,13 @@ def json_bodies(draw: st.DrawFn) -> dict[str, object]:
         max_size=8,
     )
 )
+@example([(valid_body(ts=2**63), b"sensor-1", "")])  # beyond int64
+@example([(valid_body(ts=-(2**63) - 1), None, "")])
+@example([(valid_body(label=2), b"sensor-1", "")])
+@example([(valid_body(label=True), b"sensor-1", "")])
+@example([(valid_body(extra=10**400), b"sensor-1", "")])  # orjson refuses the number
+@example([(valid_body(features=[1, 2, 3, 10**400]), b"sensor-1", "")])
+@example([(valid_body(key=None), None, "")])
 def test_json_fast_path_agrees_with_the_careful_path(
     bodies: list[tuple[dict[str, object], bytes | None, str]],
 ) -> None:
