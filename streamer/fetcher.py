@@ -39,16 +39,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
-from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TandemError, TopicError
 from streamer.logging import configure_logging
 from streamer.records import RecordColumns
-from streamer.sources import KafkaSource
+from streamer.sources import KafkaSource, kafka_offsets
 
 log = structlog.get_logger(__name__)
 
@@ -228,19 +226,12 @@ class Fetcher:
         for sent in self.in_flight:
             for partition, offset in sent.items():
                 seek[partition] = min(seek.get(partition, offset), offset)
-        owned = self.source.consumer.assignment()
-        for (topic, number), offset in seek.items():
-            partition = TopicPartition(topic, number)
-            if partition in owned:
-                self.source.consumer.seek(partition, offset)
+        self.source.seek_owned(seek)
 
     def _commit(self) -> None:
         if not self.to_commit:
             return
-        offsets = {
-            TopicPartition(topic, number): OffsetAndMetadata(offset, "", -1)
-            for (topic, number), offset in self.to_commit.items()
-        }
+        offsets = kafka_offsets(self.to_commit)
         try:
             self.source.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as error:

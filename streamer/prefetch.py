@@ -36,14 +36,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from kafka import TopicPartition
-from kafka.structs import OffsetAndMetadata
 
 from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
 from streamer.errors import BrokerUnavailableError, FetchProcessError, TopicError
-from streamer.records import SourceRecord, from_columns, next_offsets
-from streamer.sources import PartitionListener
+from streamer.records import SourceRecord, first_offsets, from_columns, next_offsets
+from streamer.sources import PartitionListener, kafka_offsets
 from streamer.transactions import Transaction
 
 log = structlog.get_logger(__name__)
@@ -115,24 +113,15 @@ class PrefetchingSource:
         (with none, if ``records`` is empty: a checkpoint saved outside a batch)."""
         offsets = next_offsets(records)
         if self.transaction is not None:
-            self.transaction.commit(
-                {
-                    TopicPartition(topic, number): OffsetAndMetadata(offset, "", -1)
-                    for (topic, number), offset in offsets.items()
-                },
-                self.group_metadata,
-            )
+            self.transaction.commit(kafka_offsets(offsets), self.group_metadata)
         elif offsets:
             self._send(("commit", offsets))
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         """Serve ``records`` again from the next poll on; the batches fetched ahead of them are
         dropped when they arrive, and fetched again."""
-        first: dict[Partition, int] = {}
-        for record in records:
-            first.setdefault((record.topic, record.partition), record.offset)
         self.epoch += 1
-        self._send(("rewind", self.epoch, first))
+        self._send(("rewind", self.epoch, first_offsets(records)))
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, as of the last batch fetched."""

@@ -7,7 +7,7 @@ is a record that did not, with the reason a person can act on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -55,6 +55,12 @@ def from_columns(columns: RecordColumns) -> list[SourceRecord]:
             zip(repeat(topic), partitions, offsets, keys, values, timestamps, headers),
         )
     )
+
+
+def first_offsets(records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:
+    """Per (topic, partition), the offset of the first of ``records`` in it (stream order, as for
+    ``next_offsets``): where a rewind of them seeks back to."""
+    return {(record.topic, record.partition): record.offset for record in reversed(records)}
 
 
 def next_offsets(records: Iterable[SourceRecord]) -> dict[tuple[str, int], int]:

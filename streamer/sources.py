@@ -7,7 +7,7 @@ acknowledged and its calibrator state saved.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -18,7 +18,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TopicError
-from streamer.records import SourceRecord, next_offsets
+from streamer.records import SourceRecord, first_offsets, next_offsets
 from streamer.transactions import Transaction
 
 log = structlog.get_logger(__name__)
@@ -157,10 +157,7 @@ class KafkaSource:
         """Commit, per partition, the offset after the last of ``records``; with transactions,
         commit the open transaction with those offsets in it (with none, if ``records`` is
         empty: a checkpoint saved outside a batch)."""
-        offsets = {
-            TopicPartition(topic, number): OffsetAndMetadata(offset, "", -1)
-            for (topic, number), offset in next_offsets(records).items()
-        }
+        offsets = kafka_offsets(next_offsets(records))
         if self.transaction is not None:
             self.transaction.commit(offsets, self.consumer.group_metadata())
             return
@@ -175,12 +172,14 @@ class KafkaSource:
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         """Seek each partition still owned back to the first of ``records`` in it."""
-        first: dict[TopicPartition, int] = {}
-        for record in records:
-            partition = TopicPartition(record.topic, record.partition)
-            first[partition] = min(first.get(partition, record.offset), record.offset)
+        self.seek_owned(first_offsets(records))
+
+    def seek_owned(self, offsets: Mapping[Partition, int]) -> None:
+        """Seek each partition of ``offsets`` still owned to its offset (the others are left to
+        their new owner)."""
         owned = self.consumer.assignment()
-        for partition, offset in first.items():
+        for (topic, number), offset in offsets.items():
+            partition = TopicPartition(topic, number)
             if partition in owned:
                 self.consumer.seek(partition, offset)
 
@@ -206,6 +205,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyth
     def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         if self.source.listener is not None:
             self.source.listener.partitions_assigned(_partitions(assigned))
+
+
+def kafka_offsets(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """``offsets`` as kafka-python's commit (and ``send_offsets_to_transaction``) takes them."""
+    return {
+        TopicPartition(topic, number): OffsetAndMetadata(offset, "", -1)
+        for (topic, number), offset in offsets.items()
+    }
 
 
 def _partitions(partitions: Collection[TopicPartition]) -> list[Partition]:
