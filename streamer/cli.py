@@ -20,6 +20,7 @@ import tomli_w
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 from detectors.errors import DetectorError
 from streamer.cli_alerts import add_alerts_command
+from streamer.cli_backtest import add_backtest_command
 from streamer.cli_demo import add_demo_command
 from streamer.cli_model import add_model_commands
 from streamer.cli_options import add_config_option
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerUnavailableError as error:
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.BROKER
+    except ConfigError as error:  # a command's options contradict each other or the config
+        print(f"tandem: {error}", file=sys.stderr)
+        return ExitCode.CONFIG
     except (TandemError, DetectorError) as error:
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.FAILURE
@@ -103,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     add_model_commands(commands)
     add_run_command(commands)
     add_replay_command(commands)
+    add_backtest_command(commands)
     add_alerts_command(commands)
     return parser
 

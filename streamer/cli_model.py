@@ -71,7 +71,11 @@ def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
     )
     write_table(frame, args.out)
     labelled = frame[frame["label"] == 1]
-    events = int((labelled["kind"] != labelled["kind"].shift()).sum())
+    # An event is a run of anomalous steps of one kind on one sensor.
+    marks = frame["kind"].where(frame["label"] == 1, "")
+    events = int(
+        ((marks != "") & (marks != marks.groupby(frame["key"]).shift(fill_value=""))).sum()
+    )
     kinds = ", ".join(sorted(set(labelled["kind"])))
     print(
         f"{args.out}: {len(frame)} steps from {args.keys} sensors, {args.channels} channels each; "

@@ -13,10 +13,10 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--data FILE`` of windows, or of a raw series cut with ``--window`` and ``--stride``."""
     parser.add_argument(
-        "--data", type=Path, required=True, help="windows, or a series with --window"
+        "--data", type=Path, required=required, help="windows, or a series with --window"
     )
     parser.add_argument(
         "--window", type=int, help="cut a raw series into windows of this many steps"

@@ -83,3 +83,22 @@ class MemoryStateStore:
 
     def read(self, partitions: Collection[Partition]) -> dict[Partition, SavedState]:
         return {p: self.saved[p] for p in partitions if p in self.saved}
+
+
+class NoCheckpoints:
+    """A checkpoint that keeps nothing: a backtest is never resumed, so its calibrator state
+    need not be saved (the ``Checkpoint`` protocol of ``streamer.runner``)."""
+
+    def after_batch(self, calibrator: Any, batch: Any, records: Sequence[SourceRecord]) -> bool:
+        return False
+
+    def save(self, calibrator: Any, partitions: Collection[Partition] | None = None) -> None:
+        """Nothing to save."""
+
+    def restore(
+        self, calibrator: Any, partitions: Collection[Partition], with_global: bool
+    ) -> dict[Partition, Any]:
+        return {}
+
+    def forget(self, partitions: Collection[Partition]) -> None:
+        """Nothing to forget."""

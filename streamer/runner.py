@@ -8,7 +8,9 @@ checkpoint saved), so a crash re-delivers at most the uncommitted batch: its ale
 with the same ids. Calibrator state is saved per source partition (``streamer.checkpoints``):
 after every batch, or every few seconds, and always when partitions are revoked and at a stop,
 so whoever owns a partition next resumes its thresholds instead of warming up again.
-The daemon, backtests and tests differ only in the source, sinks and checkpoint given here.
+The daemon, backtests and tests differ only in the source, sinks and checkpoint given here; a
+backtest also passes an ``observer`` that sees every scored batch (scores and thresholds of all
+windows, not only the flagged ones) for its report.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from calibration.base import Calibrator
-from detectors.base import Detector
+from calibration.base import Calibrator, Flags
+from detectors.base import Detector, Scores
 from streamer.alerts import Alert, build_alerts
 from streamer.checkpoints import Partition
 from streamer.codec import Codec
@@ -75,6 +77,13 @@ class Checkpoint(Protocol):
     def forget(self, partitions: Collection[Partition]) -> None: ...
 
 
+class BatchObserver(Protocol):
+    """Sees each batch once it is scored and calibrated, before its delivery (a backtest's
+    report collects every window's score and threshold here). It must not modify them."""
+
+    def observe(self, batch: WindowBatch, scores: Scores, flags: Flags) -> None: ...
+
+
 @dataclass
 class BatchReport:
     """What one batch did: counts, and seconds per stage."""
@@ -112,8 +121,10 @@ class Runner:
         checkpoint: Checkpoint,
         model: Mapping[str, str],
         calibration: Mapping[str, Any],
+        observer: BatchObserver | None = None,
     ) -> None:
         self.source, self.codec = source, codec
+        self.observer = observer
         self.detector, self.calibrator = detector, calibrator
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
@@ -164,6 +175,8 @@ class Runner:
                 outcome.alerts = build_alerts(
                     batch, scores, flags, self.detector.feature_names, self.model, self.calibration
                 )
+            if self.observer is not None:
+                self.observer.observe(batch, scores, flags)
         for letter in outcome.dead:
             log.warning(
                 "dead_letter",
