@@ -118,7 +118,10 @@ def _open_source(
     from streamer.report import load_labelled_windows
 
     if args.data is not None:
+        # In time order, all entities interleaved: the order `tandem replay` sends them in, and
+        # so the order the daemon would read them in.
         table = load_labelled_windows(args.data, args.window, args.stride, args.labels)
+        table = table.in_time_order()
         return FileSource(table, codec, args.data.name, batch_size), str(args.data), table
     start = parse_bound(args.from_offset, args.from_time, "from")
     end = parse_bound(args.to_offset, args.to_time, "to")

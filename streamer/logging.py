@@ -76,4 +76,4 @@ def configure_logging(
 
 
 def _orjson_dumps(event: Any, **_: Any) -> str:
-    return orjson.dumps(event, default=str).decode()
+    return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()

@@ -81,7 +81,8 @@ def replay(
 ) -> ReplayReport:
     """Produce every window of ``table`` (in its order) as a record keyed by entity, stamped
     with its own time, paced by ``pace``; wait for all acks. ``codec`` encodes the value
-    (default: DESIGN §3 JSON)."""
+    (default: DESIGN §3 JSON), with the window's label when the table has labels (the daemon
+    ignores it; a backtest of the topic reads it)."""
     codec = codec or JsonCodec(Limits(window_length=table.windows.shape[1]))
     producer = KafkaProducer(acks="all", linger_ms=5, **options)
     sent_ms = np.empty(len(table))
@@ -89,8 +90,9 @@ def replay(
     futures = []
     started = time.monotonic()
     try:
-        for row, (key, ts, values) in enumerate(
-            zip(table.keys.tolist(), table.ts_ms.tolist(), table.windows, strict=True)
+        labels = [None] * len(table) if table.labels is None else table.labels.tolist()
+        for row, (key, ts, values, label) in enumerate(
+            zip(table.keys.tolist(), table.ts_ms.tolist(), table.windows, labels, strict=True)
         ):
             if due is not None:
                 ahead = started + due[row] - time.monotonic()
@@ -99,7 +101,10 @@ def replay(
             sent_ms[row] = time.time() * 1000
             futures.append(
                 producer.send(
-                    topic, key=key.encode(), value=codec.encode(key, ts, values), timestamp_ms=ts
+                    topic,
+                    key=key.encode(),
+                    value=codec.encode(key, ts, values, label),
+                    timestamp_ms=ts,
                 )
             )
         producer.flush()

@@ -33,6 +33,14 @@ def test_json_lines_with_utc_iso_timestamps_and_bound_context() -> None:
     assert datetime.fromisoformat(stamp).utcoffset().total_seconds() == 0  # type: ignore[union-attr]
 
 
+def test_a_mapping_with_number_keys_renders_as_json() -> None:
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    structlog.get_logger("tandem.test").info("replay_done", per_partition={0: 600, 1: 600})
+    (event,) = lines(stream)
+    assert event["per_partition"] == {"0": 600, "1": 600}
+
+
 def test_level_filters_events() -> None:
     stream = io.StringIO()
     configure_logging(level="warning", fmt="json", stream=stream)

@@ -1,0 +1,126 @@
+"""A backtest predicts the daemon: one labelled file replayed into a topic and read by the daemon,
+then backtested from the topic and from the file, gives the same alerts with the same scores."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+from kafka import KafkaProducer
+
+from detectors.cascade import CascadeDetector
+from streamer.cli import ExitCode, main
+from streamer.pipeline import build_pipeline
+from tests.conftest import Broker, read_topic
+from tests.streamer.test_backtest import ANOMALOUS_ROWS, CALIBRATION, windows_frame
+
+WINDOWS = 1200
+
+
+def test_backtests_of_the_topic_and_of_the_file_flag_what_the_daemon_flagged(
+    kafka_broker: Broker,
+    make_topic: Callable[..., str],
+    tiny_bundle: Path,
+    tiny_detector: CascadeDetector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "windows.csv"
+    windows_frame(WINDOWS).to_csv(data, index=False)
+    topic = make_topic()
+    config = kafka_broker.config(
+        kafka={
+            "input_topic": topic,
+            "alerts_topic": make_topic(),
+            "dead_letter_topic": make_topic(),
+            "group_id": f"tandem-it-{uuid.uuid4().hex[:8]}",
+        },
+        batch={"max_records": 100, "max_wait_ms": 100},
+        calibration=CALIBRATION,
+    )
+    monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    for key, value in CALIBRATION.items():
+        monkeypatch.setenv(f"TANDEM_CALIBRATION_{key.upper()}", str(value))
+    assert main(["replay", "--data", str(data), "--topic", topic]) == ExitCode.OK
+    producer = KafkaProducer(**kafka_broker.client_options())
+    producer.send(topic, key=b"s0", value=b"{oops").get(timeout=10)  # offset WINDOWS
+    producer.close()
+
+    pipeline = build_pipeline(config, tiny_detector, name="tiny")
+    processed, alerted = 0, 0
+    for _ in range(300):
+        report = pipeline.runner.step()
+        if report is not None:
+            processed, alerted = processed + report.records, alerted + report.alerts
+        if processed > WINDOWS:
+            break
+    pipeline.close()
+    assert processed == WINDOWS + 1
+    records = read_topic(kafka_broker, config.kafka.alerts_topic, lambda got: len(got) >= alerted)
+    daemon = sorted((orjson.loads(r.value) for r in records), key=lambda a: a["source"]["offset"])
+    assert len(daemon) == alerted and {f"{topic}/0/{row}" for row in ANOMALOUS_ROWS} <= {
+        a["alert_id"] for a in daemon
+    }
+
+    model = ["--model", str(tiny_bundle)]
+    from_topic, from_file = tmp_path / "topic", tmp_path / "file"
+    topic_args = ["backtest", "--topic", topic, *model, "--out", str(from_topic)]
+    assert main([*topic_args, "--batch-size", "37"]) == ExitCode.OK
+    assert main(["backtest", "--data", str(data), *model, "--out", str(from_file)]) == ExitCode.OK
+
+    topic_alerts = pd.read_csv(from_topic / "alerts.csv")
+    assert topic_alerts["alert_id"].tolist() == [a["alert_id"] for a in daemon]
+    assert topic_alerts["score"].tolist() == [a["score"] for a in daemon], "exactly the same"
+    assert topic_alerts["threshold"].tolist() == [a["threshold"] for a in daemon]
+    assert topic_alerts["event_ts"].tolist() == [a["event_ts"] for a in daemon]
+    report = orjson.loads((from_topic / "report.json").read_bytes())
+    assert report["counts"]["dead_letters"] == 1
+    assert report["dead_letters"]["first"][0]["source"] == f"{topic}/0/{WINDOWS}"
+    assert report["metrics"]["events_detected"] == report["metrics"]["events"] == 5, (
+        "the records' own labels reach the report"
+    )
+
+    file_alerts = pd.read_csv(from_file / "alerts.csv")
+    rows = [int(alert_id.rsplit("/", 1)[1]) for alert_id in file_alerts["alert_id"]]
+    assert rows == [a["source"]["offset"] for a in daemon], "file row = replayed offset"
+    assert file_alerts["score"].tolist() == [a["score"] for a in daemon]
+    assert file_alerts["threshold"].tolist() == [a["threshold"] for a in daemon]
+
+
+def test_a_range_of_offsets_or_times_reads_only_that_range(
+    kafka_broker: Broker,
+    make_topic: Callable[..., str],
+    tiny_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "windows.csv"
+    frame = windows_frame(400)
+    frame.to_csv(data, index=False)
+    topic = make_topic(partitions=2)
+    monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    monkeypatch.setenv("TANDEM_CALIBRATION_WARMUP", "50")
+    monkeypatch.setenv("TANDEM_CALIBRATION_WINDOW", "200")
+    monkeypatch.setenv("TANDEM_CALIBRATION_REFRESH", "20")
+    assert main(["replay", "--data", str(data), "--topic", topic]) == ExitCode.OK
+    model = ["--model", str(tiny_bundle)]
+
+    by_offset = tmp_path / "offsets"
+    args = ["backtest", "--topic", topic, *model, "--from-offset", "10", "--to-offset", "60"]
+    assert main([*args, "--out", str(by_offset)]) == ExitCode.OK
+    report = orjson.loads((by_offset / "report.json").read_bytes())
+    assert report["counts"]["windows"] == 2 * 50, "offsets 10..59 of both partitions"
+
+    first, last = frame["ts"].iloc[100], frame["ts"].iloc[300]
+    when = [pd.Timestamp(t, unit="ms", tz="UTC").isoformat() for t in (first, last)]
+    by_time = tmp_path / "times"
+    args = ["backtest", "--topic", topic, *model, "--from-time", when[0], "--to-time", when[1]]
+    assert main([*args, "--out", str(by_time)]) == ExitCode.OK
+    report = orjson.loads((by_time / "report.json").read_bytes())
+    assert report["counts"]["windows"] == 200, "windows 100..299, one a second"
+    stamps = [ts for ts, _ in report["thresholds"]["global"]] or [first]
+    assert min(stamps) >= first and max(stamps) < last
