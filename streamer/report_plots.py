@@ -45,17 +45,23 @@ def timeline_png(
             s=14,
             color=ALERT,
             zorder=3,
-            label=f"alerts ({int(flagged.sum())})",
+            label="alerts",
         )
+        # A band at least 1/300 of the time axis wide, so a one-step event stays visible.
+        ts = rows["ts"].to_numpy()
+        least_ms = (int(ts[-1]) - int(ts[0])) / 300 if len(ts) else 0.0
         for start, end in spans.get(key, ()):
+            middle, half = (start + end) / 2, max(end - start, least_ms) / 2
             ax.axvspan(
-                pd.Timestamp(start, unit="ms", tz="UTC"),
-                pd.Timestamp(end, unit="ms", tz="UTC"),
+                pd.Timestamp(middle - half, unit="ms", tz="UTC"),
+                pd.Timestamp(middle + half, unit="ms", tz="UTC"),
                 color=LABEL,
                 alpha=0.25,
                 lw=0,
             )
-        ax.set_title(f"{key}: {len(rows):,} windows", loc="left", fontsize=10)
+        ax.set_title(
+            f"{key}: {len(rows):,} windows, {int(flagged.sum()):,} alerts", loc="left", fontsize=10
+        )
         ax.set_ylabel("score (tail decades)")
         locator = AutoDateLocator()  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_locator(locator)
@@ -68,7 +74,7 @@ def timeline_png(
 
             handles.append(Patch(color=LABEL, alpha=0.25))
             names.append("labelled anomaly")
-        axes[0].legend(handles, names, loc="upper right", fontsize=8, ncols=4)
+        figure.legend(handles, names, loc="outside upper right", fontsize=8, ncols=4)
     return _png(figure)
 
 
