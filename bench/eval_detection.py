@@ -80,6 +80,8 @@ from streamer.evaluation import evaluate, labels_from_ranges
 from streamer.logging import configure_logging
 from streamer.nab_score import (
     STANDARD,
+    NabError,
+    NabFileScore,
     best_threshold,
     nab_file_score,
     normalised_score,
@@ -169,7 +171,10 @@ def nab_series(root: Path) -> Iterator[Series]:
     for name in sorted(windows):
         raw = pd.read_csv(base / name)
         ts = _epoch_ms(raw["timestamp"])
-        spans = [(int(s), int(e)) for s, e in zip(*map(_epoch_ms_list, zip(*windows[name])))]
+        bounds = [
+            _epoch_ms(pd.Series([pair[i] for pair in windows[name]], dtype=str)) for i in (0, 1)
+        ]
+        spans = list(zip(bounds[0].tolist(), bounds[1].tolist(), strict=True))
         ranges = pd.DataFrame(
             {
                 "key": pd.Series([None] * len(spans), dtype=object),
@@ -198,10 +203,6 @@ def skab_series(root: Path) -> Iterator[Series]:
 def _epoch_ms(column: pd.Series) -> NDArray[np.int64]:
     stamps = pd.to_datetime(column, utc=True, format="ISO8601")
     return np.asarray(stamps.dt.as_unit("ms").astype("int64").to_numpy(), dtype=np.int64)
-
-
-def _epoch_ms_list(values: Sequence[str]) -> list[int]:
-    return _epoch_ms(pd.Series(list(values))).tolist() if values else []
 
 
 # Methods ------------------------------------------------------------------------------------
@@ -375,30 +376,33 @@ def run_series(series: Series, window: int, args: argparse.Namespace) -> SeriesR
 
 # Aggregates ---------------------------------------------------------------------------------
 
+Pick = Callable[[SeriesRun], NDArray[np.bool_]]
+"""The flags (m,) of one method on one run."""
 
-def pooled_metrics(runs: Sequence[SeriesRun], pick: Callable[[SeriesRun], NDArray[np.bool_]]):
-    """Corpus metrics of the flags ``pick`` gives per run, over the evaluated windows, each file
-    one key (module docstring)."""
+
+def pooled_metrics(runs: Sequence[SeriesRun], pick: Pick) -> dict[str, Any]:
+    """Corpus metrics of ``pick``'s flags over the evaluated windows, each file one key (module
+    docstring)."""
     keys = np.concatenate([r.keys[r.evaluated] for r in runs])
     ts = np.concatenate([r.ts_ms[r.evaluated] for r in runs])
     labels = np.concatenate([r.labels[r.evaluated] for r in runs])
     flags = np.concatenate([pick(r)[r.evaluated] for r in runs])
-    metrics = evaluate(keys, ts, flags, labels)
-    per_file = [evaluate(r.keys[r.evaluated], r.ts_ms[r.evaluated], pick(r)[r.evaluated],
-                         r.labels[r.evaluated]) for r in runs]
+    out = evaluate(keys, ts, flags, labels).to_dict()
+    per_file = [
+        evaluate(
+            r.keys[r.evaluated], r.ts_ms[r.evaluated], pick(r)[r.evaluated], r.labels[r.evaluated]
+        )
+        for r in runs
+    ]
     with_events = [m.event_f1 for m in per_file if m.events]
     hits = alerts = positives = 0
     for r in runs:
-        rows = np.arange(len(r.row_ts)) >= r.train_rows
-        flagged = r.rows_of(pick(r), False)[rows]
-        truth = r.row_labels[rows] == 1
+        flagged = r.rows_of(pick(r), False)[r.train_rows :]
+        truth = r.row_labels[r.train_rows :] == 1
         hits += int((flagged & truth).sum())
         alerts += int(flagged.sum())
         positives += int(truth.sum())
-    precision = hits / alerts if alerts else 0.0
-    recall = hits / positives if positives else 0.0
-    row_f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    out = metrics.to_dict()
+    delays = out["delays_windows"]
     return {
         "event_f1": out["event_f1"],
         "event_recall": out["event_recall"],
@@ -407,29 +411,236 @@ def pooled_metrics(runs: Sequence[SeriesRun], pick: Callable[[SeriesRun], NDArra
         "point_f1": out["f1"],
         "point_precision": out["precision"],
         "point_recall": out["recall"],
-        "point_f1_rows": round(row_f1, 4),
+        "point_f1_rows": round(_f1(hits, alerts, positives), 4),
         "false_alarms_per_10k": round(out["false_alarms_per_10k"], 2),
-        "alert_rate": round(out["alerts"] / out["labelled_windows"], 5)
-        if out["labelled_windows"]
-        else 0.0,
+        "alert_rate": round(out["alerts"] / max(out["labelled_windows"], 1), 5),
         "alerts": out["alerts"],
         "alarm_runs": out["alarm_runs"],
+        "alarm_runs_on_events": out["alarm_runs_on_events"],
         "events": out["events"],
         "events_detected": out["events_detected"],
         "windows": out["labelled_windows"],
         "median_delay_ms": out["median_delay_ms"],
-        "median_delay_windows": float(np.median(out["delays_windows"]))
-        if out["delays_windows"]
-        else None,
+        "median_delay_windows": float(np.median(delays)) if delays else None,
     }
 
 
-def nab_of_flags(runs: Sequence[SeriesRun], pick: Callable[[SeriesRun], NDArray[np.bool_]]):
-    """NAB's normalised standard score of per-window flags, each run one file."""
-    return round(
-        normalised_score(
-            nab_file_score(r.row_ts, r.rows_of(pick(r), False), r.spans or [], STANDARD)
-            for r in runs
+def _f1(hits: int, alerts: int, positives: int) -> float:
+    precision = hits / alerts if alerts else 0.0
+    recall = hits / positives if positives else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def nab_files(runs: Sequence[SeriesRun], pick: Pick) -> list[NabFileScore]:
+    """NAB's standard-profile score of each run's flags, on the file's own rows."""
+    return [
+        nab_file_score(r.row_ts, r.rows_of(pick(r), False), r.spans or [], STANDARD) for r in runs
+    ]
+
+
+def nab_standard(runs: Sequence[SeriesRun], pick: Pick) -> float | None:
+    """NAB's normalised corpus score of ``pick``'s flags; None without a scorable window."""
+    try:
+        return round(normalised_score(nab_files(runs, pick)), 2)
+    except NabError:
+        return None
+
+
+def nab_best(runs: Sequence[SeriesRun], scorer: str) -> tuple[float, float] | None:
+    """NAB's one threshold over the corpus for ``scorer``'s scores, and its normalised score."""
+    files = []
+    for r in runs:
+        scores = r.scores[scorer]
+        files.append((r.row_ts, r.rows_of(scores, float(scores.min())), r.spans or []))
+    try:
+        return best_threshold(files, STANDARD)
+    except NabError:
+        return None
+
+
+METHOD_ORDER = (
+    "tandem/spot_default",
+    "tandem/spot_tuned",
+    "tandem/raw_nab_best",
+    "river_hst/q95",
+    "river_hst/same_rate",
+    "river_hst/raw_nab_best",
+    "pyod_iforest/default",
+    "pyod_iforest/same_rate",
+    "pyod_iforest/raw_nab_best",
+)
+
+
+def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> dict[str, Any]:
+    """The dataset's JSON: method rows, the tandem sweep, NAB thresholds, per-file results."""
+    is_nab = dataset == "nab"
+    sweep = []
+    for rate in args.sweep_rates:
+        entry: dict[str, Any] = {"target_rate": rate}
+        if is_nab:
+            entry["nab_standard"] = nab_standard(runs, lambda r, rate=rate: r.sweep[rate])
+        entry.update(pooled_metrics(runs, lambda r, rate=rate: r.sweep[rate]))
+        sweep.append(entry)
+    objective = "nab_standard" if is_nab else "event_f1"
+    tuned = max(sweep, key=lambda e: (e[objective] or 0.0, -e["target_rate"]))["target_rate"]
+    for r in runs:
+        r.flags["tandem/spot_tuned"] = r.sweep[tuned]
+    thresholds: dict[str, Any] = {}
+    if is_nab:
+        for scorer in ("tandem", "river_hst", "pyod_iforest"):
+            best = nab_best(runs, scorer)
+            if best is None:
+                continue
+            thresholds[scorer] = {"threshold": best[0], "nab_standard": round(best[1], 2)}
+            for r in runs:
+                r.flags[f"{scorer}/raw_nab_best"] = r.scores[scorer] >= best[0]
+    operating = {
+        "tandem/spot_default": f"SPOT, target_rate {args.target_rate:g}",
+        "tandem/spot_tuned": f"SPOT, target_rate {tuned:g} (corpus best {objective} of the sweep)",
+        "river_hst/q95": f"QuantileFilter q={args.river_q:g}",
+        "pyod_iforest/default": "predict, contamination 0.1",
+        "river_hst/same_rate": "per file, as many alerts as tandem/spot_default (oracle)",
+        "pyod_iforest/same_rate": "per file, as many alerts as tandem/spot_default (oracle)",
+    }
+    rows = []
+    for method in (m for m in METHOD_ORDER if m in runs[0].flags):
+        row: dict[str, Any] = {
+            "method": method,
+            "operating_point": operating.get(method, "NAB best_threshold on the raw score"),
+        }
+        if is_nab:
+            row["nab_standard"] = nab_standard(runs, lambda r, m=method: r.flags[m])
+        row.update(pooled_metrics(runs, lambda r, m=method: r.flags[m]))
+        rows.append(row)
+    return {
+        "files": len(runs),
+        "window": runs[0].window,
+        "rows": rows,
+        "tandem_sweep": sweep,
+        "tuned_target_rate": tuned,
+        "tuned_by": objective,
+        "nab_best_thresholds": thresholds or None,
+        "published": PUBLISHED[dataset],
+        "seconds": {
+            stage: round(sum(r.seconds.get(stage, 0.0) for r in runs), 1)
+            for stage in ("tandem_train", "tandem_backtest", "river_hst", "pyod_iforest", "total")
+        },
+        "per_file": [per_file(r, is_nab) for r in runs],
+    }
+
+
+def per_file(run: SeriesRun, is_nab: bool) -> dict[str, Any]:
+    """One file's counts per method (evaluated windows)."""
+    methods = {}
+    for method in (m for m in METHOD_ORDER if m in run.flags):
+        flags = run.flags[method][run.evaluated]
+        metrics = evaluate(
+            run.keys[run.evaluated], run.ts_ms[run.evaluated], flags, run.labels[run.evaluated]
+        )
+        entry: dict[str, Any] = {
+            "alerts": metrics.alerts,
+            "events_detected": metrics.events_detected,
+            "alarm_runs": metrics.alarm_runs,
+            "alarm_runs_on_events": metrics.alarm_runs_on_events,
+            "event_f1": round(metrics.event_f1, 4),
+            "point_f1": round(metrics.f1, 4),
+        }
+        if is_nab:
+            score = nab_files([run], lambda r, m=method: r.flags[m])[0]
+            entry["nab_raw"] = round(score.raw, 3)
+        methods[method] = entry
+    evaluated = run.labels[run.evaluated]
+    return {
+        "file": run.name,
+        "rows": len(run.row_ts),
+        "train_rows": run.train_rows,
+        "windows": len(run.labels),
+        "evaluated_windows": int(run.evaluated.sum()),
+        "anomalous_windows": int((evaluated == 1).sum()),
+        "events": int(
+            ((evaluated[1:] == 1) & (evaluated[:-1] != 1)).sum() + (evaluated[:1] == 1).sum()
         ),
-        2,
+        "training": run.training,
+        "seconds": {name: round(value, 2) for name, value in run.seconds.items()},
+        "methods": methods,
+    }
+
+
+# CLI ----------------------------------------------------------------------------------------
+
+LOADERS: dict[str, Callable[[Path], Iterator[Series]]] = {"nab": nab_series, "skab": skab_series}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with nab/, skab/")
+    parser.add_argument("--datasets", default="nab,skab", help="comma-separated: nab, skab")
+    parser.add_argument(
+        "--window", type=int, help="steps per window (default: 16 for NAB, 10 for SKAB)"
     )
+    parser.add_argument("--limit", type=int, help="only the first N files of each dataset")
+    parser.add_argument("--epochs", type=int, default=30, help="cascade epochs (early stopping)")
+    parser.add_argument(
+        "--target-rate", type=float, default=1e-3, help="SPOT target of spot_default"
+    )
+    parser.add_argument(
+        "--sweep-rates",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=SWEEP_RATES,
+        help="SPOT targets swept for spot_tuned (comma-separated)",
+    )
+    parser.add_argument("--river-q", type=float, default=0.95, help="QuantileFilter's q")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    args = parser.parse_args(argv)
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in args.datasets if d not in LOADERS]
+    if unknown:
+        parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(LOADERS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level, stream=sys.stderr)
+    started = time.perf_counter()
+    document: dict[str, Any] = {
+        "benchmark": "eval_detection",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "data": str(args.data),
+        "settings": {
+            "epochs": args.epochs,
+            "target_rate": args.target_rate,
+            "sweep_rates": list(args.sweep_rates),
+            "river_q": args.river_q,
+            "seed": SEED,
+        },
+    }
+    for dataset in args.datasets:
+        window = args.window or DEFAULT_WINDOW[dataset]
+        series = list(LOADERS[dataset](args.data))[: args.limit]
+        runs = [run_series(s, window, args) for s in series]
+        document[dataset] = summarise(dataset, runs, args)
+        log.info(
+            "dataset_done",
+            dataset=dataset,
+            files=len(runs),
+            seconds=document[dataset]["seconds"]["total"],
+        )
+    document["seconds"] = round(time.perf_counter() - started, 1)
+    text = json.dumps(document, allow_nan=False, default=_plain)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers for ``json.dumps``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
