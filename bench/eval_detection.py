@@ -94,6 +94,7 @@ log = structlog.get_logger("bench.eval_detection")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_WINDOW = {"nab": 16, "skab": 10}
+SCALER = {"nab": "robust", "skab": "standard"}
 SKAB_TRAIN_ROWS = 400
 SWEEP_RATES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
 REFRESH = 64
@@ -138,6 +139,7 @@ class SeriesRun:
     ``row_ts`` and ``row_labels`` (n,) are the file's own rows."""
 
     name: str
+    dataset: str
     window: int
     keys: NDArray[np.str_]
     ts_ms: NDArray[np.int64]
@@ -208,7 +210,7 @@ def _epoch_ms(column: pd.Series) -> NDArray[np.int64]:
 # Methods ------------------------------------------------------------------------------------
 
 
-def cascade_spec(width: int, epochs: int) -> CascadeSpec:
+def cascade_spec(width: int, epochs: int, scaler: str) -> CascadeSpec:
     """A cascade sized for ``width`` features: AE1 width → 2L → L with L = 3/8 of the width (at
     most 16), AE2 L → 2K → K with K = L / 4 (at least 2); small batches, as the training parts
     hold a few hundred windows."""
@@ -220,6 +222,7 @@ def cascade_spec(width: int, epochs: int) -> CascadeSpec:
             "ae2": AutoencoderSpec(hidden=(2 * inner,), latent=inner),
             "epochs": epochs,
             "batch_size": 32,
+            "scaler": scaler,
             "seed": SEED,
         }
     )
@@ -243,13 +246,15 @@ def run_tandem(
     run: SeriesRun, table: WindowTable, train: NDArray[np.bool_], args: argparse.Namespace
 ) -> None:
     """Train the cascade on ``train`` windows, backtest all of ``table``, sweep the rates."""
+    import keras
+
     from detectors.cascade import CascadeDetector
     from streamer.backtest import parse_sweep, run_backtest, run_sweep
     from streamer.backtest_sources import FileSource
     from streamer.codec import JsonCodec, Limits
 
     started = time.perf_counter()
-    spec = cascade_spec(table.windows.shape[1], args.epochs)
+    spec = cascade_spec(table.windows.shape[1], args.epochs, SCALER[run.dataset])
     detector = CascadeDetector(spec, feature_names=table.feature_names, device="cpu")
     detector.fit(table.windows[train])
     summary = detector.training_summary_
@@ -284,6 +289,7 @@ def run_tandem(
     for result in run_sweep(windows, parse_sweep(f"calibration.target_rate={rates}", calibration)):
         run.sweep[result.setting.calibration.target_rate] = result.flags.flags
     run.seconds["tandem_backtest"] = time.perf_counter() - started
+    keras.backend.clear_session()
 
 
 def run_river(run: SeriesRun, table: WindowTable, n_train: int, q: float) -> None:
@@ -335,7 +341,7 @@ def same_rate(run: SeriesRun, scorer: str, reference: str) -> NDArray[np.bool_]:
     return flags
 
 
-def run_series(series: Series, window: int, args: argparse.Namespace) -> SeriesRun:
+def run_series(series: Series, dataset: str, window: int, args: argparse.Namespace) -> SeriesRun:
     """Every method on one series."""
     started = time.perf_counter()
     table = windows_from_frame(series.frame, window, 1, source=series.name)
@@ -347,6 +353,7 @@ def run_series(series: Series, window: int, args: argparse.Namespace) -> SeriesR
     train = before & (table.labels == 0)
     run = SeriesRun(
         name=series.name,
+        dataset=dataset,
         window=window,
         keys=np.full(len(table), series.name),
         ts_ms=table.ts_ms,
@@ -619,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for dataset in args.datasets:
         window = args.window or DEFAULT_WINDOW[dataset]
         series = list(LOADERS[dataset](args.data))[: args.limit]
-        runs = [run_series(s, window, args) for s in series]
+        runs = [run_series(s, dataset, window, args) for s in series]
         document[dataset] = summarise(dataset, runs, args)
         log.info(
             "dataset_done",

@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from streamer.codec import Codec
 from streamer.errors import TandemError, TopicError
 from streamer.records import SourceRecord, first_offsets
+from streamer.sources import source_record
 from streamer.tables import WindowTable
 
 log = structlog.get_logger(__name__)
@@ -166,15 +167,7 @@ class TopicRangeSource:
         while not self.finished:
             fetched = self.consumer.poll(timeout_ms=self.poll_ms, max_records=self.batch_size)
             records = [
-                SourceRecord(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    r.timestamp,
-                    tuple(r.headers) if r.headers else (),
-                )
+                source_record(r)
                 for partition, batch in fetched.items()
                 for r in batch
                 if r.offset < self.ends[partition]

@@ -70,6 +70,8 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
     if (args.data is None) == (args.topic is None):
         raise ConfigError("give either --data FILE or --topic TOPIC")
+    if args.topic is not None and args.labels is not None and not Path(args.labels).is_file():
+        raise ConfigError(f"--labels {args.labels}: no such file (a label column needs --data)")
     bundle = args.model or config.model.bundle
     if bundle is None:
         raise ConfigError("no model: pass --model DIR or set [model].bundle")

@@ -86,18 +86,7 @@ class KafkaSource:
 
     def poll(self) -> list[SourceRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms`` after the first call."""
-        return [
-            SourceRecord(
-                r.topic,
-                r.partition,
-                r.offset,
-                r.key,
-                r.value,
-                r.timestamp,
-                tuple(r.headers) if r.headers else (),
-            )
-            for r in self.poll_fetched()
-        ]
+        return [source_record(r) for r in self.poll_fetched()]
 
     def poll_fetched(self) -> list[Any]:
         """``poll``'s batch as kafka-python's own ``ConsumerRecord`` tuples (for a caller that
@@ -205,6 +194,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyth
     def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         if self.source.listener is not None:
             self.source.listener.partitions_assigned(_partitions(assigned))
+
+
+def source_record(record: Any) -> SourceRecord:
+    """A kafka-python ``ConsumerRecord`` as the pipeline's ``SourceRecord``."""
+    return SourceRecord(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.timestamp,
+        tuple(record.headers) if record.headers else (),
+    )
 
 
 def kafka_offsets(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -191,3 +191,4 @@ def test_backtest_command_refuses_contradicting_sources(tiny_bundle: Path, data_
     assert main(["backtest", *model, "--data", str(data_file), "--topic", "t"]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--sweep", "x=1"]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 1
+    assert main(["backtest", *model, "--topic", "t", "--labels", "label"]) == ExitCode.CONFIG
