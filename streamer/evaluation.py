@@ -272,11 +272,14 @@ def _harmonic(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
-def read_label_ranges(path: Path) -> pd.DataFrame:
+def read_label_ranges(path: Path, data_name: str | None = None) -> pd.DataFrame:
     """Labelled time ranges from a CSV (``start,end[,key]``) or JSON file (a list of
     ``{"start", "end", "key"?}`` or NAB's ``{"name": [[start, end], ...]}``): a frame with columns
     ``key`` (str, or None: any key), ``start_ms`` and ``end_ms`` (int64 epoch ms, inclusive).
-    Times are epoch milliseconds or ISO-8601 strings (UTC when no offset is given)."""
+    Times are epoch milliseconds or ISO-8601 strings (UTC when no offset is given).
+
+    NAB's form holds the windows of many data files: with ``data_name`` (the data file's name,
+    say ``nyc_taxi.csv``) only the entry of that file is read (``realKnownCause/nyc_taxi.csv``)."""
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path}: no such file of labelled ranges")
@@ -284,7 +287,7 @@ def read_label_ranges(path: Path) -> pd.DataFrame:
     if name.endswith((".csv", ".csv.gz")):
         frame = _csv_ranges(path)
     elif name.endswith(".json"):
-        frame = _json_ranges(path)
+        frame = _json_ranges(path, data_name)
     else:
         raise LabelError(f"{path}: unknown format of labelled ranges; use .csv or .json")
     return _parsed_ranges(frame, str(path))
@@ -312,11 +315,13 @@ def _csv_ranges(path: Path) -> pd.DataFrame:
     )
 
 
-def _json_ranges(path: Path) -> pd.DataFrame:
+def _json_ranges(path: Path, data_name: str | None = None) -> pd.DataFrame:
     try:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise LabelError(f"{path}: cannot be read as JSON: {error}") from None
+    if isinstance(document, dict) and data_name is not None and len(document) > 1:
+        document = _entry_of(document, data_name, path)
     rows: list[tuple[str, Any, Any, Any]] = []
     if isinstance(document, list):
         for i, entry in enumerate(document):
@@ -344,6 +349,18 @@ def _json_ranges(path: Path) -> pd.DataFrame:
             "end": pd.Series([_json_time(row[3]) for row in rows], dtype=object),
         }
     )
+
+
+def _entry_of(document: dict[str, Any], data_name: str, path: Path) -> dict[str, Any]:
+    """The entries of NAB's object of windows that name the data file ``data_name``."""
+    base = Path(data_name).name
+    chosen = {n: v for n, v in document.items() if n == data_name or Path(n).name == base}
+    if not chosen:
+        raise LabelError(
+            f"{path}: no entry for {base} among its {len(document)} entries "
+            f"(e.g. {', '.join(list(document)[:3])})"
+        )
+    return chosen
 
 
 def _json_time(value: Any) -> Any:

@@ -67,7 +67,9 @@ def attach_labels(
     returns the time ranges when they came from a file (NAB scores them as its windows)."""
     windows = backtest.windows
     if labels is not None and Path(labels).is_file():
-        ranges = read_label_ranges(Path(labels))
+        ranges = read_label_ranges(
+            Path(labels), data_name=backtest.source if table is not None else None
+        )
         windows["label"] = labels_from_ranges(
             windows["key"].to_numpy(), windows["ts"].to_numpy(), ranges
         )

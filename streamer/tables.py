@@ -1,6 +1,7 @@
 """Reading windows from CSV or Parquet files, as windows or as a raw series to cut into windows.
 
-A file has optional reserved columns ``key`` (entity), ``ts`` (epoch milliseconds or ISO-8601),
+A file has optional reserved columns ``key`` (entity), ``ts`` (epoch milliseconds or ISO-8601;
+``timestamp``, ``datetime`` or ``time`` when there is no ``ts``),
 ``label`` (0/1) and ``kind`` (anomaly kind), and numeric feature columns: everything else. Each row
 is one window, unless a window length is given: then each row is one step of a multichannel
 series, cut per entity (in file order) into sliding windows with ``streamer.windows``.
@@ -8,6 +9,7 @@ series, cut per entity (in file order) into sliding windows with ``streamer.wind
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from streamer.windows import sliding_windows, window_any, window_feature_names, 
 
 RESERVED = ("key", "ts", "label", "kind")
 DEFAULT_KEY = "default"
+TIME_ALIASES = ("timestamp", "datetime", "time")
+"""Read as ``ts`` when a file has no ``ts`` column (NAB's files say ``timestamp``, SKAB's
+``datetime``)."""
 
 
 class TableError(TandemError):
@@ -76,12 +81,20 @@ def read_table(path: Path) -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path)
+            return pd.read_csv(path, sep=_separator(path))
     except FileNotFoundError:
         raise TableError(f"{path}: no such file") from None
     except (OSError, ValueError) as error:
         raise TableError(f"{path}: cannot be read: {error}") from None
     raise TableError(f"{path}: unknown format; use .csv, .csv.gz, .parquet or .pq")
+
+
+def _separator(path: Path) -> str:
+    """``;`` when the header line has semicolons and no commas (as SKAB's files), else ``,``."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt") as stream:
+        header = stream.readline()
+    return ";" if ";" in header and "," not in header else ","
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -104,6 +117,10 @@ def windows_from_frame(
     """A DataFrame as windows (``window`` None) or as a series cut into windows; ``source`` names
     it in error messages."""
     path = source
+    if "ts" not in frame:
+        alias = next((c for c in TIME_ALIASES if c in frame.columns), None)
+        if alias is not None:
+            frame = frame.rename(columns={alias: "ts"})
     features = [column for column in frame.columns if column not in RESERVED]
     if not features:
         raise TableError(f"{path}: no feature columns besides {', '.join(RESERVED)}")

@@ -236,6 +236,25 @@ def test_read_nab_windows_json(tmp_path: Path) -> None:
     assert ranges["end_ms"].tolist() == [1392867000000]
 
 
+def test_nab_windows_json_read_for_one_data_file(tmp_path: Path) -> None:
+    path = tmp_path / "combined_windows.json"
+    path.write_text(
+        json.dumps(
+            {
+                "realKnownCause/nyc_taxi.csv": [["2014-11-01 19:00:00", "2014-11-02 11:00:00"]],
+                "realTweets/Twitter_volume_FB.csv": [
+                    ["2015-03-01 00:00:00", "2015-03-02 00:00:00"]
+                ],
+            }
+        )
+    )
+    ranges = read_label_ranges(path, data_name="/data/nab/realKnownCause/nyc_taxi.csv")
+    assert ranges["start_ms"].tolist() == [1414868400000]
+    assert len(read_label_ranges(path)) == 2, "without a data file: every entry"
+    with pytest.raises(LabelError, match=r"no entry for other\.csv among its 2 entries"):
+        read_label_ranges(path, data_name="other.csv")
+
+
 def test_ranges_file_then_labels_end_to_end(tmp_path: Path) -> None:
     path = tmp_path / "ranges.csv"
     path.write_text("start,end,key\n2000,3000,a\n")

@@ -78,3 +78,20 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
         load_windows(tmp_path / "data.xlsx")
     with pytest.raises(TableError, match="no such file"):
         load_windows(tmp_path / "absent.csv")
+
+
+def test_semicolon_files_and_a_timestamp_column_read_as_nab_and_skab_write_them(
+    tmp_path: Path,
+) -> None:
+    skab = tmp_path / "skab.csv"
+    skab.write_text(
+        "datetime;Current;Pressure\n2020-03-09 10:14:33;1.33;0.05\n2020-03-09 10:14:34;1.35;0.38\n"
+    )
+    table = load_windows(skab)
+    assert table.feature_names == ("Current", "Pressure")
+    assert table.ts_ms.tolist() == [1583748873000, 1583748874000]
+    nab = tmp_path / "nab.csv"
+    nab.write_text("timestamp,value\n2013-07-04 00:00:00,69.9\n2013-07-04 01:00:00,71.2\n")
+    table = load_windows(nab)
+    assert table.feature_names == ("value",)
+    assert table.ts_ms[1] - table.ts_ms[0] == 3_600_000
