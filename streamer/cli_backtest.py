@@ -217,25 +217,12 @@ def _triple(metrics: dict[str, Any], kind: str) -> str:
 def _sweep_table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
+    from streamer.report import sweep_table
+
+    header, cells = sweep_table(rows)
     grid = Table(title="sweep: the same scores, recalibrated")
-    labelled = "metrics" in rows[0]
-    columns = ["setting", "alerts", "per 10k"]
-    if labelled:
-        columns += ["events", "event F1", "point F1", "false alarms /10k", "delay s", "NAB"]
-    for column in columns:
+    for column in header:
         grid.add_column(column, justify="left" if column == "setting" else "right")
-    for row in rows:
-        cells = [row["setting"], f"{row['alerts']:,}", f"{row['alerts_per_10k']:.1f}"]
-        if labelled:
-            m = row["metrics"]
-            delay = m.get("median_delay_ms")
-            cells += [
-                f"{m['events_detected']}/{m['events']}",
-                f"{m['event_f1']:.3f}",
-                f"{m['f1']:.3f}",
-                f"{m['false_alarms_per_10k']:.2f}",
-                "-" if delay is None else f"{delay / 1000:,.1f}",
-                "-" if m.get("nab_standard") is None else f"{m['nab_standard']:.1f}",
-            ]
-        grid.add_row(*cells)
+    for line in cells:
+        grid.add_row(*line)
     return grid

@@ -271,6 +271,31 @@ def _channel(feature: str) -> str:
     return WINDOW_STEP.sub("", feature)
 
 
+def sweep_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The sweep rows of a report as a header and formatted cells: for the terminal and the
+    page alike."""
+    labelled = bool(rows) and "metrics" in rows[0]
+    header = ["setting", "alerts", "per 10k"]
+    if labelled:
+        header += ["events caught", "event F1", "point F1", "false alarms /10k", "delay s", "NAB"]
+    cells = []
+    for row in rows:
+        line = [str(row["setting"]), f"{row['alerts']:,}", f"{row['alerts_per_10k']:.1f}"]
+        if labelled:
+            m = row["metrics"]
+            delay, nab = m.get("median_delay_ms"), m.get("nab_standard")
+            line += [
+                f"{m['events_detected']} / {m['events']}",
+                f"{m['event_f1']:.3f}",
+                f"{m['f1']:.3f}",
+                f"{m['false_alarms_per_10k']:.2f}",
+                "-" if delay is None else f"{delay / 1000:,.1f}",
+                "-" if nab is None else f"{nab:.1f}",
+            ]
+        cells.append(line)
+    return header, cells
+
+
 def alerts_frame(backtest: Backtest) -> pd.DataFrame:
     """``alerts.csv``: one row per alert, in order, with its window's label when known."""
     columns = ["alert_id", "key", "event_ts", "time_utc", "score", "threshold"]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from streamer.backtest import Backtest
 from streamer.evaluation import find_events
+from streamer.report import sweep_table
 from streamer.report_plots import blame_png, parts_png, timeline_png
 
 TIMELINE_KEYS = 4
@@ -160,27 +161,9 @@ def _metrics_section(report: Mapping[str, Any]) -> str:
 def _sweep_section(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
-    labelled = "metrics" in rows[0]
-    header = ["setting", "alerts", "per 10k"]
-    if labelled:
-        header += ["events caught", "event F1", "point F1", "false alarms /10k", "NAB"]
-    body = []
-    for row in rows:
-        cells: list[Any] = [row["setting"], f"{row['alerts']:,}", f"{row['alerts_per_10k']:.1f}"]
-        if labelled:
-            m = row["metrics"]
-            nab = m.get("nab_standard")
-            cells += [
-                f"{m['events_detected']} / {m['events']}",
-                f"{m['event_f1']:.3f}",
-                f"{m['f1']:.3f}",
-                f"{m['false_alarms_per_10k']:.2f}",
-                "-" if nab is None else f"{nab:.1f}",
-            ]
-        body.append(cells)
-    return "<h2>Sweep</h2><p>The same scores through a fresh calibrator per setting.</p>" + _table(
-        header, body
-    )
+    header, cells = sweep_table(rows)
+    intro = "<h2>Sweep</h2><p>The same scores through a fresh calibrator per setting.</p>"
+    return intro + _table(header, cells)
 
 
 def _top_alerts(alerts: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
