@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck unit test demo kafka-start kafka-stop kafka-status bench clean
+.PHONY: help venv lint typecheck unit test demo kafka-start kafka-stop kafka-status bench eval clean
 
 help:
 	@echo "make demo    create .venv, start the local Kafka broker, run the end-to-end demo, stop the broker"
 	@echo "make test    create .venv, lint, type-check, start the broker, run the whole pytest suite, stop it"
 	@echo "make unit    the tests that need no broker"
 	@echo "make bench   the benchmarks in bench/ (JSON on stdout)"
+	@echo "make eval    detection quality on ../shared/data (NAB, SKAB) beside River and PyOD (JSON)"
 	@echo "make kafka-start | kafka-stop | kafka-status"
 
 venv: $(STAMP)
@@ -48,6 +49,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	scripts/kafka.sh start
 	status=0; for b in bench/bench_*.py; do $(BIN)/python $$b || status=$$?; done; scripts/kafka.sh stop; exit $$status
+
+# About 12 minutes on 2 cores; the peers (River, PyOD) come with the [eval] extra.
+eval: $(STAMP)
+	$(BIN)/python -m pip install --quiet --editable '.[dev,eval]'
+	$(BIN)/python bench/eval_detection.py
 
 kafka-start: $(STAMP)
 	scripts/kafka.sh start
