@@ -45,15 +45,12 @@ window 10,000, its initial level ``min(0.98, 1 - 12 / warmup)`` so the warm-up h
 (SPOT fits nothing below 10). Seeds fixed (cascade, HST, IForest).
 
 Aggregates (``rows``) pool counts over files: each file is one key of one ``evaluate`` call, so
-event recall is events detected / events, event precision alarm runs on events / alarm runs,
+event recall is events detected / events, event precision events detected / (events detected +
+false alarm runs) (``streamer.evaluation``: an alarm flickering inside an event counts once),
 point precision and recall pool windows, false alarms per 10k pool normal windows, the median
 delay pools detected events; ``mean_file_event_f1`` averages the files holding an event.
 ``point_f1_rows`` is point-wise F1 over the evaluated rows with the files' own row labels (SKAB's
-published F1). ``event_precision`` is ``evaluate``'s, alarm runs on events / alarm runs, so an
-alarm that flickers inside an event counts once per run (HST at tandem's rate on SKAB: 1,278
-runs for 16 events); ``event_precision_strict`` counts each detected event once against the alarm
-runs off events, events detected / (events detected + false alarm runs), and ``event_f1_strict``
-pairs it with event recall. ``per_file`` gives each file's counts per method.
+published F1). ``per_file`` gives each file's counts per method.
 
 Published, for comparison: NAB standard profile on these 28 files, ARTime 76.2, Numenta HTM 65.8,
 Random Cut Forest 44.2, Windowed Gaussian 33.9; SKAB point F1, Conv-AE 0.78, MSET 0.78, PCA 0.76,
@@ -441,14 +438,10 @@ def pooled_metrics(runs: Sequence[SeriesRun], pick: Pick) -> dict[str, Any]:
         alerts += int(flagged.sum())
         positives += int(truth.sum())
     delays = out["delays_windows"]
-    false_runs = out["alarm_runs"] - out["alarm_runs_on_events"]
-    strict = _ratio(out["events_detected"], out["events_detected"] + false_runs)
     return {
         "event_f1": out["event_f1"],
         "event_recall": out["event_recall"],
         "event_precision": out["event_precision"],
-        "event_precision_strict": round(strict, 4),
-        "event_f1_strict": round(_harmonic(out["event_recall"], strict), 4),
         "mean_file_event_f1": round(float(np.mean(with_events)), 4) if with_events else 0.0,
         "point_f1": out["f1"],
         "point_precision": out["precision"],
@@ -459,7 +452,7 @@ def pooled_metrics(runs: Sequence[SeriesRun], pick: Pick) -> dict[str, Any]:
         "alerts": out["alerts"],
         "alarm_runs": out["alarm_runs"],
         "alarm_runs_on_events": out["alarm_runs_on_events"],
-        "false_alarm_runs": false_runs,
+        "false_alarm_runs": out["false_alarm_runs"],
         "events": out["events"],
         "events_detected": out["events_detected"],
         "windows": out["labelled_windows"],

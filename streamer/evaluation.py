@@ -14,8 +14,10 @@ Two views, because each hides what the other shows:
   key's own sequence of labelled windows; keys are interleaved in the stream). It is detected
   when any of its windows is flagged, after a delay from its first window to its first flagged
   one. An *alarm run* is a maximal run of flagged windows of one key; it is *on an event* when it
-  holds an anomalous window. Event precision is the share of alarm runs on events, so one long
-  alarm counts as one alert, as an operator sees it.
+  holds an anomalous window, else a *false alarm run*. Event precision is detected events over
+  detected events plus false alarm runs: one long alarm counts as one alert, as an operator sees
+  it, and an alarm that flickers on and off inside one event earns one hit, not one per flicker
+  (counting alarm runs on events as hits would let a flickering detector buy precision).
 
 A ratio whose denominator is zero (no alert, no event, no normal window) is 0.0, never NaN: the
 report must stay valid JSON, and a detector that raised nothing has caught nothing.
@@ -82,6 +84,7 @@ class DetectionMetrics:
     event_recall: float
     alarm_runs: int
     alarm_runs_on_events: int
+    false_alarm_runs: int
     event_precision: float
     event_f1: float
     false_alarms: int
@@ -144,7 +147,8 @@ def evaluate(
     anomalous_before = np.concatenate(([0], np.cumsum(anomalous)))
     on_events = int((anomalous_before[run_last + 1] > anomalous_before[run_first]).sum())
     event_recall = _ratio(len(delays_ms), len(first))
-    event_precision = _ratio(on_events, len(run_first))
+    false_runs = len(run_first) - on_events
+    event_precision = _ratio(len(delays_ms), len(delays_ms) + false_runs)
     return DetectionMetrics(
         windows=len(keys),
         labelled_windows=len(grouped.rows),
@@ -159,6 +163,7 @@ def evaluate(
         event_recall=event_recall,
         alarm_runs=len(run_first),
         alarm_runs_on_events=on_events,
+        false_alarm_runs=false_runs,
         event_precision=event_precision,
         event_f1=_harmonic(event_recall, event_precision),
         false_alarms=false_alarms,

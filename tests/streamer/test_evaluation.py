@@ -95,6 +95,18 @@ def test_one_long_alarm_is_one_run_and_alarm_runs_do_not_cross_keys() -> None:
     assert metrics.delays_windows == (0,)
 
 
+def test_an_alarm_flickering_inside_one_event_is_one_hit_not_one_per_flicker() -> None:
+    keys = np.full(12, "k")
+    ts = np.arange(12, dtype=np.int64) * 1000
+    labels = np.array([0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=np.int8)
+    flags = np.array([0, 0, 1, 0, 1, 0, 1, 0, 0, 0, 1, 0], dtype=bool)
+    metrics = evaluate(keys, ts, flags, labels)
+    assert (metrics.alarm_runs, metrics.alarm_runs_on_events, metrics.false_alarm_runs) == (4, 3, 1)
+    assert metrics.events_detected == 1
+    assert metrics.event_precision == 0.5, "one event caught, one false alarm run: not 3 of 4"
+    assert metrics.event_f1 == pytest.approx(2 / 3)
+
+
 def test_unknown_labels_are_left_out_of_every_metric() -> None:
     keys = np.array(["k"] * 6)
     ts = np.arange(6, dtype=np.int64) * 1000
