@@ -51,9 +51,9 @@ class WindowTable:
         return self._rows(mask)
 
     def in_time_order(self) -> WindowTable:
-        """The windows sorted by time, as a stream of all the entities carries them (stable:
-        file order among equal times)."""
-        return self._rows(np.argsort(self.ts_ms, kind="stable"))
+        """The windows in time order, as a stream of all the entities carries them: each entity's
+        windows keep their order, merged by time (``stream_order``)."""
+        return self._rows(stream_order(self.keys, self.ts_ms, np.arange(len(self))))
 
     def _rows(self, index: NDArray[np.bool_] | NDArray[np.intp]) -> WindowTable:
         return WindowTable(
@@ -189,7 +189,7 @@ def _cut(
                 np.array([_first_kind(steps[s : s + window]) for s in starts], dtype=str)
             )
     last = np.concatenate(pieces["last"])
-    order = np.lexsort((last, ts_ms[last]))
+    order = stream_order(keys[last], ts_ms[last], last)
     return WindowTable(
         keys=keys[last][order],
         ts_ms=ts_ms[last][order],
@@ -198,6 +198,17 @@ def _cut(
         labels=None if labels is None else np.concatenate(pieces["labels"])[order].astype(np.int8),
         kinds=None if kinds is None else np.concatenate(pieces["kinds"])[order],
     )
+
+
+def stream_order(
+    keys: NDArray[np.str_], ts_ms: NDArray[np.int64], tiebreak: NDArray[np.integer]
+) -> NDArray[np.intp]:
+    """The order (n,) that merges the entities' windows by time while keeping each entity's own
+    order: windows go by the latest time their entity has shown so far, then by ``tiebreak``
+    (n,). So a clock that steps back (NAB's machine temperature file does, by 55 minutes) does
+    not move a window before its predecessors, as a plain sort by time would."""
+    latest = pd.Series(ts_ms).groupby(keys, sort=False).cummax().to_numpy()
+    return np.lexsort((tiebreak, latest))
 
 
 def _first_kind(kinds: NDArray[np.str_]) -> str:

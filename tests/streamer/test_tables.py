@@ -95,3 +95,21 @@ def test_semicolon_files_and_a_timestamp_column_read_as_nab_and_skab_write_them(
     table = load_windows(nab)
     assert table.feature_names == ("value",)
     assert table.ts_ms[1] - table.ts_ms[0] == 3_600_000
+
+
+def test_a_clock_stepping_back_keeps_each_entitys_order(tmp_path: Path) -> None:
+    path = tmp_path / "series.csv"
+    pd.DataFrame(
+        {
+            "key": ["a"] * 5 + ["b"] * 3,
+            "ts": [1000, 2000, 3000, 2500, 4000, 1500, 2600, 3500],
+            "v": [1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0],
+        }
+    ).to_csv(path, index=False)
+    table = load_windows(path, window=2)
+    a = table.windows[table.keys == "a"][:, -1].tolist()
+    assert a == [2.0, 3.0, 4.0, 5.0], "a's window ending at 2500 stays after the one at 3000"
+    assert table.ts_ms.tolist() == [2000, 2600, 3000, 2500, 3500, 4000]
+    shuffled = load_windows(path).select(np.array([1, 0, 1, 1, 1, 1, 1, 1], dtype=bool))
+    ordered = shuffled.in_time_order()
+    assert ordered.windows[ordered.keys == "a"][:, 0].tolist() == [1.0, 3.0, 4.0, 5.0]
