@@ -168,7 +168,10 @@ def nab_standard(
         else:
             mine = ranges[ranges["key"].isna() | (ranges["key"] == key)]
             spans = list(zip(mine["start_ms"].tolist(), mine["end_ms"].tolist(), strict=True))
-        files.append(nab_file_score(ts_ms[rows], flags[rows], spans, STANDARD))
+        # NAB reads a file's rows in order and wants their times to rise: a row whose clock
+        # stepped back is scored at the latest time seen so far.
+        rising = np.maximum.accumulate(ts_ms[rows])
+        files.append(nab_file_score(rising, flags[rows], spans, STANDARD))
     if not any(score.perfect != score.null for score in files):
         return None
     return round(normalised_score(files), 2)

@@ -192,3 +192,14 @@ def test_backtest_command_refuses_contradicting_sources(tiny_bundle: Path, data_
     assert main(["backtest", *model, "--data", str(data_file), "--sweep", "x=1"]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 1
     assert main(["backtest", *model, "--topic", "t", "--labels", "label"]) == ExitCode.CONFIG
+
+
+def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
+    from streamer.report import nab_standard
+
+    ts = np.array([0, 1000, 2000, 3000, 2500, 4000, 5000, 6000, 7000, 8000], dtype=np.int64)
+    keys = np.full(len(ts), "k")
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0], dtype=np.int8)
+    caught = nab_standard(keys, ts, labels == 1, labels, None)
+    missed = nab_standard(keys, ts, np.zeros(len(ts), dtype=bool), labels, None)
+    assert caught == 100.0 and missed == 0.0
