@@ -522,19 +522,23 @@ METHOD_ORDER = (
 )
 
 
+def scored(runs: Sequence[SeriesRun], pick: Pick, is_nab: bool) -> dict[str, Any]:
+    """``pick``'s corpus metrics, led on NAB by its NAB scores (every flag, and onsets only)."""
+    nab: dict[str, Any] = {}
+    if is_nab:
+        nab["nab_standard"] = nab_standard(runs, pick)
+        nab["nab_standard_onsets"] = nab_standard(runs, pick, only_onsets=True)
+    return {**nab, **pooled_metrics(runs, pick)}
+
+
 def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> dict[str, Any]:
     """The dataset's JSON: method rows, the tandem sweep, NAB thresholds, per-file results."""
     is_nab = dataset == "nab"
     sweep = []
     for rate in args.sweep_rates:
-        entry: dict[str, Any] = {"target_rate": rate}
-        if is_nab:
-            entry["nab_standard"] = nab_standard(runs, lambda r, rate=rate: r.sweep[rate])
-            entry["nab_standard_onsets"] = nab_standard(
-                runs, lambda r, rate=rate: r.sweep[rate], only_onsets=True
-            )
-        entry.update(pooled_metrics(runs, lambda r, rate=rate: r.sweep[rate]))
-        sweep.append(entry)
+        sweep.append(
+            {"target_rate": rate, **scored(runs, lambda r, rate=rate: r.sweep[rate], is_nab)}
+        )
     objective = "nab_standard" if is_nab else "event_f1"
     tuned = max(sweep, key=lambda e: (e[objective] or 0.0, -e["target_rate"]))["target_rate"]
     for r in runs:
@@ -563,13 +567,7 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
             "method": method,
             "operating_point": operating.get(method, "NAB best_threshold on the raw score"),
         }
-        if is_nab:
-            row["nab_standard"] = nab_standard(runs, lambda r, m=method: r.flags[m])
-            row["nab_standard_onsets"] = nab_standard(
-                runs, lambda r, m=method: r.flags[m], only_onsets=True
-            )
-        row.update(pooled_metrics(runs, lambda r, m=method: r.flags[m]))
-        rows.append(row)
+        rows.append({**row, **scored(runs, lambda r, m=method: r.flags[m], is_nab)})
     return {
         "files": len(runs),
         "window": runs[0].window,
