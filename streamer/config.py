@@ -14,7 +14,6 @@ names where the value came from (file or variable), the key, and the type that w
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 import tomllib
@@ -36,7 +35,6 @@ from pydantic import (
     model_validator,
 )
 
-from calibration.evt import MIN_PEAKS
 from detectors.spec import CascadeSpec
 from streamer.errors import ConfigError
 
@@ -199,14 +197,6 @@ class CalibrationConfig(_Section):
             raise ValueError(f"warmup ({self.warmup}) must not exceed window ({self.window})")
         if self.refresh > self.window:
             raise ValueError(f"refresh ({self.refresh}) must not exceed window ({self.window})")
-        peaks = self.warmup * (1 - self.init_level)
-        if self.method != "quantile" and peaks < MIN_PEAKS - 1e-9:
-            enough = math.ceil(MIN_PEAKS / (1 - self.init_level) - 1e-9)
-            raise ValueError(
-                f"warmup ({self.warmup}) leaves {peaks:.1f} scores above init_level "
-                f"({self.init_level}); {self.method} fits its tail to at least {MIN_PEAKS}, so no "
-                f"threshold would be set: raise warmup to {enough} or lower init_level"
-            )
         return self
 
 

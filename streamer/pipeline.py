@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from kafka import KafkaProducer
 
-from calibration.evt import Dspot, Spot
+from calibration.evt import MIN_PEAKS, Dspot, Spot
 from calibration.quantile import RollingQuantile
 from calibration.window import WindowCalibrator
 from detectors.cascade import CascadeDetector
@@ -26,7 +27,18 @@ log = structlog.get_logger(__name__)
 
 
 def build_calibrator(config: CalibrationConfig) -> WindowCalibrator:
-    """The calibrator ``[calibration]`` asks for."""
+    """The calibrator ``[calibration]`` asks for. A SPOT or DSPOT warm-up too short to hold
+    ``MIN_PEAKS`` scores over ``init_level`` is warned about: the first threshold then comes
+    only once that many have been accepted, later than ``warmup`` says."""
+    peaks = config.warmup * (1 - config.init_level)
+    if config.method != "quantile" and peaks < MIN_PEAKS - 1e-9:
+        log.warning(
+            "calibration_warmup_short",
+            warmup=config.warmup,
+            init_level=config.init_level,
+            peaks=round(peaks, 1),
+            first_threshold_after=math.ceil(MIN_PEAKS / (1 - config.init_level) - 1e-9),
+        )
     shared: dict[str, Any] = {
         "window": config.window,
         "warmup": config.warmup,

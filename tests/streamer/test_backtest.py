@@ -203,3 +203,16 @@ def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
     caught = nab_standard(keys, ts, labels == 1, labels, None)
     missed = nab_standard(keys, ts, np.zeros(len(ts), dtype=bool), labels, None)
     assert caught == 100.0 and missed == 0.0
+
+
+def test_a_spot_warmup_too_short_for_its_tail_is_warned_about() -> None:
+    from structlog.testing import capture_logs
+
+    from streamer.pipeline import build_calibrator
+
+    with capture_logs() as logs:
+        build_calibrator(CalibrationConfig(method="spot", warmup=256, refresh=64))
+        build_calibrator(CalibrationConfig(method="quantile", warmup=256, refresh=64))
+        build_calibrator(CalibrationConfig(method="spot", warmup=500, refresh=64))
+    (warning,) = [event for event in logs if event["event"] == "calibration_warmup_short"]
+    assert warning["peaks"] == 5.1 and warning["first_threshold_after"] == 500

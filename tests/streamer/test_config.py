@@ -203,11 +203,3 @@ def test_shown_config_loads_back_to_the_same_config(
     )
     reloaded = TandemConfig.model_validate(tomllib.loads(tomli_w.dumps(masked(config))))
     assert reloaded == config
-
-
-def test_a_spot_warmup_too_short_to_fit_a_tail_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, '[calibration]\nmethod = "spot"\nwarmup = 256\nrefresh = 64\n')
-    with pytest.raises(ConfigError, match=r"warmup \(256\) leaves 5\.1 scores above init_level"):
-        load_config(path)
-    quantile = write(tmp_path, '[calibration]\nmethod = "quantile"\nwarmup = 256\nrefresh = 64\n')
-    assert load_config(quantile).calibration.warmup == 256
