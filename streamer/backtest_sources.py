@@ -121,6 +121,7 @@ class TopicRangeSource:
         self.timeout_s = timeout_s
         self.consumer = KafkaConsumer(
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_records=batch_size,
             **client_options,
@@ -139,18 +140,39 @@ class TopicRangeSource:
             self.consumer.close()
             raise
         self.last_progress = time.monotonic()
+        log.info(
+            "topic_range_opened",
+            topic=topic,
+            starts={p.partition: o for p, o in self.starts.items()},
+            ends={p.partition: o for p, o in self.ends.items()},
+        )
 
     def _offsets(self, bound: RangeBound, at_end: bool) -> dict[TopicPartition, int]:
-        """Per partition, the offset ``bound`` names, clamped to what the partition holds."""
-        first = self.consumer.beginning_offsets(self.partitions)
-        last = self.consumer.end_offsets(self.partitions)
+        """Per partition, the offset ``bound`` names, at most the partition's end.
+
+        The start of a partition is taken as offset 0, not asked for: right after a broker
+        start, kafka-python's ``beginning_offsets`` was seen to answer a partition's end. A seek
+        below the log's start (records deleted by retention) is reset to its earliest record."""
+        last = self._settled_ends()
         if bound.offset is not None:
-            return {p: min(max(bound.offset, first[p]), last[p]) for p in self.partitions}
+            return {p: min(max(bound.offset, 0), last[p]) for p in self.partitions}
         if bound.time is not None:
             stamp_ms = int(bound.time.timestamp() * 1000)
             found = self.consumer.offsets_for_times({p: stamp_ms for p in self.partitions})
             return {p: last[p] if found[p] is None else found[p].offset for p in self.partitions}
-        return dict(last if at_end else first)
+        return dict(last) if at_end else dict.fromkeys(self.partitions, 0)
+
+    def _settled_ends(self, attempts: int = 5, pause_s: float = 0.3) -> dict[TopicPartition, int]:
+        """The partitions' end offsets, read until two answers agree: a consumer opened right
+        after a replay was seen to be answered 0 for partitions holding hundreds of records."""
+        ends = self.consumer.end_offsets(self.partitions)
+        for _ in range(attempts):
+            time.sleep(pause_s)
+            again = self.consumer.end_offsets(self.partitions)
+            if again == ends:
+                break
+            ends = again
+        return dict(ends)
 
     @property
     def total(self) -> int:

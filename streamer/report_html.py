@@ -46,13 +46,18 @@ def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFr
         _cards(report),
         _metrics_section(report),
         _sweep_section(report.get("sweep") or []),
-        "<h2>Scores over time</h2>",
-        "<p>Score (blue) and the threshold in force (black) per window; red dots are alerts, "
-        "orange bands labelled anomalies.</p>",
-        _img(timeline_png(windows, spans, _timeline_keys(windows, spans)), "timeline"),
-        "<h2>Score parts</h2>",
-        _img(parts_png(windows, parts), "score parts"),
     ]
+    if len(windows):
+        sections += [
+            "<h2>Scores over time</h2>",
+            "<p>Score (blue) and the threshold in force (black) per window; red dots are alerts, "
+            "orange bands labelled anomalies.</p>",
+            _img(timeline_png(windows, spans, _timeline_keys(windows, spans)), "timeline"),
+            "<h2>Score parts</h2>",
+            _img(parts_png(windows, parts), "score parts"),
+        ]
+    else:
+        sections.append("<h2>Scores</h2><p>No window was scored.</p>")
     if report.get("top_channels"):
         sections += [
             "<h2>Blame</h2><p>Each alert's top features' shares of AE1's error, summed per "

@@ -216,3 +216,13 @@ def test_a_spot_warmup_too_short_for_its_tail_is_warned_about() -> None:
         build_calibrator(CalibrationConfig(method="spot", warmup=500, refresh=64))
     (warning,) = [event for event in logs if event["event"] == "calibration_warmup_short"]
     assert warning["peaks"] == 5.1 and warning["first_threshold_after"] == 500
+
+
+def test_a_backtest_that_scored_nothing_still_writes_its_report(
+    data_file: Path, tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    table = load_windows(data_file)
+    run = backtest(table.select(np.zeros(len(table), dtype=bool)), tiny_detector, 100)
+    paths = write_report(tmp_path / "out", run, summarise(run), None)
+    assert orjson.loads(paths[0].read_bytes())["counts"]["windows"] == 0
+    assert "No window was scored" in paths[2].read_text()
