@@ -132,8 +132,9 @@ class TopicRangeSource:
                 raise TopicError(f"topic {topic!r} does not exist (or is not visible)")
             self.partitions = [TopicPartition(topic, n) for n in numbers]
             self.consumer.assign(self.partitions)
-            self.starts = self._offsets(start, at_end=False)
-            self.ends = self._offsets(end, at_end=True)
+            last = self._settled_ends()
+            self.starts = self._offsets(start, last, at_end=False)
+            self.ends = self._offsets(end, last, at_end=True)
             for partition, offset in self.starts.items():
                 self.consumer.seek(partition, offset)
         except BaseException:
@@ -147,13 +148,14 @@ class TopicRangeSource:
             ends={p.partition: o for p, o in self.ends.items()},
         )
 
-    def _offsets(self, bound: RangeBound, at_end: bool) -> dict[TopicPartition, int]:
-        """Per partition, the offset ``bound`` names, at most the partition's end.
+    def _offsets(
+        self, bound: RangeBound, last: Mapping[TopicPartition, int], at_end: bool
+    ) -> dict[TopicPartition, int]:
+        """Per partition, the offset ``bound`` names, at most the partition's end (``last``).
 
         The start of a partition is taken as offset 0, not asked for: right after a broker
         start, kafka-python's ``beginning_offsets`` was seen to answer a partition's end. A seek
         below the log's start (records deleted by retention) is reset to its earliest record."""
-        last = self._settled_ends()
         if bound.offset is not None:
             return {p: min(max(bound.offset, 0), last[p]) for p in self.partitions}
         if bound.time is not None:

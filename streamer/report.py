@@ -146,6 +146,29 @@ def _metrics(
     return metrics
 
 
+def labelled_spans(
+    keys: NDArray[Any],
+    ts_ms: NDArray[np.int64],
+    labels: NDArray[np.int8],
+    ranges: pd.DataFrame | None,
+) -> dict[str, list[tuple[int, int]]]:
+    """Per key of ``keys`` (n,), its labelled ``(start_ms, end_ms)`` spans: the ranges of a
+    ranges file that name the key or no key, or else its events (first to last anomalous
+    window). What NAB scores as windows and the timeline shades."""
+    if ranges is None:
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for event in find_events(keys, ts_ms, labels):
+            spans.setdefault(event.key, []).append((event.start_ms, event.end_ms))
+        return spans
+    by_key = {}
+    for key in pd.unique(keys).tolist():
+        mine = ranges[ranges["key"].isna() | (ranges["key"] == key)]
+        by_key[str(key)] = list(
+            zip(mine["start_ms"].tolist(), mine["end_ms"].tolist(), strict=True)
+        )
+    return by_key
+
+
 def nab_standard(
     keys: NDArray[Any],
     ts_ms: NDArray[np.int64],
@@ -154,24 +177,14 @@ def nab_standard(
     ranges: pd.DataFrame | None,
 ) -> float | None:
     """NAB's normalised standard-profile score with each key as one of NAB's files (n,) arrays
-    in stream order. NAB's windows are the labelled ranges of the key (from a ranges file), or
-    else its labelled events (first to last anomalous window). None when no key has a window."""
+    in stream order, its windows the key's ``labelled_spans``. None when no key has a window."""
+    spans = labelled_spans(keys, ts_ms, labels, ranges)
     files = []
-    events_by_key: dict[str, list[tuple[int, int]]] = {}
-    if ranges is None:
-        for event in find_events(keys, ts_ms, labels):
-            events_by_key.setdefault(event.key, []).append((event.start_ms, event.end_ms))
-    for key in pd.unique(keys):
-        rows = np.flatnonzero(keys == key)
-        if ranges is None:
-            spans = events_by_key.get(str(key), [])
-        else:
-            mine = ranges[ranges["key"].isna() | (ranges["key"] == key)]
-            spans = list(zip(mine["start_ms"].tolist(), mine["end_ms"].tolist(), strict=True))
+    for key, rows in pd.Series(keys).groupby(keys, sort=False).indices.items():
         # NAB reads a file's rows in order and wants their times to rise: a row whose clock
         # stepped back is scored at the latest time seen so far.
         rising = np.maximum.accumulate(ts_ms[rows])
-        files.append(nab_file_score(rising, flags[rows], spans, STANDARD))
+        files.append(nab_file_score(rising, flags[rows], spans.get(str(key), []), STANDARD))
     if not any(score.perfect != score.null for score in files):
         return None
     return round(normalised_score(files), 2)
@@ -303,17 +316,7 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
     """``alerts.csv``: one row per alert, in order, with its window's label when known."""
     columns = ["alert_id", "key", "event_ts", "time_utc", "score", "threshold"]
     rows = []
-    label_of = dict(
-        zip(
-            zip(
-                backtest.windows["partition"].tolist(),
-                backtest.windows["offset"].tolist(),
-                strict=True,
-            ),
-            backtest.windows["label"].tolist(),
-            strict=True,
-        )
-    )
+    label_of = backtest.windows.set_index(["partition", "offset"])["label"]
     for alert in backtest.alerts:
         source = alert["source"]
         top = alert["top_features"][0] if alert["top_features"] else {"name": "", "share": 0.0}
@@ -328,7 +331,7 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
                 **{f"part_{name}": value for name, value in alert["parts"].items()},
                 "top_feature": top["name"],
                 "top_share": top["share"],
-                "label": label_of.get((source["partition"], source["offset"]), -1),
+                "label": int(label_of.get((source["partition"], source["offset"]), -1)),
             }
         )
     return pd.DataFrame(rows, columns=None if rows else columns)

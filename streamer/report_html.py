@@ -11,8 +11,7 @@ from typing import Any
 import pandas as pd
 
 from streamer.backtest import Backtest
-from streamer.evaluation import find_events
-from streamer.report import sweep_table
+from streamer.report import labelled_spans, sweep_table
 from streamer.report_plots import blame_png, parts_png, timeline_png
 
 TIMELINE_KEYS = 4
@@ -36,7 +35,9 @@ code { background: #f5f5f5; padding: 0 0.25em; }
 def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFrame | None) -> str:
     """The whole page for ``report`` (``streamer.report.summarise``) of ``backtest``."""
     windows = backtest.windows
-    spans = _spans(windows, ranges)
+    spans = labelled_spans(
+        windows["key"].to_numpy(), windows["ts"].to_numpy(), windows["label"].to_numpy(), ranges
+    )
     parts = [c for c in ("ae1", "ae2") if c in windows.columns] or ["score"]
     sections = [
         f"<h1>Backtest of {escape(str(report['source']))}</h1>",
@@ -78,24 +79,6 @@ def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFr
         f"<title>tandem backtest: {escape(str(report['source']))}</title>"
         f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
-
-
-def _spans(windows: pd.DataFrame, ranges: pd.DataFrame | None) -> dict[str, list[tuple[int, int]]]:
-    """Labelled spans per key: the ranges file's, or the label runs of the windows."""
-    spans: dict[str, list[tuple[int, int]]] = {}
-    if ranges is not None:
-        for key in windows["key"].unique().tolist():
-            mine = ranges[ranges["key"].isna() | (ranges["key"] == key)]
-            spans[str(key)] = list(
-                zip(mine["start_ms"].tolist(), mine["end_ms"].tolist(), strict=True)
-            )
-        return spans
-    events = find_events(
-        windows["key"].to_numpy(), windows["ts"].to_numpy(), windows["label"].to_numpy()
-    )
-    for event in events:
-        spans.setdefault(event.key, []).append((event.start_ms, event.end_ms))
-    return spans
 
 
 def _timeline_keys(windows: pd.DataFrame, spans: Mapping[str, Sequence[Any]]) -> list[str]:
