@@ -153,9 +153,10 @@ class TopicRangeSource:
     ) -> dict[TopicPartition, int]:
         """Per partition, the offset ``bound`` names, at most the partition's end (``last``).
 
-        The start of a partition is taken as offset 0, not asked for: right after a broker
-        start, kafka-python's ``beginning_offsets`` was seen to answer a partition's end. A seek
-        below the log's start (records deleted by retention) is reset to its earliest record."""
+        A partition starts at offset 0; a seek below the log's start (records deleted by
+        retention) is reset to its earliest record. Historical records keep their own
+        timestamps, so a topic with time-based retention deletes them within minutes of a
+        broker's retention check: ``tandem replay`` creates its topics without it."""
         if bound.offset is not None:
             return {p: min(max(bound.offset, 0), last[p]) for p in self.partitions}
         if bound.time is not None:

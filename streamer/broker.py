@@ -34,6 +34,11 @@ class BrokerInfo:
     topic_count: int
 
 
+NO_TIME_RETENTION = {"retention.ms": "-1"}
+"""Topic configs for historical records: they keep their own (past) timestamps, which time-based
+retention would delete at the broker's next retention check."""
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """A topic to create: its name, partition count and any topic-level configs (strings)."""

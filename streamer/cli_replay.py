@@ -48,7 +48,7 @@ def _positive(text: str) -> float:
 
 
 def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    from streamer.broker import TopicSpec, create_topics
+    from streamer.broker import NO_TIME_RETENTION, TopicSpec, create_topics
     from streamer.codec import Limits, make_codec
     from streamer.replay import Pace, replay
     from streamer.tables import load_windows
@@ -57,7 +57,9 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     table = load_windows(args.data, args.window, args.stride).in_time_order()
     topic = args.topic or config.kafka.input_topic
     options = config.kafka.client_options()
-    create_topics(options, [TopicSpec(topic, args.partitions)])
+    # Records carry the data's own timestamps, so time-based retention would delete historical
+    # ones at the broker's next retention check; a topic created here keeps them.
+    create_topics(options, [TopicSpec(topic, args.partitions, configs=NO_TIME_RETENTION)])
     codec = make_codec(
         config.codec.format,
         Limits(table.windows.shape[1], config.codec.max_abs_value, config.codec.max_record_bytes),

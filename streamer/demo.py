@@ -33,7 +33,7 @@ import structlog
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from streamer.broker import TopicSpec, create_topics, delete_topics
+from streamer.broker import NO_TIME_RETENTION, TopicSpec, create_topics, delete_topics
 from streamer.config import CalibrationConfig, KafkaConfig
 from streamer.errors import TandemError
 from streamer.replay import ReplayReport
@@ -234,7 +234,7 @@ def create_demo_topics(options: Mapping[str, Any], topics: DemoTopics, partition
     create_topics(
         options,
         [
-            TopicSpec(topics.input, partitions, configs={"retention.ms": "-1"}),
+            TopicSpec(topics.input, partitions, configs=NO_TIME_RETENTION),
             TopicSpec(topics.alerts, 1),
             TopicSpec(topics.dead_letter, 1),
         ],

@@ -26,6 +26,7 @@ import structlog
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
 from streamer.broker import (
+    NO_TIME_RETENTION,
     BrokerInfo,
     TopicSpec,
     create_topics,
@@ -126,14 +127,18 @@ def kafka_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 def make_topic(
     kafka_broker: Broker, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., str]]:
-    """Create topics named after the test plus a random suffix; delete them when the test ends."""
+    """Create topics named after the test plus a random suffix; delete them when the test ends.
+
+    Without time-based retention unless ``configs`` says otherwise: test data carries past
+    timestamps, which the broker's retention check (30 s after it starts) would delete."""
     created: list[str] = []
     options = kafka_broker.client_options()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:120]
 
     def make(partitions: int = 1, configs: Mapping[str, str] | None = None) -> str:
         name = f"test.{stem}.{uuid.uuid4().hex[:8]}"
-        create_topics(options, [TopicSpec(name, partitions=partitions, configs=configs or {})])
+        settings = {**NO_TIME_RETENTION, **(configs or {})}
+        create_topics(options, [TopicSpec(name, partitions=partitions, configs=settings)])
         created.append(name)
         return name
 
