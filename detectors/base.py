@@ -7,7 +7,7 @@ thresholds are not a detector's business but the calibrator's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Self
@@ -17,6 +17,8 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float32]
 DevicePreference = Literal["auto", "cpu", "gpu"]
+KindLabels = Sequence[str] | NDArray[np.str_]
+"""(n,) anomaly kind names, one per window."""
 
 
 @dataclass(frozen=True)
@@ -38,20 +40,35 @@ class Scores:
     errors: Mapping[str, FloatArray]
     blame: Callable[[NDArray[np.intp]], FloatArray]
     """Maps window indices (k,) to their (k, D) shares; use ``contributions``."""
+    typing: Callable[[NDArray[np.intp]], tuple[list[str], FloatArray]] | None = None
+    """Maps window indices (k,) to their most likely anomaly kinds and those kinds' (k,)
+    probabilities; None when the detector has no kind classifier (``detectors.kinds``)."""
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
     def contributions(self, rows: NDArray[np.integer] | None = None) -> FloatArray:
         """(k, D) blame for the windows at ``rows`` (k,), or (n, D) for all when None."""
-        index = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.intp)
-        return self.blame(index)
+        return self.blame(_rows(len(self), rows))
+
+    def kinds(self, rows: NDArray[np.integer] | None = None) -> tuple[list[str], FloatArray] | None:
+        """The most likely anomaly kind of the windows at ``rows`` (k,), or all when None, with
+        its (k,) probability; None when the detector does not type anomalies."""
+        if self.typing is None:
+            return None
+        return self.typing(_rows(len(self), rows))
+
+
+def _rows(n: int, rows: NDArray[np.integer] | None) -> NDArray[np.intp]:
+    return np.arange(n) if rows is None else np.asarray(rows, dtype=np.intp)
 
 
 class Detector(Protocol):
     """What the run loop, backtests and benchmarks need from any detector."""
 
     kind: str
+    name_: str
+    """The model's name in alerts: the bundle's, or ``unsaved``."""
 
     @property
     def window_length(self) -> int:
@@ -67,6 +84,11 @@ class Detector(Protocol):
         ...
 
     def fit(self, windows: NDArray[np.floating]) -> Self: ...
+
+    def fit_kinds(self, windows: NDArray[np.floating], kinds: KindLabels) -> Self:
+        """Learn anomaly kinds from (n, D) anomalous windows and their (n,) kind names; the
+        scores do not change (``detectors.kinds``)."""
+        ...
 
     def score(self, windows: NDArray[np.floating]) -> Scores: ...
 

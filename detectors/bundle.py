@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import shutil
 import tempfile
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
+from numpy.typing import NDArray
 
 from detectors.errors import BundleError
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999, "max": 1.0}
 
 
 def write_bundle(
@@ -112,3 +118,32 @@ def _file_hash(path: Path) -> str:
 def _manifest_hash(body: Mapping[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return f"sha256:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def check_window(path: Path, manifest: Mapping[str, Any], expected_window: int | None) -> int:
+    """The bundle's window length D; a ``BundleError`` when the stream's (``expected_window``)
+    differs, so a mismatch stops the daemon at start-up, not at its first record."""
+    window = int(manifest["window_length"])
+    if expected_window is not None and expected_window != window:
+        raise BundleError(
+            f"{path} was trained on windows of {window} features but the stream carries "
+            f"{expected_window}; retrain on this stream's windows or fix [codec]"
+        )
+    return window
+
+
+def quantiles(values: NDArray[np.floating]) -> dict[str, float]:
+    """The summary quantiles of (n,) values that training summaries record."""
+    return {name: float(np.quantile(values, q)) for name, q in QUANTILES.items()}
+
+
+def library_versions() -> dict[str, str]:
+    """Python, Keras, its backend and the libraries a bundle was written with."""
+    versions = {"python": platform.python_version(), "keras": keras.__version__}
+    versions["backend"] = keras.backend.backend()
+    for package in ("tensorflow", "jax", "numpy", "tandem-detect"):
+        try:
+            versions[package] = package_version(package)
+        except PackageNotFoundError:
+            continue
+    return versions

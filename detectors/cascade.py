@@ -10,39 +10,44 @@ feature's share of AE1's squared error.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Self
 
 import keras
 import numpy as np
 import structlog
+from keras import ops
 from numpy.typing import NDArray
 
 from detectors import bundle
 from detectors.autoencoder import (
     TrainingResult,
     build_autoencoder,
+    decoder_of,
     encoder_of,
     train_autoencoder,
 )
 from detectors.backend import Device, select_device
-from detectors.base import DevicePreference, FloatArray, Scores, as_windows
+from detectors.base import DevicePreference, FloatArray, KindLabels, Scores, as_windows
 from detectors.errors import BundleError, DetectorError, NotFittedError
+from detectors.kinds import CLASSIFIER_FILE, KindClassifier, train_kinds, typing_for
 from detectors.normalise import RULE, LogRobustNormaliser
 from detectors.scaling import FeatureScaler
-from detectors.scoring import CompiledCascade, cascade_error_model
+from detectors.scoring import (
+    CompiledScorer,
+    blame_model,
+    cascade_error_model,
+    cascade_score_model,
+    scaled_input,
+)
 from detectors.spec import CascadeSpec
 
 log = structlog.get_logger(__name__)
 
 PARTS = ("ae1", "ae2")
-QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999, "max": 1.0}
 MIN_TRAINING_WINDOWS = 50
 
 
@@ -67,7 +72,8 @@ class CascadeDetector:
         self.device = device
         self.callbacks = tuple(callbacks)
         self._version: str | None = None
-        self._compiled: CompiledCascade | None = None
+        self._compiled: CompiledScorer | None = None
+        self.kinds_: KindClassifier | None = None
         self.name_ = "unsaved"
 
     @property
@@ -131,12 +137,13 @@ class CascadeDetector:
             "ae1": result1.__dict__,
             "ae2": result2.__dict__,
             "held_out_quantiles": {
-                "ae1_error": _quantiles(held_out_scores.errors["ae1"]),
-                "ae2_error": _quantiles(held_out_scores.errors["ae2"]),
-                "score": _quantiles(held_out_scores.score),
+                "ae1_error": bundle.quantiles(held_out_scores.errors["ae1"]),
+                "ae2_error": bundle.quantiles(held_out_scores.errors["ae2"]),
+                "score": bundle.quantiles(held_out_scores.score),
             },
             "seconds": round(time.perf_counter() - started, 2),
         }
+        self.kinds_ = None
         self._version = None
         log.info(
             "cascade_trained", windows=n, features=width, seconds=self.training_summary_["seconds"]
@@ -155,7 +162,25 @@ class CascadeDetector:
             parts=dict(zip(PARTS, out.parts, strict=True)),
             errors=dict(zip(PARTS, out.errors, strict=True)),
             blame=lambda rows: compiled.shares(data[rows]),
+            typing=typing_for(self.kinds_, compiled, data),
         )
+
+    def latent_model(self) -> keras.Model:
+        """(B, D) raw windows → (B, ``ae1.latent`` + D): AE1's code and AE1's signed residual,
+        which kinds are read from (``detectors.kinds``)."""
+        window, scaled = scaled_input(self.ae1_, self._fitted())
+        code = encoder_of(self.ae1_)(scaled)
+        residual = scaled - decoder_of(self.ae1_)(code)
+        return keras.Model(window, ops.concatenate([code, residual], axis=1), name="cascade_latent")
+
+    def fit_kinds(self, windows: NDArray[np.floating], kinds: KindLabels) -> Self:
+        """Learn anomaly kinds from (n, D) anomalous windows, oldest first, and their (n,)
+        kind names (``detectors.kinds``); scores do not change."""
+        data = as_windows(windows, expected_width=self.window_length)
+        self.kinds_ = train_kinds(self.latent_model(), data, kinds, self.spec.seed)
+        self._compiled = self._compile(select_device(self.device))
+        self._version = None
+        return self
 
     def save(self, path: Path, name: str | None = None) -> str:
         """Write the bundle to directory ``path``; return its version (content hash)."""
@@ -173,13 +198,15 @@ class CascadeDetector:
                 **{part: self.normalisers_[part].to_dict() for part in PARTS},
             },
             "training": self.training_summary_,
-            "libraries": _library_versions(),
+            "kinds": self.kinds_.manifest() if self.kinds_ else None,
+            "libraries": bundle.library_versions(),
             "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
         self.name_ = str(manifest["name"])
-        self._version = bundle.write_bundle(
-            Path(path), {"ae1": self.ae1_, "ae2": self.ae2_}, manifest
-        )
+        models = {"ae1": self.ae1_, "ae2": self.ae2_}
+        if self.kinds_ is not None:
+            models[CLASSIFIER_FILE] = self.kinds_.model
+        self._version = bundle.write_bundle(Path(path), models, manifest)
         log.info("bundle_written", path=str(path), version=self._version)
         return self._version
 
@@ -191,12 +218,7 @@ class CascadeDetector:
         manifest = bundle.read_manifest(Path(path))
         if manifest.get("kind") != cls.kind:
             raise BundleError(f"{path} holds a {manifest.get('kind')!r} detector, not {cls.kind!r}")
-        window = int(manifest["window_length"])
-        if expected_window is not None and expected_window != window:
-            raise BundleError(
-                f"{path} was trained on windows of {window} features but the stream carries "
-                f"{expected_window}; retrain on this stream's windows or fix [codec]"
-            )
+        window = bundle.check_window(Path(path), manifest, expected_window)
         detector = cls(
             CascadeSpec.model_validate(manifest["spec"]), manifest["feature_names"], device
         )
@@ -207,6 +229,7 @@ class CascadeDetector:
         norms = manifest["normalisation"]
         detector.normalisers_ = {part: LogRobustNormaliser.from_dict(norms[part]) for part in PARTS}
         detector.training_summary_ = manifest.get("training", {})
+        detector.kinds_ = KindClassifier.from_bundle(Path(path), manifest)
         detector._compiled = detector._compile(select_device(device))
         detector._compiled.warm_up()
         detector._version = manifest["version"]
@@ -227,11 +250,14 @@ class CascadeDetector:
             callbacks=self.callbacks,
         )
 
-    def _compile(self, device: Device) -> CompiledCascade:
+    def _compile(self, device: Device) -> CompiledScorer:
         normalisers = [self.normalisers_[part] for part in PARTS]
-        return CompiledCascade(
-            self.ae1_, self.ae2_, self.scaler_, normalisers, self.spec.weights, device
+        scores = cascade_score_model(
+            self.ae1_, self.ae2_, self.scaler_, normalisers, self.spec.weights
         )
+        blame = blame_model(self.ae1_, self.scaler_)
+        kinds = self.kinds_.on(self.latent_model()) if self.kinds_ else None
+        return CompiledScorer(scores, len(PARTS), blame, device, kinds)
 
     def _fitted(self) -> FeatureScaler:
         scaler: FeatureScaler | None = getattr(self, "scaler_", None)
@@ -247,18 +273,3 @@ class CascadeDetector:
                 f"{len(self.feature_names_in)} feature names given for windows of {width} features"
             )
         return self.feature_names_in
-
-
-def _quantiles(values: FloatArray) -> dict[str, float]:
-    return {name: float(np.quantile(values, q)) for name, q in QUANTILES.items()}
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "keras": keras.__version__}
-    versions["backend"] = keras.backend.backend()
-    for package in ("tensorflow", "jax", "numpy", "tandem-detect"):
-        try:
-            versions[package] = package_version(package)
-        except PackageNotFoundError:
-            continue
-    return versions

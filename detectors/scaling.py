@@ -2,7 +2,8 @@
 
 ``robust`` (the default) centres each feature on its median and divides by its interquartile
 range, so the fat tails of market data do not set the scale; ``standard`` uses mean and standard
-deviation. A feature that never varies in training gets scale 1 rather than a division by zero.
+deviation; ``none`` passes values as they are (a fused ``.keras`` autoencoder scales its own).
+A feature that never varies in training gets scale 1 rather than a division by zero.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-ScalerMethod = Literal["robust", "standard"]
+ScalerMethod = Literal["robust", "standard", "none"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class FeatureScaler:
     def fit(cls, windows: NDArray[np.float32], method: ScalerMethod = "robust") -> FeatureScaler:
         """Fit on (n, D) training windows."""
         data = np.asarray(windows, dtype=np.float64)
+        if method == "none":
+            width = data.shape[1]
+            return cls(method, np.zeros(width, np.float32), np.ones(width, np.float32))
         if method == "robust":
             q25, center, q75 = np.quantile(data, [0.25, 0.5, 0.75], axis=0)
             spread = q75 - q25

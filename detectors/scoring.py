@@ -1,4 +1,4 @@
-"""Scoring the cascade through one compiled function with fixed batch shapes.
+"""Scoring a detector through one compiled function with fixed batch shapes.
 
 ``model.predict`` costs milliseconds of set-up per call; one compiled forward pass over the whole
 cascade (scaling, both autoencoders, their errors, normalisation and tail decades, fused by XLA)
@@ -19,7 +19,7 @@ CPU core, which only matters when batches are small, that is when the stream is 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -40,17 +40,18 @@ BUCKETS: tuple[int, ...] = (4096,)
 
 @dataclass(frozen=True)
 class StageOutputs:
-    """Per-window results for n windows, all (n,) float32: ``parts`` (AE1, AE2), each stage's
-    weighted tail decades, and ``errors`` (AE1, AE2), the raw mean squared reconstruction errors
-    (in scaled units) of the window and of AE1's code."""
+    """Per-window results for n windows, all (n,) float32: ``parts``, each stage's weighted tail
+    decades, and ``errors``, the stages' raw mean squared reconstruction errors (in scaled
+    units), in the detector's order of stages (the cascade's: AE1 on the window, AE2 on AE1's
+    code)."""
 
-    parts: tuple[NDArray[np.float32], NDArray[np.float32]]
-    errors: tuple[NDArray[np.float32], NDArray[np.float32]]
+    parts: tuple[NDArray[np.float32], ...]
+    errors: tuple[NDArray[np.float32], ...]
 
 
 def cascade_error_model(ae1: keras.Model, ae2: keras.Model, scaler: FeatureScaler) -> keras.Model:
     """(B, D) raw windows → [(B,) AE1 error, (B,) AE2 error]; scaling is the first layer."""
-    window, scaled = _scaled_input(ae1, scaler)
+    window, scaled = scaled_input(ae1, scaler)
     code = encoder_of(ae1)(scaled)
     squared = ops.square(scaled - decoder_of(ae1)(code))
     code_error = ops.mean(ops.square(code - ae2(code)), axis=1)
@@ -80,7 +81,7 @@ def blame_model(ae1: keras.Model, scaler: FeatureScaler) -> keras.Model:
 
     Rows sum to 1; a perfectly reconstructed window blames all features equally.
     """
-    window, scaled = _scaled_input(ae1, scaler)
+    window, scaled = scaled_input(ae1, scaler)
     squared = ops.square(scaled - ae1(scaled))
     total = ops.sum(squared, axis=1, keepdims=True)
     width = int(ae1.input_shape[-1])
@@ -88,7 +89,7 @@ def blame_model(ae1: keras.Model, scaler: FeatureScaler) -> keras.Model:
     return keras.Model(window, shares, name="cascade_blame")
 
 
-def _scaled_input(
+def scaled_input(
     ae1: keras.Model, scaler: FeatureScaler
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     window = keras.Input((int(ae1.input_shape[-1]),), name="window")
@@ -96,37 +97,43 @@ def _scaled_input(
     return window, keras.layers.Normalization(mean=scaler.center, variance=variance)(window)
 
 
-class CompiledCascade:
-    """The cascade's score function, and its blame function, compiled per bucket on one device.
+class CompiledScorer:
+    """A detector's score function, and its on-demand functions, compiled per bucket on one device.
 
-    Scores are what every window needs; blame (n, D) is wanted for the few flagged windows, so it
-    is a second function called on demand rather than an output that slows every batch (by about
-    a fifth, measured with bench/bench_scoring.py).
+    ``score_model`` maps (B, D) raw windows to ``[*parts, *errors]``, ``n_parts`` of each, all
+    (B,). Scores are what every window needs; blame (n, D) and kind probabilities (n, K) are
+    wanted for the few flagged windows, so they are separate functions called on demand rather
+    than outputs that slow every batch (blame as an output costs about a fifth of the
+    throughput, measured with bench/bench_scoring.py).
     """
 
     def __init__(
         self,
-        ae1: keras.Model,
-        ae2: keras.Model,
-        scaler: FeatureScaler,
-        normalisers: Sequence[LogRobustNormaliser],
-        weights: Sequence[float],
+        score_model: keras.Model,
+        n_parts: int,
+        blame: keras.Model,
         device: Device,
+        kinds: keras.Model | None = None,
         buckets: Sequence[int] = BUCKETS,
     ) -> None:
         self.device = device
         self.buckets = tuple(sorted(buckets))
-        self._width = int(ae1.input_shape[-1])
-        self._scores, self._score_traces = compile_forward(
-            cascade_score_model(ae1, ae2, scaler, normalisers, weights), device
-        )
-        self._blame, self._blame_traces = compile_forward(blame_model(ae1, scaler), device)
+        self.n_parts = n_parts
+        self._width = int(score_model.input_shape[-1])
+        self._scores, self._score_traces = compile_forward(score_model, device)
+        self._blame, self._blame_traces = compile_forward(blame, device)
+        self._kinds: tuple[CompiledFn, Callable[[], int]] | None = None
+        self._n_kinds = 0
+        if kinds is not None:
+            self._kinds = compile_forward(kinds, device)
+            self._n_kinds = int(kinds.output_shape[-1])
         log.info("scoring_device", backend=device.backend, device=device.name, kind=device.kind)
 
     @property
     def traces(self) -> int:
         """How many times the functions were traced (at most once per bucket each)."""
-        return self._score_traces() + self._blame_traces()
+        kinds = self._kinds[1]() if self._kinds is not None else 0
+        return self._score_traces() + self._blame_traces() + kinds
 
     def warm_up(self) -> None:
         """Trace and compile every bucket of both functions now.
@@ -140,6 +147,8 @@ class CompiledCascade:
             zeros = np.zeros((size, self._width), dtype=np.float32)
             self._scores(zeros)
             self._blame(zeros)
+            if self._kinds is not None:
+                self._kinds[0](zeros)
         log.info(
             "scorer_compiled",
             device=self.device.name,
@@ -150,13 +159,22 @@ class CompiledCascade:
 
     def __call__(self, windows: NDArray[np.float32]) -> StageOutputs:
         """Parts and errors for (n, D) raw float32 windows, any n ≥ 0."""
-        part1, part2, error1, error2 = self._bucketed(self._scores, windows, [(), (), (), ()])
-        return StageOutputs(parts=(part1, part2), errors=(error1, error2))
+        outputs = self._bucketed(self._scores, windows, [()] * (2 * self.n_parts))
+        return StageOutputs(
+            parts=tuple(outputs[: self.n_parts]), errors=tuple(outputs[self.n_parts :])
+        )
 
     def shares(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
         """(n, D) blame for (n, D) raw float32 windows."""
         (shares,) = self._bucketed(self._blame, windows, [(self._width,)])
         return shares
+
+    def kind_probabilities(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(n, K) probabilities of the K anomaly kinds for (n, D) raw float32 windows."""
+        if self._kinds is None:
+            raise ValueError("this detector has no kind classifier")
+        (probabilities,) = self._bucketed(self._kinds[0], windows, [(self._n_kinds,)])
+        return probabilities
 
     def _bucketed(
         self, run: CompiledFn, windows: NDArray[np.float32], shapes: list[tuple[int, ...]]

@@ -49,8 +49,9 @@ def build_alerts(
         return []
     detected = int(time.time() * 1000) if detected_ms is None else detected_ms
     blame = scores.contributions(rows)
+    kinds = scores.kinds(rows)
     alerts = []
-    for row, shares in zip(rows.tolist(), blame, strict=True):
+    for i, (row, shares) in enumerate(zip(rows.tolist(), blame, strict=True)):
         record = batch.records[row]
         key = str(batch.keys[row])
         top = np.argsort(shares)[::-1][:TOP_FEATURES]
@@ -74,5 +75,8 @@ def build_alerts(
             "model": dict(model),
             "calibrator": dict(calibrator),
         }
+        if kinds is not None:
+            body["kind"] = kinds[0][i]
+            body["kind_confidence"] = round(float(kinds[1][i]), 4)
         alerts.append(Alert(alert_id=record.position, key=key, body=body))
     return alerts

@@ -36,6 +36,10 @@ from streamer.runner import BatchReport, Runner
 
 log = structlog.get_logger(__name__)
 
+TRACE_COLUMNS = ("partition", "offset", "key", "ts", "label", "score", "threshold", "flag")
+"""The score trace's columns that are not score parts (a detector's parts never take these
+names: ``detectors.fusion`` refuses them as member names)."""
+
 
 class FiniteSource(Protocol):
     """A ``streamer.runner.Source`` that ends: ``poll`` returns nothing once ``finished``."""
@@ -59,6 +63,7 @@ class ScoreTrace:
 
     def __init__(self) -> None:
         self._chunks: list[dict[str, NDArray[Any]]] = []
+        """Besides ``TRACE_COLUMNS``, a column per score part (``ae1``, ``ae2``; a fusion's)."""
 
     def observe(self, batch: WindowBatch, scores: Scores, flags: Flags) -> None:
         self._chunks.append(

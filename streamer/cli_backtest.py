@@ -63,7 +63,7 @@ def add_backtest_command(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    from detectors.cascade import CascadeDetector
+    from detectors.registry import load_detector
     from streamer.backtest import parse_sweep, run_backtest, run_sweep
     from streamer.codec import Limits, make_codec
     from streamer.report import attach_labels, summarise, write_report
@@ -77,7 +77,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
         raise ConfigError("no model: pass --model DIR or set [model].bundle")
     settings = parse_sweep(args.sweep, config.calibration) if args.sweep else []
     batch_size = args.batch_size or config.batch.max_records
-    detector = CascadeDetector.load(Path(bundle), device=config.model.device)
+    detector = load_detector(Path(bundle), device=config.model.device)
     codec = make_codec(
         config.codec.format,
         Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),

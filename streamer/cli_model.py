@@ -9,17 +9,28 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
 from detectors.base import Scores
+from detectors.spec import DETECTOR_KINDS, FusionSpec
 from streamer.cli_options import add_config_option, add_data_options
 from streamer.config import TandemConfig
+from streamer.errors import ConfigError
 from streamer.synthetic import sensor_series
 from streamer.tables import WindowTable, load_windows, write_table
+
+if TYPE_CHECKING:  # the commands import Keras when they run, so `tandem --help` stays quick
+    import keras
+
+    from detectors.cascade import CascadeDetector
+    from detectors.fusion import FusionDetector
+    from detectors.members import Member
 
 
 def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,9 +49,33 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(command=generate_command)
 
-    train = commands.add_parser("train", help="fit the cascade detector and write a model bundle")
+    train = commands.add_parser("train", help="fit a detector and write a model bundle")
     add_config_option(train)
     add_data_options(train)
+    train.add_argument(
+        "--detector",
+        choices=DETECTOR_KINDS,
+        default="cascade",
+        help="cascade (two autoencoders in series, the default) or a fusion of two pre-trained "
+        "autoencoders ([fusion] configures it)",
+    )
+    train.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[@FEATURES]",
+        help="a fusion's member, twice: a cascade bundle, or a .keras autoencoder with the "
+        "comma-separated features or channels it reads",
+    )
+    train.add_argument(
+        "--features",
+        help="train on these comma-separated features or channels only (e.g. a member's group)",
+    )
+    train.add_argument(
+        "--no-kinds",
+        action="store_true",
+        help="do not learn anomaly kinds from the data's kind column",
+    )
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     train.add_argument("--name", help="model name in alerts (default: the bundle's directory name)")
     train.add_argument(
@@ -85,33 +120,86 @@ def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    from detectors.cascade import CascadeDetector
     from streamer.progress import TrainingProgress
 
     table = load_windows(args.data, args.window, args.stride)
+    if args.features:
+        table = table.with_features(_names(table.feature_names, args.features))
     mask = table.head_per_key(args.train_fraction)
     labelled = 0
     if table.labels is not None:
         labelled = int((mask & (table.labels == 1)).sum())
         mask &= table.labels == 0
     training = table.select(mask)
-    detector = CascadeDetector(
-        config.train,
-        feature_names=training.feature_names,
-        device=config.model.device,
-        callbacks=[TrainingProgress(config.train.epochs)],
-    )
+    progress = TrainingProgress(config.train.epochs)
+    detector = _new_detector(args, config, training.feature_names, progress)
     detector.fit(training.windows)
+    kinds = _kind_examples(table) if not args.no_kinds else None
+    if kinds is not None:
+        assert table.kinds is not None
+        detector.fit_kinds(table.windows[kinds], table.kinds[kinds])
     version = detector.save(args.out, name=args.name)
     _print_training(detector.training_summary_, len(training), labelled, args.out, version)
+    if detector.kinds_ is not None:
+        _print_kinds(detector.kinds_.summary)
     return 0
 
 
-def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
+def _new_detector(
+    args: argparse.Namespace,
+    config: TandemConfig,
+    names: tuple[str, ...],
+    progress: keras.callbacks.Callback,
+) -> CascadeDetector | FusionDetector:
+    """The untrained detector ``--detector`` names; a fusion loads its ``--member``s now, so a
+    member the stream cannot feed fails before any training."""
     from detectors.cascade import CascadeDetector
+    from detectors.fusion import FusionDetector
+
+    if args.detector == "cascade":
+        if args.member:
+            raise ConfigError("--member is for fusion detectors (--detector fusion-...)")
+        return CascadeDetector(config.train, names, config.model.device, [progress])
+    if len(args.member) != 2:
+        raise ConfigError(f"{args.detector} fuses two autoencoders: give --member twice")
+    spec = config.fusion.model_copy(update={"mode": args.detector.removeprefix("fusion-")})
+    spec = FusionSpec.model_validate(spec.model_dump())
+    members = [_member(text, names) for text in args.member]
+    return FusionDetector(members, names, spec, config.model.device, [progress])
+
+
+def _member(text: str, names: tuple[str, ...]) -> Member:
+    """``NAME=PATH[@FEATURES]`` → a loaded member."""
+    from detectors.members import load_member
+
+    name, equals, rest = text.partition("=")
+    if not equals or not name or not rest:
+        raise ConfigError(f"--member {text!r}: expected NAME=PATH[@FEATURES]")
+    path, _, features = rest.partition("@")
+    wanted = [f.strip() for f in features.split(",") if f.strip()] or None
+    return load_member(name, Path(path), wanted, names)
+
+
+def _names(names: tuple[str, ...], text: str) -> list[str]:
+    from detectors.members import select_features
+
+    return select_features(names, [f.strip() for f in text.split(",") if f.strip()])
+
+
+def _kind_examples(table: WindowTable) -> NDArray[np.bool_] | None:
+    """(n,) mask of the windows labelled with an anomaly kind, when there are two kinds or
+    more (a kind classifier needs something to tell apart); else None."""
+    if table.kinds is None:
+        return None
+    named = table.kinds != ""
+    return named if len(set(table.kinds[named].tolist())) >= 2 else None
+
+
+def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
+    from detectors.registry import load_detector
 
     table = load_windows(args.data, args.window, args.stride)
-    detector = CascadeDetector.load(
+    detector = load_detector(
         args.model, expected_window=table.windows.shape[1], device=config.model.device
     )
     scores = detector.score(table.windows)
@@ -123,7 +211,8 @@ def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
     grid = Table(
         title=f"{args.top} highest scores of {len(frame)} windows (model {detector.version})"
     )
-    for column in ("key", "time (UTC)", "score", "ae1", "ae2", "most blamed feature", "label"):
+    parts = list(scores.parts)
+    for column in ("key", "time (UTC)", "score", *parts, "most blamed feature", "label"):
         grid.add_column(
             column, justify="left" if column in ("key", "most blamed feature") else "right"
         )
@@ -132,8 +221,7 @@ def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
             str(row["key"]),
             datetime.fromtimestamp(int(row["ts"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"),
             f"{row['score']:.2f}",
-            f"{row['ae1']:.2f}",
-            f"{row['ae2']:.2f}",
+            *(f"{row[part]:.2f}" for part in parts),
             f"{row['top_feature']} ({row['top_share']:.0%})",
             str(row.get("label", "")),
         )
@@ -153,10 +241,8 @@ def _scores_frame(table: WindowTable, scores: Scores, names: tuple[str, ...]) ->
             "key": table.keys,
             "ts": table.ts_ms,
             "score": scores.score,
-            "ae1": scores.parts["ae1"],
-            "ae2": scores.parts["ae2"],
-            "ae1_error": scores.errors["ae1"],
-            "ae2_error": scores.errors["ae2"],
+            **scores.parts,
+            **{f"{name}_error": error for name, error in scores.errors.items()},
             "top_feature": np.asarray(names)[blamed],
             "top_share": contributions[np.arange(len(blamed)), blamed],
         }
@@ -173,9 +259,9 @@ def _print_training(
     stages = Table(title="training")
     for column in ("model", "epochs run", "best epoch", "train loss", "held-out loss"):
         stages.add_column(column, justify="right")
-    for stage in ("ae1", "ae2"):
-        result = summary[stage]
-        assert isinstance(result, dict)
+    for stage, result in summary.items():
+        if not isinstance(result, dict) or "epochs_run" not in result:
+            continue
         stages.add_row(
             stage,
             str(result["epochs_run"]),
@@ -197,3 +283,12 @@ def _print_training(
     skipped = f"; {labelled} labelled windows left out" if labelled else ""
     console.print(f"trained on {used} windows{skipped} in {summary['seconds']}s")
     console.print(f"bundle {out}, version {version}")
+
+
+def _print_kinds(summary: dict[str, Any]) -> None:
+    grid = Table(title="anomaly kinds (classifier on the latent code)")
+    for column in ("kind", "labelled windows", "held-out accuracy"):
+        grid.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, count in summary["windows"].items():
+        grid.add_row(kind, str(count), f"{summary['held_out_accuracy'][kind]:.1%}")
+    Console().print(grid)

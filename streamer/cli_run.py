@@ -39,7 +39,7 @@ def add_run_command(
 
 
 def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    from detectors.cascade import CascadeDetector
+    from detectors.registry import load_detector
     from streamer.daemon import run_loop
     from streamer.metrics import Health, Metrics, MetricsServer
     from streamer.pipeline import build_pipeline, calibrator_description
@@ -62,7 +62,7 @@ def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
     try:
         info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s)
         log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
-        detector = CascadeDetector.load(Path(bundle), device=config.model.device)
+        detector = load_detector(Path(bundle), device=config.model.device)
         calibrator = calibrator_description(config.calibration)
         metrics = Metrics(detector.name_, detector.version or "unsaved", calibrator["method"])
         if config.metrics.enabled:

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from detectors.spec import CascadeSpec
+from detectors.spec import CascadeSpec, FusionSpec
 from streamer.errors import ConfigError
 
 ENV_PREFIX = "TANDEM_"
@@ -251,6 +251,7 @@ class TandemConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     train: CascadeSpec = CascadeSpec()
+    fusion: FusionSpec = FusionSpec()
 
 
 SECTIONS: dict[str, type[BaseModel]] = {

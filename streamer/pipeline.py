@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 from calibration.evt import MIN_PEAKS, Dspot, Spot
 from calibration.quantile import RollingQuantile
 from calibration.window import WindowCalibrator
-from detectors.cascade import CascadeDetector
+from detectors.base import Detector
 from streamer.broker import TopicSpec, create_topics
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import Limits, make_codec
@@ -103,7 +103,7 @@ class Pipeline:
         self.producer.close(timeout=timeout_s)
 
 
-def build_pipeline(config: TandemConfig, detector: CascadeDetector, name: str) -> Pipeline:
+def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipeline:
     """A runner reading the input topic in the group; each partition's calibrator state is
     restored from its last checkpoint when the partition is assigned."""
     ensure_topics(config)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from streamer.backtest import Backtest
+from streamer.backtest import TRACE_COLUMNS, Backtest
 from streamer.report import labelled_spans, sweep_table
 from streamer.report_plots import blame_png, parts_png, timeline_png
 
@@ -38,7 +38,7 @@ def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFr
     spans = labelled_spans(
         windows["key"].to_numpy(), windows["ts"].to_numpy(), windows["label"].to_numpy(), ranges
     )
-    parts = [c for c in ("ae1", "ae2") if c in windows.columns] or ["score"]
+    parts = [c for c in windows.columns if c not in TRACE_COLUMNS] or ["score"]
     sections = [
         f"<h1>Backtest of {escape(str(report['source']))}</h1>",
         f"<p class=sub>model <code>{escape(report['model']['name'])}</code> version "

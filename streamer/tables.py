@@ -10,7 +10,8 @@ series, cut per entity (in file order) into sliding windows with ``streamer.wind
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,16 @@ class WindowTable:
     def select(self, mask: NDArray[np.bool_]) -> WindowTable:
         """The windows where ``mask`` (n,) is true, in order."""
         return self._rows(mask)
+
+    def with_features(self, names: Sequence[str]) -> WindowTable:
+        """The same windows reduced to the features ``names`` (each one of ``feature_names``),
+        in the order given."""
+        position = {name: i for i, name in enumerate(self.feature_names)}
+        unknown = [name for name in names if name not in position]
+        if unknown:
+            raise TableError(f"no feature named {unknown[0]!r} in these windows")
+        index = [position[name] for name in names]
+        return replace(self, windows=self.windows[:, index], feature_names=tuple(names))
 
     def in_time_order(self) -> WindowTable:
         """The windows in time order, as a stream of all the entities carries them: each entity's
