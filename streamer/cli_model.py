@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import structlog
 from numpy.typing import NDArray
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +26,8 @@ from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 from streamer.synthetic import sensor_series
 from streamer.tables import WindowTable, load_windows, write_table
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:  # the commands import Keras when they run, so `tandem --help` stays quick
     import keras
@@ -162,8 +166,11 @@ def _new_detector(
         return CascadeDetector(config.train, names, config.model.device, [progress])
     if len(args.member) != 2:
         raise ConfigError(f"{args.detector} fuses two autoencoders: give --member twice")
-    spec = config.fusion.model_copy(update={"mode": args.detector.removeprefix("fusion-")})
-    spec = FusionSpec.model_validate(spec.model_dump())
+    settings = {**config.fusion.model_dump(), "mode": args.detector.removeprefix("fusion-")}
+    try:
+        spec = FusionSpec.model_validate(settings)
+    except ValidationError as error:
+        raise ConfigError(f"[fusion] for --detector {args.detector}: {error}") from None
     members = [_member(text, names) for text in args.member]
     return FusionDetector(members, names, spec, config.model.device, [progress])
 
@@ -187,12 +194,21 @@ def _names(names: tuple[str, ...], text: str) -> list[str]:
 
 
 def _kind_examples(table: WindowTable) -> NDArray[np.bool_] | None:
-    """(n,) mask of the windows labelled with an anomaly kind, when there are two kinds or
-    more (a kind classifier needs something to tell apart); else None."""
+    """(n,) mask of the windows labelled with an anomaly kind that has enough examples to learn
+    (``MIN_PER_KIND``), when two kinds or more do (a classifier needs something to tell apart);
+    else None. Kinds left out are logged."""
+    from detectors.kinds import MIN_PER_KIND
+
     if table.kinds is None:
         return None
-    named = table.kinds != ""
-    return named if len(set(table.kinds[named].tolist())) >= 2 else None
+    kinds, counts = np.unique(table.kinds[table.kinds != ""], return_counts=True)
+    learnable = [str(k) for k, c in zip(kinds, counts, strict=True) if c >= MIN_PER_KIND]
+    scarce = {str(k): int(c) for k, c in zip(kinds, counts, strict=True) if c < MIN_PER_KIND}
+    if scarce or 0 < len(learnable) < 2:
+        log.warning("kinds_left_out", too_few_windows=scarce, learnable=learnable)
+    if len(learnable) < 2:
+        return None
+    return np.isin(table.kinds, learnable)
 
 
 def score_command(args: argparse.Namespace, config: TandemConfig) -> int:

@@ -332,6 +332,10 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
                 "top_feature": top["name"],
                 "top_share": top["share"],
                 "label": int(label_of.get((source["partition"], source["offset"]), -1)),
+                "kind": alert.get("kind", ""),
+                "kind_confidence": alert.get("kind_confidence", float("nan")),
+                "partition": source["partition"],
+                "offset": source["offset"],
             }
         )
     return pd.DataFrame(rows, columns=None if rows else columns)

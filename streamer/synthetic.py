@@ -16,7 +16,7 @@ Entities are interleaved round-robin: row ``r`` belongs to entity ``r % n_keys``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,12 +90,15 @@ def sensor_series(
     seed: int = 0,
     start_ms: int = 1_764_000_000_000,
     sample_interval_ms: int = 1_000,
+    kind_channels: Mapping[str, Sequence[int]] | None = None,
 ) -> pd.DataFrame:
     """``steps`` rows per entity: ``key``, ``ts`` (epoch ms), ``ch0``…, ``label``, ``kind``.
 
     Every channel follows one shared signal per entity (two sinusoids) with its own gain and
     offset, plus AR(1) noise. About ``anomaly_rate`` of the steps after the clean prefix are
-    inside an anomaly; kinds take turns in the order given.
+    inside an anomaly; kinds take turns in the order given. Each anomaly hits one channel, any
+    of them, or for a kind named in ``kind_channels`` one of the channels listed there (so two
+    groups of channels can carry different kinds of anomaly).
     """
     unknown = set(kinds) - set(ANOMALY_KINDS)
     if unknown:
@@ -112,7 +115,8 @@ def sensor_series(
         kind_of = np.full(steps, "", dtype=object)
         spread = np.abs(gain) * signal.std()
         for start, length, kind in _events(rng, steps, anomaly_rate, clean_fraction, kinds):
-            channel = int(rng.integers(channels))
+            allowed = (kind_channels or {}).get(kind, range(channels))
+            channel = int(allowed[int(rng.integers(len(allowed)))])
             span = slice(start, start + length)
             if kind == "spike":
                 values[start, channel] += rng.choice([-1, 1]) * rng.uniform(4, 6) * spread[channel]
