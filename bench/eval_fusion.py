@@ -77,7 +77,9 @@ def tandem(*argv: str) -> None:
         raise RuntimeError(f"tandem {' '.join(argv)} exited {status}")
 
 
-def generate(steps: int, keys: int, seed: int, directory: Path, train_share: float) -> Path:
+def generate(
+    steps: int, keys: int, seed: int, directory: Path, train_share: float, anomaly_rate: float
+) -> Path:
     """Write ``series.csv`` (all steps) and ``train.csv`` (the first ``train_share``)."""
     from streamer.synthetic import sensor_series
 
@@ -85,7 +87,7 @@ def generate(steps: int, keys: int, seed: int, directory: Path, train_share: flo
         steps,
         n_keys=keys,
         channels=8,
-        anomaly_rate=0.03,
+        anomaly_rate=anomaly_rate,
         clean_fraction=0.5,
         seed=seed,
         kind_channels=KIND_CHANNELS,
@@ -180,18 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20_000, help="steps per sensor")
     parser.add_argument("--keys", type=int, default=2, help="sensors")
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--target-rate", type=float, default=1e-4)
-    parser.add_argument("--train-share", type=float, default=0.7, help="of steps, for training")
+    parser.add_argument("--train-share", type=float, default=0.75, help="of steps, for training")
+    parser.add_argument("--anomaly-rate", type=float, default=0.06, help="after the clean half")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--workdir", type=Path, help="keep data, bundles and reports here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TANDEM_LOG_LEVEL", "warning")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="eval_fusion.") as scratch:
-        directory = Path(scratch)
+        directory = args.workdir or Path(scratch)
+        directory.mkdir(parents=True, exist_ok=True)
         config = directory / "tandem.toml"
         config.write_text(CONFIG.format(target_rate=args.target_rate, epochs=args.epochs))
-        generate(args.steps, args.keys, args.seed, directory, args.train_share)
+        generate(args.steps, args.keys, args.seed, directory, args.train_share, args.anomaly_rate)
         series = pd.read_csv(directory / "series.csv", usecols=["ts"])
         split_ms = int(
             series["ts"].min() + (series["ts"].max() - series["ts"].min()) * args.train_share
@@ -207,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "window": WINDOW,
             "kind_channels": KIND_CHANNELS,
             "train_share": args.train_share,
+            "anomaly_rate": args.anomaly_rate,
             "seed": args.seed,
         },
         "calibration": {"method": "spot", "target_rate": args.target_rate},

@@ -180,6 +180,40 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_fusion_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A late fusion of two small cascades, one on features x0-x3 and one on x4-x7 of the
+    ``tiny_bundle``'s kind of windows, saved as ``<tmp>/tiny-fusion``: any detector kind must run
+    in the daemon unchanged."""
+    import numpy as np
+
+    from detectors.cascade import CascadeDetector
+    from detectors.fusion import FusionDetector
+    from detectors.members import load_member
+    from detectors.spec import AutoencoderSpec, CascadeSpec, FusionSpec
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 8))
+    windows = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
+    names = [f"x{i}" for i in range(8)]
+    directory = tmp_path_factory.mktemp("fusion")
+    spec = CascadeSpec(
+        ae1=AutoencoderSpec(hidden=(4,), latent=2),
+        ae2=AutoencoderSpec(hidden=(), latent=1),
+        epochs=5,
+    )
+    members = []
+    for name, columns in (("left", slice(0, 4)), ("right", slice(4, 8))):
+        CascadeDetector(spec, feature_names=names[columns]).fit(windows[:, columns]).save(
+            directory / name
+        )
+        members.append(load_member(name, directory / name, None, names))
+    fusion = FusionDetector(members, names, FusionSpec(mode="late", head=(8,), epochs=5))
+    path = directory / "tiny-fusion"
+    fusion.fit(windows).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_detector(tiny_bundle: Path) -> Any:
     """The ``tiny_bundle`` loaded, as the daemon loads it."""
     from detectors.cascade import CascadeDetector

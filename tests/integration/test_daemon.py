@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from streamer.broker import committed_offsets
@@ -27,8 +28,16 @@ def committed(broker: Broker, group: str, topic: str) -> int:
     return sum(committed_offsets(broker.client_options(), group, topic).values())
 
 
+@pytest.fixture(params=["tiny", "tiny-fusion"])
+def bundle(request: pytest.FixtureRequest) -> Path:
+    """The daemon runs every detector kind unchanged: a cascade and a late fusion."""
+    fixture = "tiny_bundle" if request.param == "tiny" else "tiny_fusion_bundle"
+    path: Path = request.getfixturevalue(fixture)
+    return path
+
+
 def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
-    kafka_broker: Broker, make_topic: Callable[..., str], tiny_bundle: Path, tmp_path: Path
+    kafka_broker: Broker, make_topic: Callable[..., str], bundle: Path, tmp_path: Path
 ) -> None:
     input_topic, alerts_topic = make_topic(partitions=2), make_topic()
     group = f"daemon-{uuid.uuid4().hex[:8]}"
@@ -37,7 +46,7 @@ def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
         f'[kafka]\ninput_topic = "{input_topic}"\nalerts_topic = "{alerts_topic}"\n'
         f'dead_letter_topic = "{make_topic()}"\ngroup_id = "{group}"\n'
         f"[batch]\nmax_records = 128\nmax_wait_ms = 100\n"
-        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n'
+        f'[model]\nbundle = "{bundle}"\ndevice = "cpu"\n'
         f'[calibration]\nmethod = "spot"\ntarget_rate = 0.001\nwindow = 1000\nwarmup = 500\n'
         f"refresh = 20\n"
         f'[log]\nformat = "json"\n'
@@ -91,7 +100,11 @@ def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
     flagged = {(a["key"], a["event_ts"]) for a in alerts}
     expected = {(f"s{N % 4}", N), (f"s{(N + 1) % 4}", N + 1)}
     assert expected <= flagged, f"{alerted} alerts logged; read {len(alerts)}"
-    assert all(a["model"]["name"] == "tiny" and a["calibrator"]["method"] == "spot" for a in alerts)
+    assert all(
+        a["model"]["name"] == bundle.name and a["calibrator"]["method"] == "spot" for a in alerts
+    )
+    parts = {"ae1", "ae2"} if bundle.name == "tiny" else {"left", "right", "joint"}
+    assert all(set(a["parts"]) == parts for a in alerts)
 
 
 def test_an_unreachable_broker_is_retried_then_reported_with_exit_code_3(tiny_bundle: Path) -> None:
