@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck unit test demo kafka-start kafka-stop kafka-status bench eval clean
+.PHONY: help venv lint typecheck unit test demo kafka-start kafka-stop kafka-status bench eval eval-fusion clean
 
 help:
 	@echo "make demo    create .venv, start the local Kafka broker, run the end-to-end demo, stop the broker"
@@ -17,6 +17,7 @@ help:
 	@echo "make unit    the tests that need no broker"
 	@echo "make bench   the benchmarks in bench/ (JSON on stdout)"
 	@echo "make eval    detection quality on ../shared/data (NAB, SKAB) beside River and PyOD (JSON)"
+	@echo "make eval-fusion  cascade against the three fusions, and alert kinds, on a generated feed (JSON)"
 	@echo "make kafka-start | kafka-stop | kafka-status"
 
 venv: $(STAMP)
@@ -54,6 +55,9 @@ bench: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/python -m pip install --quiet --editable '.[dev,eval]'
 	$(BIN)/python bench/eval_detection.py
+
+eval-fusion: $(STAMP)
+	$(BIN)/python bench/eval_fusion.py
 
 kafka-start: $(STAMP)
 	scripts/kafka.sh start

@@ -293,6 +293,7 @@ class FusionDetector:
                     "scaler": m.scaler.to_dict(),
                     "latent_width": m.latent_width,
                     "source": m.source,
+                    "fine_tuned": not self.spec.freeze_members,
                 }
                 for m in self.members
             ],
