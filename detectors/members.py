@@ -103,6 +103,7 @@ def load_member(
     else:
         raise BundleError(f"member {name!r}: {path} is neither a model bundle nor a .keras file")
     check_member(member)
+    member.indices_in(stream_names)
     return member
 
 
