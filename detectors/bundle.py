@@ -15,7 +15,8 @@ import json
 import platform
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -118,6 +119,31 @@ def _file_hash(path: Path) -> str:
 def _manifest_hash(body: Mapping[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return f"sha256:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def describe(
+    kind: str,
+    name: str,
+    feature_names: Sequence[str],
+    spec: Mapping[str, Any],
+    training: Mapping[str, Any],
+    kinds: Mapping[str, Any] | None,
+    **specific: Any,
+) -> dict[str, Any]:
+    """The ``bundle.json`` entries every detector kind writes, plus its ``specific`` ones
+    (scaler, normalisation, members...): ``write_bundle`` adds the files and the version."""
+    return {
+        "kind": kind,
+        "name": name,
+        "window_length": len(feature_names),
+        "feature_names": list(feature_names),
+        "spec": dict(spec),
+        **specific,
+        "training": dict(training),
+        "kinds": None if kinds is None else dict(kinds),
+        "libraries": library_versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
 
 
 def check_window(path: Path, manifest: Mapping[str, Any], expected_window: int | None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -185,23 +184,20 @@ class CascadeDetector:
     def save(self, path: Path, name: str | None = None) -> str:
         """Write the bundle to directory ``path``; return its version (content hash)."""
         scaler = self._fitted()
-        manifest = {
-            "kind": self.kind,
-            "name": name or Path(path).name,
-            "window_length": self.window_length,
-            "feature_names": list(self.feature_names_),
-            "spec": self.spec.model_dump(mode="json"),
-            "scaler": scaler.to_dict(),
-            "normalisation": {
+        manifest = bundle.describe(
+            self.kind,
+            name or Path(path).name,
+            self.feature_names_,
+            self.spec.model_dump(mode="json"),
+            self.training_summary_,
+            self.kinds_.manifest() if self.kinds_ else None,
+            scaler=scaler.to_dict(),
+            normalisation={
                 "rule": RULE,
                 "weights": dict(zip(PARTS, self.spec.weights, strict=True)),
                 **{part: self.normalisers_[part].to_dict() for part in PARTS},
             },
-            "training": self.training_summary_,
-            "kinds": self.kinds_.manifest() if self.kinds_ else None,
-            "libraries": bundle.library_versions(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        }
+        )
         self.name_ = str(manifest["name"])
         models = {"ae1": self.ae1_, "ae2": self.ae2_}
         if self.kinds_ is not None:

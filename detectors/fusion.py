@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -188,7 +187,11 @@ class FusionDetector:
         widths = [m.input_width if spec.mode == "late" else m.latent_width for m in self.members]
         self.fuser_ = build_fuser(spec, widths, self.window_length)
         for member in self.members:
+            # concat and weighted read only the members' encoders; late reads both halves.
             member.autoencoder.trainable = not spec.freeze_members
+            decoder_of(member.autoencoder).trainable = (
+                not spec.freeze_members and spec.mode == "late"
+            )
         graph = self._graph()
         trainer = keras.Model(graph["window"], graph["reconstruction"], name="fusion_training")
         trainer.compile(optimizer=keras.optimizers.Adam(spec.learning_rate), loss="mse")
@@ -279,14 +282,15 @@ class FusionDetector:
     def save(self, path: Path, name: str | None = None) -> str:
         """Write the bundle to directory ``path``; return its version (content hash)."""
         fuser = self._fitted_fuser()
-        manifest = {
-            "kind": self.kind,
-            "name": name or Path(path).name,
-            "window_length": self.window_length,
-            "feature_names": list(self.feature_names_),
-            "spec": self.spec.model_dump(mode="json"),
-            "scaler": self.scaler_.to_dict(),
-            "members": [
+        manifest = bundle.describe(
+            self.kind,
+            name or Path(path).name,
+            self.feature_names_,
+            self.spec.model_dump(mode="json"),
+            self.training_summary_,
+            self.kinds_.manifest() if self.kinds_ else None,
+            scaler=self.scaler_.to_dict(),
+            members=[
                 {
                     "name": m.name,
                     "feature_names": list(m.feature_names),
@@ -297,17 +301,13 @@ class FusionDetector:
                 }
                 for m in self.members
             ],
-            "mix_weights": self.mix_weights,
-            "normalisation": {
+            mix_weights=self.mix_weights,
+            normalisation={
                 "rule": RULE,
                 "parts": list(self.parts),
                 **{part: self.normalisers_[part].to_dict() for part in self.parts},
             },
-            "training": self.training_summary_,
-            "kinds": self.kinds_.manifest() if self.kinds_ else None,
-            "libraries": bundle.library_versions(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        }
+        )
         models = {f"member_{m.name}": m.autoencoder for m in self.members}
         models[FUSER] = fuser
         if self.kinds_ is not None:
