@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,25 +242,34 @@ def create_demo_topics(options: Mapping[str, Any], topics: DemoTopics, partition
     )
 
 
-def delete_demo_topics(options: Mapping[str, Any], topics: DemoTopics) -> None:
+def delete_demo_topics(
+    options: Mapping[str, Any], topics: DemoTopics, attempts: int = 10, pause_s: float = 1.0
+) -> None:
     """Delete the run's topics, and its consumer groups: the daemon's and the alert viewers'
-    (``<group>.alerts-viewer.<id>``)."""
+    (``<group>.alerts-viewer.<id>``).
+
+    Groups are listed and deleted until none is left (at most ``attempts`` times, ``pause_s``
+    apart): a viewer stopped a moment ago may still be a member, which the broker refuses to
+    delete, or its group may show up in the listing only after the first deletion."""
     delete_topics(options, [topics.input, topics.alerts, topics.dead_letter, topics.state])
     admin = KafkaAdminClient(**options)
+    failed: dict[str, Any] = {}
     try:
-        groups = [
-            str(group["group_id"])
-            for group in admin.list_groups()
-            if str(group["group_id"]).startswith(topics.group)
-        ]
-        if groups:
+        for _ in range(attempts):
+            groups = [
+                str(group["group_id"])
+                for group in admin.list_groups()
+                if str(group["group_id"]).startswith(topics.group)
+            ]
+            if not groups:
+                return
             failed = {
                 name: error
                 for name, error in admin.delete_groups(groups).items()
                 if error not in (None, "OK")
             }
-            if failed:
-                log.warning("demo_groups_not_deleted", groups=failed)
+            time.sleep(pause_s)
+        log.warning("demo_groups_not_deleted", groups=failed or groups)
     except KafkaError as error:
         log.warning("demo_groups_not_deleted", group=topics.group, error=repr(error))
     finally:
