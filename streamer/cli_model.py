@@ -135,7 +135,8 @@ def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
         labelled = int((mask & (table.labels == 1)).sum())
         mask &= table.labels == 0
     training = table.select(mask)
-    progress = TrainingProgress(config.train.epochs)
+    epochs = config.train.epochs if args.detector == "cascade" else config.fusion.epochs
+    progress = TrainingProgress(epochs)
     detector = _new_detector(args, config, training.feature_names, progress)
     detector.fit(training.windows)
     kinds = _kind_examples(table) if not args.no_kinds else None
