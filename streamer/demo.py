@@ -243,14 +243,15 @@ def create_demo_topics(options: Mapping[str, Any], topics: DemoTopics, partition
 
 
 def delete_demo_topics(
-    options: Mapping[str, Any], topics: DemoTopics, attempts: int = 10, pause_s: float = 1.0
+    options: Mapping[str, Any], topics: DemoTopics, attempts: int = 30, pause_s: float = 1.0
 ) -> None:
     """Delete the run's topics, and its consumer groups: the daemon's and the alert viewers'
     (``<group>.alerts-viewer.<id>``).
 
     Groups are listed and deleted until none is left (at most ``attempts`` times, ``pause_s``
-    apart): a viewer stopped a moment ago may still be a member, which the broker refuses to
-    delete, or its group may show up in the listing only after the first deletion."""
+    apart). A viewer stopped while it was still joining its group leaves a pending member
+    behind, and the broker refuses to delete a group with members until that member's session
+    times out (kafka-python's default: 10 s); seen in CI when the viewer started late."""
     delete_topics(options, [topics.input, topics.alerts, topics.dead_letter, topics.state])
     admin = KafkaAdminClient(**options)
     failed: dict[str, Any] = {}
