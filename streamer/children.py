@@ -64,9 +64,16 @@ class Child:
 
     @staticmethod
     def _read(stream: Iterable[str], handle: Callable[[str], None] | None) -> None:
+        """Hand each line to ``handle``, and keep reading whatever it raises: a reader that
+        stopped would leave the child blocked on a full pipe, unable to act on a signal (the
+        demo's alert viewer then could not leave its consumer group)."""
         for line in stream:
-            if handle is not None:
+            if handle is None:
+                continue
+            try:
                 handle(line.rstrip("\n"))
+            except Exception as error:
+                log.warning("child_output_not_handled", line=line[:200], error=repr(error))
 
     def _read_stderr(self, handle: Callable[[str], None] | None) -> None:
         assert self.process.stderr is not None
