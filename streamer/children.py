@@ -176,7 +176,20 @@ class AlertFollower:
         self.on_alert = on_alert
         self.ids: set[str] = set()
         self._lock = threading.Lock()
-        self.child = Child(argv, env, cwd, cwd / "alerts.log", on_stdout=self._line)
+        self._following = threading.Event()
+        self.child = Child(
+            argv, env, cwd, cwd / "alerts.log", on_stdout=self._line, on_stderr=self._log_line
+        )
+
+    def _log_line(self, line: str) -> None:
+        if "alerts_following" in line:
+            self._following.set()
+
+    def wait_following(self, timeout_s: float) -> bool:
+        """Wait until the viewer has joined its group and been given the alerts topic's
+        partitions (its ``alerts_following`` event); False on timeout. Stopping a viewer still
+        joining leaves a member behind that keeps its group from being deleted."""
+        return self._following.wait(timeout_s)
 
     def _line(self, line: str) -> None:
         if not line.startswith("{"):

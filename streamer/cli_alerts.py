@@ -15,10 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
 from kafka import KafkaConsumer
 
 from streamer.cli_options import add_config_option
 from streamer.config import TandemConfig
+
+log = structlog.get_logger(__name__)
 
 
 def add_alerts_command(
@@ -70,8 +73,13 @@ def _alerts(
     )
     try:
         last = time.monotonic()
+        following = False
         while idle_s is None or time.monotonic() - last < idle_s:
-            for records in consumer.poll(timeout_ms=500).values():
+            batches = consumer.poll(timeout_ms=500)
+            if not following and consumer.assignment():
+                following = True  # a demo waits for this before it replays
+                log.info("alerts_following", partitions=len(consumer.assignment()))
+            for records in batches.values():
                 for record in records:
                     last = time.monotonic()
                     yield orjson.loads(record.value)

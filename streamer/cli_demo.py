@@ -175,6 +175,8 @@ class _Demo:
             if daemon is None:
                 return FAILURE
             follower = self._follow_alerts()
+            if not follower.wait_following(timeout_s=30):
+                self.console.print("[yellow]tandem alerts has not joined its group after 30 s[/]")
             report = self._replay(feed)
             if not self._wait_for_commits(daemon, report.sent):
                 return FAILURE
