@@ -8,10 +8,12 @@ the daemon may publish a window's alert twice, always with the same id.
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -47,21 +49,36 @@ def alerts_command(args: argparse.Namespace, config: TandemConfig) -> int:
         print(
             f"{'time (UTC)':<23} {'key':<16} {'score':>8} {'threshold':>9}  top feature  alert_id"
         )
-    for alert in _alerts(config, args.from_beginning, None if not args.no_follow else args.idle_s):
-        if alert["alert_id"] in seen:
-            continue
-        seen.add(alert["alert_id"])
-        if keys and alert["key"] not in keys:
-            continue
-        if args.min_score is not None and alert["score"] < args.min_score:
-            continue
-        print(_format(alert, args.format), flush=True)
+    stream = _alerts(config, args.from_beginning, None if not args.no_follow else args.idle_s)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for alert in stream:
+            if alert["alert_id"] in seen:
+                continue
+            seen.add(alert["alert_id"])
+            if keys and alert["key"] not in keys:
+                continue
+            if args.min_score is not None and alert["score"] < args.min_score:
+                continue
+            print(_format(alert, args.format), flush=True)
+    finally:
+        stream.close()  # closes the consumer, which leaves its group, however the loop ended
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _interrupt(number: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM both end the viewer through ``KeyboardInterrupt``, so its consumer
+    leaves its group: a process started in the background inherits SIGINT ignored, and SIGTERM's
+    default ends it at once, leaving a member that keeps the group alive (and undeletable)
+    until its session times out."""
+    raise KeyboardInterrupt
 
 
 def _alerts(
     config: TandemConfig, from_beginning: bool, idle_s: float | None
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any]]:
     """Alerts as they arrive; ends after ``idle_s`` without one (never when None)."""
     consumer = KafkaConsumer(
         config.kafka.alerts_topic,
