@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import signal
 import time
-import uuid
 from collections.abc import Generator
 from datetime import UTC, datetime
 from types import FrameType
@@ -82,7 +81,7 @@ def _alerts(
     """Alerts as they arrive; ends after ``idle_s`` without one (never when None)."""
     consumer = KafkaConsumer(
         config.kafka.alerts_topic,
-        group_id=f"{config.kafka.group_id}.alerts-viewer.{uuid.uuid4().hex[:8]}",
+        group_id=None,  # a viewer commits nothing: no consumer group to leave behind
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         isolation_level="read_committed",  # with transactions, aborted alerts never show

@@ -245,13 +245,12 @@ def create_demo_topics(options: Mapping[str, Any], topics: DemoTopics, partition
 def delete_demo_topics(
     options: Mapping[str, Any], topics: DemoTopics, attempts: int = 30, pause_s: float = 1.0
 ) -> None:
-    """Delete the run's topics, and its consumer groups: the daemon's and the alert viewers'
-    (``<group>.alerts-viewer.<id>``).
+    """Delete the run's topics, and its consumer group (the daemon's; the alert viewer reads
+    without one).
 
     Groups are listed and deleted until none is left (at most ``attempts`` times, ``pause_s``
-    apart). A viewer stopped while it was still joining its group leaves a pending member
-    behind, and the broker refuses to delete a group with members until that member's session
-    times out (kafka-python's default: 10 s); seen in CI when the viewer started late."""
+    apart): the broker refuses to delete a group while a member stopped a moment ago is still
+    in it. (The viewer used to have a group of its own, which CI once found left behind.)"""
     delete_topics(options, [topics.input, topics.alerts, topics.dead_letter, topics.state])
     admin = KafkaAdminClient(**options)
     failed: dict[str, Any] = {}
