@@ -43,7 +43,7 @@ from detectors.kinds import CLASSIFIER_FILE, KindClassifier, train_kinds, typing
 from detectors.members import Member, check_member
 from detectors.normalise import RULE, LogRobustNormaliser, tail_decades_op
 from detectors.scaling import FeatureScaler
-from detectors.scoring import CompiledScorer
+from detectors.scoring import CompiledScorer, error_shares
 from detectors.spec import FusionSpec
 
 log = structlog.get_logger(__name__)
@@ -266,7 +266,10 @@ class FusionDetector:
         """(B, D) raw windows → (B, L + D): the fused code (the codes concatenated, or for
         ``weighted`` their weighted average) and the head's signed residual, which kinds are
         read from (``detectors.kinds``)."""
-        graph = self._graph()
+        return self._latent(self._graph())
+
+    @staticmethod
+    def _latent(graph: dict[str, Any]) -> keras.Model:
         features = ops.concatenate([graph["fused_code"], graph["residual"]], axis=1)
         return keras.Model(graph["window"], features, name="fusion_latent")
 
@@ -415,11 +418,8 @@ class FusionDetector:
             for part, error in zip(self.parts, graph["errors"], strict=True)
         ]
         scores = keras.Model(graph["window"], [*parts, *graph["errors"]], name="fusion_scores")
-        squared = graph["squared"]
-        total = ops.sum(squared, axis=1, keepdims=True)
-        shares = ops.where(total > 0, squared / ops.maximum(total, 1e-30), 1.0 / self.window_length)
-        blame = keras.Model(graph["window"], shares, name="fusion_blame")
-        kinds = self.kinds_.on(self.latent_model()) if self.kinds_ else None
+        blame = keras.Model(graph["window"], error_shares(graph["squared"]), name="fusion_blame")
+        kinds = self.kinds_.on(self._latent(graph)) if self.kinds_ else None
         return CompiledScorer(scores, len(self.parts), blame, device, kinds)
 
     def _fitted_fuser(self) -> keras.Model:

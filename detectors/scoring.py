@@ -82,11 +82,16 @@ def blame_model(ae1: keras.Model, scaler: FeatureScaler) -> keras.Model:
     Rows sum to 1; a perfectly reconstructed window blames all features equally.
     """
     window, scaled = scaled_input(ae1, scaler)
-    squared = ops.square(scaled - ae1(scaled))
-    total = ops.sum(squared, axis=1, keepdims=True)
-    width = int(ae1.input_shape[-1])
-    shares = ops.where(total > 0, squared / ops.maximum(total, 1e-30), 1.0 / width)
+    shares = error_shares(ops.square(scaled - ae1(scaled)))
     return keras.Model(window, shares, name="cascade_blame")
+
+
+def error_shares(squared: keras.KerasTensor) -> keras.KerasTensor:
+    """(B, D) squared errors → (B, D) each feature's share of its row's total; rows sum to 1,
+    and a perfectly reconstructed row blames all D features equally."""
+    total = ops.sum(squared, axis=1, keepdims=True)
+    width = int(squared.shape[-1])
+    return ops.where(total > 0, squared / ops.maximum(total, 1e-30), 1.0 / width)
 
 
 def scaled_input(
