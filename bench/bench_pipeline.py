@@ -55,16 +55,22 @@ from detectors.backend import select_device
 from detectors.base import DevicePreference
 from detectors.cascade import CascadeDetector
 from detectors.spec import AutoencoderSpec, CascadeSpec
-from streamer.broker import TopicSpec, admin_client, create_topics, delete_topics, wait_for_broker
+from streamer.broker.admin import (
+    TopicSpec,
+    admin_client,
+    create_topics,
+    delete_topics,
+    wait_for_broker,
+)
+from streamer.broker.pipeline import build_pipeline
+from streamer.broker.prefetch import PrefetchingSource
+from streamer.broker.sources import KafkaSource
 from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig, TandemConfig, load_config
+from streamer.demo.synthetic import sensor_feed
 from streamer.errors import BrokerUnavailableError, TandemError
 from streamer.logging import configure_logging
-from streamer.pipeline import build_pipeline
-from streamer.prefetch import PrefetchingSource
 from streamer.runner import BatchReport
-from streamer.sources import KafkaSource
-from streamer.synthetic import sensor_feed
 
 log = structlog.get_logger("bench.pipeline")
 

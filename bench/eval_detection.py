@@ -46,7 +46,7 @@ window 10,000, its initial level ``min(0.98, 1 - 12 / warmup)`` so the warm-up h
 
 Aggregates (``rows``) pool counts over files: each file is one key of one ``evaluate`` call, so
 event recall is events detected / events, event precision events detected / (events detected +
-false alarm runs) (``streamer.evaluation``: an alarm flickering inside an event counts once),
+false alarm runs) (``streamer.backtest.events``: an alarm flickering inside an event counts once),
 point precision and recall pool windows, false alarms per 10k pool normal windows, the median
 delay pools detected events; ``mean_file_event_f1`` averages the files holding an event.
 ``point_f1_rows`` is point-wise F1 over the evaluated rows with the files' own row labels (SKAB's
@@ -85,10 +85,8 @@ import structlog
 from numpy.typing import NDArray
 
 from detectors.spec import AutoencoderSpec, CascadeSpec
-from streamer.config import CalibrationConfig, TandemConfig
-from streamer.evaluation import evaluate, labels_from_ranges
-from streamer.logging import configure_logging
-from streamer.nab_score import (
+from streamer.backtest.events import evaluate, labels_from_ranges
+from streamer.backtest.nab import (
     STANDARD,
     NabError,
     NabFileScore,
@@ -97,6 +95,8 @@ from streamer.nab_score import (
     normalised_score,
     probation_rows,
 )
+from streamer.config import CalibrationConfig, TandemConfig
+from streamer.logging import configure_logging
 from streamer.tables import WindowTable, windows_from_frame
 
 log = structlog.get_logger("bench.eval_detection")
@@ -274,8 +274,8 @@ def run_tandem(
     import keras
 
     from detectors.cascade import CascadeDetector
-    from streamer.backtest import SweepSetting, parse_sweep, run_backtest, run_sweep
-    from streamer.backtest_sources import FileSource
+    from streamer.backtest.run import SweepSetting, parse_sweep, run_backtest, run_sweep
+    from streamer.backtest.sources import FileSource
     from streamer.codec import JsonCodec, Limits
 
     started = time.perf_counter()
@@ -619,7 +619,7 @@ def per_file(run: SeriesRun, is_nab: bool) -> dict[str, Any]:
 
 # CLI ----------------------------------------------------------------------------------------
 
-CHATTY_LOGGERS = ("streamer.runner", "streamer.backtest", "detectors")
+CHATTY_LOGGERS = ("streamer.runner", "streamer.backtest.run", "detectors")
 """Loggers of per-batch and per-model events, quieted unless ``--log-level debug``: the script's
 own ``file_done`` summarises each file."""
 

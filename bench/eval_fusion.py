@@ -80,7 +80,7 @@ head = [64]
 
 def tandem(*argv: str) -> None:
     """Run one ``tandem`` command in this process; a non-zero exit is an error."""
-    from streamer.cli import main
+    from streamer.cli.main import main
 
     status = main([*argv])
     if status != 0:
@@ -91,7 +91,7 @@ def generate(
     steps: int, keys: int, seed: int, directory: Path, train_share: float, anomaly_rate: float
 ) -> Path:
     """Write ``series.csv`` (all steps) and ``train.csv`` (the first ``train_share``)."""
-    from streamer.synthetic import sensor_series
+    from streamer.demo.synthetic import sensor_series
 
     frame = sensor_series(
         steps,
@@ -181,7 +181,7 @@ def rescored(
     right kind of a labelled window after the training file (events no classifier saw), per
     kind, over every such window rather than only alerts."""
     from detectors.registry import load_detector
-    from streamer.evaluation import evaluate
+    from streamer.backtest.events import evaluate
     from streamer.tables import load_windows
 
     table = load_windows(directory / "series.csv", WINDOW).in_time_order()

@@ -156,7 +156,8 @@ class BatchConfig(_Section):
     collect it (so no window waits longer than that for its batch to start).
 
     ``prefetch``: how many batches the Kafka consumer may poll ahead of the scoring, in a
-    process of its own (``streamer.prefetch``); 0 polls in the daemon's process, between batches.
+    process of its own (``streamer.broker.prefetch``); 0 polls in the daemon's process, between
+    batches.
     """
 
     max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 4096

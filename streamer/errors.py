@@ -27,5 +27,5 @@ class TopicError(TandemError):
 
 
 class FetchProcessError(TandemError):
-    """The daemon's fetch process (``streamer.fetcher``) exited or stopped answering. Fatal: the
-    daemon stops (exit status 1) and its supervisor starts it again."""
+    """The daemon's fetch process (``streamer.broker.fetcher``) exited or stopped answering.
+    Fatal: the daemon stops (exit status 1) and its supervisor starts it again."""

@@ -25,7 +25,7 @@ import structlog
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
-from streamer.broker import (
+from streamer.broker.admin import (
     NO_TIME_RETENTION,
     BrokerInfo,
     TopicSpec,

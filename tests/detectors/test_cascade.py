@@ -11,7 +11,7 @@ from detectors.cascade import CascadeDetector
 from detectors.errors import DetectorError, NotFittedError
 from detectors.normalise import tail_decades
 from detectors.spec import AutoencoderSpec, CascadeSpec
-from streamer.synthetic import ANOMALY_KINDS
+from streamer.demo.synthetic import ANOMALY_KINDS
 from tests.detectors.conftest import Labelled
 
 # Measured on this dataset at the time of writing: overall 0.96; spike 1.00, level_shift 1.00,

@@ -20,7 +20,7 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from streamer.broker import committed_offsets
+from streamer.broker.admin import committed_offsets
 from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig
 

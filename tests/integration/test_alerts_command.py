@@ -8,7 +8,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streamer.cli import ExitCode, main
+from streamer.cli.main import ExitCode, main
 from tests.conftest import Broker
 
 

@@ -13,10 +13,10 @@ import pytest
 from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
-from streamer.cli import ExitCode, main
-from streamer.pipeline import build_pipeline
+from streamer.broker.pipeline import build_pipeline
+from streamer.cli.main import ExitCode, main
 from tests.conftest import Broker, read_topic
-from tests.streamer.test_backtest import ANOMALOUS_ROWS, CALIBRATION, windows_frame
+from tests.streamer.backtest.test_run import ANOMALOUS_ROWS, CALIBRATION, windows_frame
 
 WINDOWS = 1200
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streamer.broker import committed_offsets
+from streamer.broker.admin import committed_offsets
 from streamer.codec import JsonCodec, Limits
 from tests.conftest import Broker, read_topic
 

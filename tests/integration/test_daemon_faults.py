@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamer.broker import TopicSpec, create_topics, wait_for_broker
+from streamer.broker.admin import TopicSpec, create_topics, wait_for_broker
 from streamer.config import KafkaConfig
 from tests.conftest import Broker, _script, read_topic
 from tests.integration.daemons import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from streamer.cli import ExitCode, main
+from streamer.cli.main import ExitCode, main
 from tests.conftest import Broker
 
 SENSOR = Path(__file__).resolve().parents[2] / "configs" / "sensor.toml"

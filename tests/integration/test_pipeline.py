@@ -13,10 +13,10 @@ import pytest
 from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
-from streamer.broker import committed_offsets
+from streamer.broker.admin import committed_offsets
+from streamer.broker.pipeline import build_calibrator, build_pipeline
 from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
-from streamer.pipeline import build_calibrator, build_pipeline
 from tests.conftest import Broker, read_topic
 
 N = 1200

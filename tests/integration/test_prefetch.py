@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streamer.broker import committed_offsets
+from streamer.broker.admin import committed_offsets
+from streamer.broker.prefetch import PrefetchingSource
 from streamer.checkpoints import Partition
 from streamer.config import LogConfig, TandemConfig
 from streamer.errors import FetchProcessError
-from streamer.prefetch import PrefetchingSource
 from streamer.records import SourceRecord
 from tests.conftest import Broker
 
@@ -196,7 +196,7 @@ def test_a_dead_fetch_process_stops_the_daemon(
 ORPHAN = """
 import os, sys, time
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
-from streamer.prefetch import PrefetchingSource
+from streamer.broker.prefetch import PrefetchingSource
 source = PrefetchingSource(
     KafkaConfig(bootstrap=sys.argv[1], input_topic=sys.argv[2], group_id=sys.argv[3]),
     BatchConfig(max_records=10, max_wait_ms=100),

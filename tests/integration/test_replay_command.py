@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamer.cli import ExitCode, main
+from streamer.cli.main import ExitCode, main
 from streamer.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
 from tests.conftest import Broker, read_topic

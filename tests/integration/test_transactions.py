@@ -11,9 +11,9 @@ import orjson
 from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
+from streamer.broker.pipeline import build_pipeline
+from streamer.broker.transactions import Transaction
 from streamer.config import KafkaConfig
-from streamer.pipeline import build_pipeline
-from streamer.transactions import Transaction
 from tests.conftest import Broker, read_topic
 from tests.integration.daemons import committed, feed, key_of, produce
 

@@ -11,9 +11,9 @@ from calibration.state import GLOBAL, entity_names
 from detectors.cascade import CascadeDetector
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import JsonCodec, Limits
-from streamer.memory import ListSink, ListSource, MemoryStateStore
 from streamer.records import SourceRecord, WindowBatch
 from streamer.runner import Runner
+from streamer.testing import ListSink, ListSource, MemoryStateStore
 
 
 def calibrator() -> RollingQuantile:

@@ -9,9 +9,9 @@ from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import JsonCodec, Limits
-from streamer.memory import Journal, ListSink, ListSource, MemoryStateStore
 from streamer.records import SourceRecord
 from streamer.runner import Runner
+from streamer.testing import Journal, ListSink, ListSource, MemoryStateStore
 
 
 @pytest.fixture

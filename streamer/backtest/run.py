@@ -1,0 +1,226 @@
+"""Backtests: the daemon's run loop over a finite source, with every window's score kept.
+
+``run_backtest`` builds the same ``Runner`` as ``tandem run`` (decode, score, calibrate, build
+alerts, in that order, with the daemon's code), with a finite source (``streamer.backtest.sources``)
+and in-memory sinks instead of Kafka, and an observer that keeps each window's score, parts,
+threshold and flag for the report. Same records in the same order give the daemon's alerts: the
+calibrator's flags do not depend on how the stream is cut into batches (``calibration.window``).
+
+A sweep re-runs only the calibration: the scores of one pass go through a fresh calibrator per
+setting, in the same order, so trying ten false-alarm targets costs ten calibrations, not ten
+scoring passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import structlog
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from calibration.base import Flags
+from detectors.base import Detector, Scores
+from streamer.broker.pipeline import build_calibrator, calibrator_description
+from streamer.codec import Codec
+from streamer.config import CalibrationConfig
+from streamer.errors import ConfigError
+from streamer.records import DeadLetter, SourceRecord, WindowBatch
+from streamer.runner import BatchReport, Runner
+from streamer.testing import ListSink, NoCheckpoints
+
+log = structlog.get_logger(__name__)
+
+TRACE_COLUMNS = ("partition", "offset", "key", "ts", "label", "score", "threshold", "flag")
+"""The score trace's columns that are not score parts (a detector's parts never take these
+names: ``detectors.fusion`` refuses them as member names)."""
+
+
+class FiniteSource(Protocol):
+    """A ``streamer.runner.Source`` that ends: ``poll`` returns nothing once ``finished``."""
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def poll(self) -> list[SourceRecord]: ...
+
+    def commit(self, records: Sequence[SourceRecord]) -> None: ...
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None: ...
+
+
+class ScoreTrace:
+    """Keeps, for every window scored, its position, key, time, label, score, parts, threshold
+    and flag (a ``BatchObserver`` of the run loop)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[dict[str, NDArray[Any]]] = []
+        """Besides ``TRACE_COLUMNS``, a column per score part (``ae1``, ``ae2``; a fusion's)."""
+
+    def observe(self, batch: WindowBatch, scores: Scores, flags: Flags) -> None:
+        self._chunks.append(
+            {
+                "partition": np.fromiter((r.partition for r in batch.records), np.int32),
+                "offset": np.fromiter((r.offset for r in batch.records), np.int64),
+                "key": batch.keys,
+                "ts": batch.ts_ms,
+                "label": batch.labels,
+                "score": np.asarray(scores.score, np.float64),
+                **{name: np.asarray(part, np.float64) for name, part in scores.parts.items()},
+                "threshold": flags.thresholds,
+                "flag": flags.flags,
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """One row per scored window, in the order scored (columns as ``observe`` names them)."""
+        if not self._chunks:
+            return pd.DataFrame(
+                {
+                    "partition": np.empty(0, np.int32),
+                    "offset": np.empty(0, np.int64),
+                    "key": np.empty(0, str),
+                    "ts": np.empty(0, np.int64),
+                    "label": np.empty(0, np.int8),
+                    "score": np.empty(0),
+                    "threshold": np.empty(0),
+                    "flag": np.empty(0, bool),
+                }
+            )
+        return pd.DataFrame(
+            {
+                name: np.concatenate([chunk[name] for chunk in self._chunks])
+                for name in self._chunks[0]
+            }
+        )
+
+
+@dataclass
+class Backtest:
+    """What a backtest saw and did.
+
+    ``windows``: one row per scored window in stream order (``ScoreTrace.frame``: partition,
+    offset, key, ts (epoch ms), label (-1 unknown), score, one column per score part, threshold,
+    flag). ``alerts``: the alert bodies the daemon would have published, in order.
+    ``dead_letters``: the records it would have dead-lettered. ``stage_seconds``: run-loop
+    seconds per stage, summed over batches; ``seconds``: wall time of the whole run."""
+
+    source: str
+    windows: pd.DataFrame
+    alerts: list[Mapping[str, Any]]
+    dead_letters: list[DeadLetter]
+    records: int
+    seconds: float
+    stage_seconds: dict[str, float]
+    model: dict[str, str]
+    calibration: CalibrationConfig
+    feature_names: tuple[str, ...]
+    sweep: list[SweepResult] = field(default_factory=list)
+
+
+def run_backtest(
+    source: FiniteSource,
+    codec: Codec,
+    detector: Detector,
+    calibration: CalibrationConfig,
+    model: Mapping[str, str],
+    source_name: str,
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> Backtest:
+    """Run every record of ``source`` through the daemon's run loop; ``on_batch`` is told after
+    each batch (a progress bar)."""
+    trace = ScoreTrace()
+    alerts, dead = ListSink("alerts"), ListSink("dead_letters")
+    runner = Runner(
+        source,
+        codec,
+        detector,
+        build_calibrator(calibration),
+        alerts,
+        dead,
+        NoCheckpoints(),
+        model=model,
+        calibration=calibrator_description(calibration),
+        observer=trace,
+    )
+    stage_seconds: dict[str, float] = {}
+    records = 0
+    started = time.perf_counter()
+    while (report := runner.step()) is not None:
+        records += report.records
+        for stage, seconds in report.seconds.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+        if on_batch is not None:
+            on_batch(report)
+    seconds = time.perf_counter() - started
+    log.info("backtest_done", source=source_name, records=records, alerts=len(alerts.items))
+    return Backtest(
+        source=source_name,
+        windows=trace.frame(),
+        alerts=[alert.body for alert in alerts.items],
+        dead_letters=list(dead.items),
+        records=records,
+        seconds=seconds,
+        stage_seconds=stage_seconds,
+        model=dict(model),
+        calibration=calibration,
+        feature_names=detector.feature_names,
+    )
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """One calibration to try: ``name`` (``key=value``) and the full calibration config."""
+
+    name: str
+    calibration: CalibrationConfig
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep setting's thresholds and flags (n,) over the backtest's windows, in order."""
+
+    setting: SweepSetting
+    flags: Flags
+
+
+def parse_sweep(text: str, base: CalibrationConfig) -> list[SweepSetting]:
+    """``calibration.KEY=V1,V2,...`` (the ``calibration.`` prefix optional) as settings of
+    ``base`` with KEY replaced; each is validated as a config file's would be."""
+    name, _, values = text.partition("=")
+    key = name.strip().removeprefix("calibration.")
+    if not values or key not in CalibrationConfig.model_fields:
+        raise ConfigError(
+            f"--sweep {text!r}: expected calibration.KEY=V1,V2,... with KEY one of "
+            f"{', '.join(CalibrationConfig.model_fields)}"
+        )
+    if key == "checkpoint_interval_s":
+        raise ConfigError("--sweep: checkpoint_interval_s does not change what is flagged")
+    settings = []
+    for value in (v.strip() for v in values.split(",") if v.strip()):
+        try:
+            config = CalibrationConfig.model_validate({**base.model_dump(), key: value})
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            raise ConfigError(f"--sweep {key}={value}: {reason}") from None
+        settings.append(SweepSetting(f"{key}={value}", config))
+    return settings
+
+
+def run_sweep(windows: pd.DataFrame, settings: Sequence[SweepSetting]) -> list[SweepResult]:
+    """Each setting's flags over ``windows`` (a ``Backtest.windows``): a fresh calibrator fed
+    the same scores of the same keys in the same order as the run loop fed its own."""
+    keys = windows["key"].to_numpy()
+    scores = windows["score"].to_numpy()
+    return [
+        SweepResult(setting, build_calibrator(setting.calibration).update(keys, scores))
+        for setting in settings
+    ]

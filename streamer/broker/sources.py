@@ -1,0 +1,221 @@
+"""The Kafka source: a consumer in a group, auto-commit off, batches by count and wait time.
+
+Offsets are committed only by ``commit``, which the run loop calls after the batch's output is
+acknowledged and its calibrator state saved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
+
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.structs import MemberState, OffsetAndMetadata
+
+from streamer.broker.transactions import Transaction
+from streamer.checkpoints import Partition
+from streamer.config import BatchConfig, KafkaConfig
+from streamer.errors import TopicError
+from streamer.records import SourceRecord, first_offsets, next_offsets
+
+log = structlog.get_logger(__name__)
+
+JOIN_POLL_MS = 5_000
+"""How long a poll may wait while the group is rebalancing (see ``KafkaSource._rebalancing``)."""
+STUCK_REBALANCE_S = 120.0
+
+
+class PartitionListener(Protocol):
+    """Told when the group moves partitions (the run loop: ``Runner``)."""
+
+    def partitions_revoked(self, partitions: Collection[Partition]) -> None: ...
+
+    def partitions_assigned(self, partitions: Collection[Partition]) -> None: ...
+
+
+class KafkaSource:
+    """Reads ``[kafka].input_topic`` in consumer group ``[kafka].group_id``.
+
+    Group rebalances happen inside ``poll``. The ``listener`` is told first which partitions are
+    being revoked (it saves their state; records fetched for the batch being collected are
+    released, uncommitted), then which are assigned (it restores their state).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        batch: BatchConfig,
+        listener: PartitionListener | None = None,
+        transaction: Transaction | None = None,
+        topic_wait_s: float = 30.0,
+    ) -> None:
+        self.batch, self.listener, self.transaction = batch, listener, transaction
+        self.in_hand: list[Any] = []
+        self.consumer = KafkaConsumer(
+            group_id=kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=kafka.auto_offset_reset,
+            max_poll_records=batch.max_records,
+            metadata_max_age_ms=30_000,
+            **kafka.client_options(),
+        )
+        # Join the group only once the topic's partitions are known: a member that joins first
+        # can be handed nothing and wait for the next metadata refresh to rejoin.
+        deadline = time.monotonic() + topic_wait_s
+        while not self.consumer.partitions_for_topic(kafka.input_topic):
+            if time.monotonic() > deadline:
+                self.consumer.close()
+                raise TopicError(
+                    f"input topic {kafka.input_topic!r} does not exist (or is not visible)"
+                )
+            time.sleep(0.2)
+        self.topic = kafka.input_topic
+        self.unstable_since: float | None = None
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        # A metadata round trip now, before the first poll joins the group: kafka-python takes
+        # the topic's partitions for its assignment from the metadata it has when it joins, so
+        # a join before any metadata arrived assigns nothing, and the metadata arriving a moment
+        # later starts a second rebalance (see ``_rebalancing`` for why that is worth avoiding).
+        self.consumer.topics()
+
+    def poll(self) -> list[SourceRecord]:
+        """Up to ``max_records`` records, waiting at most ``max_wait_ms`` after the first call."""
+        return [source_record(r) for r in self.poll_fetched()]
+
+    def poll_fetched(self) -> list[Any]:
+        """``poll``'s batch as kafka-python's own ``ConsumerRecord`` tuples (for a caller that
+        reads a few fields of many records: the fetch process)."""
+        deadline = time.monotonic() + self.batch.max_wait_ms / 1000
+        while len(self.in_hand) < self.batch.max_records:
+            remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
+            if self._rebalancing():
+                remaining_ms = max(remaining_ms, JOIN_POLL_MS)
+            fetched = self.consumer.poll(
+                timeout_ms=remaining_ms, max_records=self.batch.max_records - len(self.in_hand)
+            )
+            for partition_records in fetched.values():
+                self.in_hand.extend(partition_records)
+            if remaining_ms == 0:
+                break
+        records, self.in_hand = self.in_hand, []
+        return records
+
+    def _rebalancing(self) -> bool:
+        """Whether the consumer is (re)joining its group; if that has gone on for
+        ``STUCK_REBALANCE_S``, subscribe afresh (with a warning), which starts a clean join.
+
+        kafka-python 3.0 can lose an assignment when a ``poll`` times out between the JoinGroup
+        and SyncGroup answers of a rebalance that its leader started because topic metadata
+        changed (as happens right after a group's first join): its next ``poll`` sees no reason
+        to rejoin and never applies the assignment, and every commit fails with
+        RebalanceInProgressError. A poll given ``JOIN_POLL_MS`` while the group is not stable
+        makes that window all but unreachable; resubscribing gets out of it if it is reached."""
+        if self.consumer.group_metadata().state == MemberState.STABLE:
+            self.unstable_since = None
+            return False
+        now = time.monotonic()
+        if self.unstable_since is None:
+            self.unstable_since = now
+        elif now - self.unstable_since > STUCK_REBALANCE_S:
+            stuck_s = round(now - self.unstable_since)
+            log.warning("rebalance_stuck", seconds=stuck_s, action="subscribe again")
+            self.unstable_since = now
+            self.consumer.unsubscribe()
+            self._subscribe()
+        return True
+
+    def lag(self) -> dict[Partition, int]:
+        """Records behind the end of each assigned partition, as of the last fetch (a partition
+        not fetched from yet is left out)."""
+        lags: dict[Partition, int] = {}
+        for partition in self.consumer.assignment():
+            end = self.consumer.highwater(partition)
+            if end is not None:
+                lags[(partition.topic, partition.partition)] = max(
+                    end - self.consumer.position(partition), 0
+                )
+        return lags
+
+    def commit(self, records: Sequence[SourceRecord]) -> None:
+        """Commit, per partition, the offset after the last of ``records``; with transactions,
+        commit the open transaction with those offsets in it (with none, if ``records`` is
+        empty: a checkpoint saved outside a batch)."""
+        offsets = kafka_offsets(next_offsets(records))
+        if self.transaction is not None:
+            self.transaction.commit(offsets, self.consumer.group_metadata())
+            return
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as error:
+            # The group moved these partitions while the batch was out: their new owner reads
+            # them again from the last commit (alert ids make the repeats harmless).
+            log.warning("commit_refused", error=str(error), partitions=len(offsets))
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """Seek each partition still owned back to the first of ``records`` in it."""
+        self.seek_owned(first_offsets(records))
+
+    def seek_owned(self, offsets: Mapping[Partition, int]) -> None:
+        """Seek each partition of ``offsets`` still owned to its offset (the others are left to
+        their new owner)."""
+        owned = self.consumer.assignment()
+        for (topic, number), offset in offsets.items():
+            partition = TopicPartition(topic, number)
+            if partition in owned:
+                self.consumer.seek(partition, offset)
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        # kafka-python runs this on its network thread, where blocking consumer calls (a commit)
+        # are refused, so records fetched for the batch being collected are not scored here:
+        # they are released uncommitted, and whoever owns their partitions next (often this
+        # daemon again) fetches them from the last commit. Nothing is lost or scored twice.
+        released, self.source.in_hand = len(self.source.in_hand), []
+        if released:
+            log.info("records_released", records=released)
+        if self.source.listener is not None:
+            self.source.listener.partitions_revoked(_partitions(revoked))
+
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        if self.source.listener is not None:
+            self.source.listener.partitions_assigned(_partitions(assigned))
+
+
+def source_record(record: Any) -> SourceRecord:
+    """A kafka-python ``ConsumerRecord`` as the pipeline's ``SourceRecord``."""
+    return SourceRecord(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.timestamp,
+        tuple(record.headers) if record.headers else (),
+    )
+
+
+def kafka_offsets(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """``offsets`` as kafka-python's commit (and ``send_offsets_to_transaction``) takes them."""
+    return {
+        TopicPartition(topic, number): OffsetAndMetadata(offset, "", -1)
+        for (topic, number), offset in offsets.items()
+    }
+
+
+def _partitions(partitions: Collection[TopicPartition]) -> list[Partition]:
+    return sorted((p.topic, p.partition) for p in partitions)

@@ -1,0 +1,117 @@
+"""``tandem alerts``: read the alerts topic as a person or a script wants it.
+
+Follows new alerts (or reads from the beginning), filters by entity key or minimum score, prints
+JSON lines or a table, and drops alerts whose ``alert_id`` it has already shown: after a crash
+the daemon may publish a window's alert twice, always with the same id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from collections.abc import Generator
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import orjson
+import structlog
+from kafka import KafkaConsumer
+
+from streamer.cli.options import add_config_option
+from streamer.config import TandemConfig
+
+log = structlog.get_logger(__name__)
+
+
+def add_alerts_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    alerts = commands.add_parser("alerts", help="show alerts from the alerts topic")
+    add_config_option(alerts)
+    alerts.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
+    alerts.add_argument(
+        "--no-follow", action="store_true", help="stop once no alert has arrived for --idle-s"
+    )
+    alerts.add_argument("--idle-s", type=float, default=5.0)
+    alerts.add_argument("--key", action="append", help="only these entities (repeatable)")
+    alerts.add_argument("--min-score", type=float, help="only alerts scoring at least this")
+    alerts.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
+    alerts.set_defaults(command=alerts_command)
+
+
+def alerts_command(args: argparse.Namespace, config: TandemConfig) -> int:
+    keys = set(args.key or ())
+    seen: set[str] = set()
+    if args.format == "table":
+        print(
+            f"{'time (UTC)':<23} {'key':<16} {'score':>8} {'threshold':>9}  top feature  alert_id"
+        )
+    stream = _alerts(config, args.from_beginning, None if not args.no_follow else args.idle_s)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for alert in stream:
+            if alert["alert_id"] in seen:
+                continue
+            seen.add(alert["alert_id"])
+            if keys and alert["key"] not in keys:
+                continue
+            if args.min_score is not None and alert["score"] < args.min_score:
+                continue
+            print(_format(alert, args.format), flush=True)
+    finally:
+        stream.close()  # closes the consumer, which leaves its group, however the loop ended
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _interrupt(number: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM both end the viewer through ``KeyboardInterrupt``, so its consumer
+    leaves its group: a process started in the background inherits SIGINT ignored, and SIGTERM's
+    default ends it at once, leaving a member that keeps the group alive (and undeletable)
+    until its session times out."""
+    raise KeyboardInterrupt
+
+
+def _alerts(
+    config: TandemConfig, from_beginning: bool, idle_s: float | None
+) -> Generator[dict[str, Any]]:
+    """Alerts as they arrive; ends after ``idle_s`` without one (never when None)."""
+    consumer = KafkaConsumer(
+        config.kafka.alerts_topic,
+        group_id=None,  # a viewer commits nothing: no consumer group to leave behind
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        isolation_level="read_committed",  # with transactions, aborted alerts never show
+        **config.kafka.client_options(),
+    )
+    try:
+        last = time.monotonic()
+        following = False
+        while idle_s is None or time.monotonic() - last < idle_s:
+            batches = consumer.poll(timeout_ms=500)
+            if not following and consumer.assignment():
+                following = True  # a demo waits for this before it replays
+                log.info("alerts_following", partitions=len(consumer.assignment()))
+            for records in batches.values():
+                for record in records:
+                    last = time.monotonic()
+                    yield orjson.loads(record.value)
+    finally:
+        consumer.close()
+
+
+def _format(alert: dict[str, Any], fmt: str) -> str:
+    if fmt == "jsonl":
+        return orjson.dumps(alert).decode()
+    when = datetime.fromtimestamp(alert["event_ts"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[
+        :23
+    ]
+    top = alert["top_features"][0] if alert["top_features"] else {"name": "-", "share": 0.0}
+    blame = f"{top['name']} ({top['share']:.0%})"
+    return (
+        f"{when:<23} {alert['key']:<16} {alert['score']:>8.2f} {alert['threshold']:>9.2f}  "
+        f"{blame:<12} {alert['alert_id']}"
+    )

@@ -1,0 +1,228 @@
+"""``tandem backtest``: the daemon's pipeline over a file or a topic range, with a report.
+
+The source is ``--data`` (windows, or a raw series cut with ``--window``/``--stride``) or
+``--topic`` between ``--from-offset``/``--from-time`` and ``--to-offset``/``--to-time``; the
+model is ``--model`` (default ``[model].bundle``) and the calibration ``[calibration]`` of
+``--config``. Labels are the data's ``label`` column (``--labels COLUMN`` names another), the
+records' ``"label"`` field, or ``--labels FILE`` of labelled time ranges. ``--sweep
+calibration.KEY=V1,V2`` recalibrates the same scores under each value. ``--out DIR`` writes
+``report.json``, ``alerts.csv`` and ``report.html``; a summary is printed either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from streamer.cli.options import add_config_option, add_data_options
+from streamer.config import TandemConfig
+from streamer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.table import Table
+
+    from streamer.backtest.run import FiniteSource
+    from streamer.codec import Codec
+    from streamer.tables import WindowTable
+
+log = structlog.get_logger(__name__)
+
+
+def add_backtest_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backtest = commands.add_parser(
+        "backtest", help="run the daemon's pipeline over a file or a topic range; write a report"
+    )
+    add_config_option(backtest)
+    add_data_options(backtest, required=False)
+    topic = backtest.add_argument_group("topic range (instead of --data)")
+    topic.add_argument("--topic", help="read this topic's partitions, without a consumer group")
+    topic.add_argument("--from-offset", type=int, help="first offset of every partition")
+    topic.add_argument("--from-time", help="first record at or after this ISO-8601 time (UTC)")
+    topic.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
+    topic.add_argument("--to-time", help="stop before the first record at this ISO-8601 time")
+    backtest.add_argument("--model", type=Path, help="bundle directory (default: [model].bundle)")
+    backtest.add_argument(
+        "--labels", help="a label column of --data (default: 'label'), or a file of time ranges"
+    )
+    backtest.add_argument(
+        "--sweep",
+        help="recalibrate the same scores under each value: calibration.KEY=V1,V2,...",
+    )
+    backtest.add_argument("--out", type=Path, help="report directory to write")
+    backtest.add_argument(
+        "--batch-size", type=int, help="records per batch (default: [batch].max_records)"
+    )
+    backtest.set_defaults(command=backtest_command)
+
+
+def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
+    from detectors.registry import load_detector
+    from streamer.backtest.run import parse_sweep, run_backtest, run_sweep
+    from streamer.backtest.summary import attach_labels, summarise, write_report
+    from streamer.codec import Limits, make_codec
+
+    if (args.data is None) == (args.topic is None):
+        raise ConfigError("give either --data FILE or --topic TOPIC")
+    if args.topic is not None and args.labels is not None and not Path(args.labels).is_file():
+        raise ConfigError(f"--labels {args.labels}: no such file (a label column needs --data)")
+    bundle = args.model or config.model.bundle
+    if bundle is None:
+        raise ConfigError("no model: pass --model DIR or set [model].bundle")
+    settings = parse_sweep(args.sweep, config.calibration) if args.sweep else []
+    batch_size = args.batch_size or config.batch.max_records
+    detector = load_detector(Path(bundle), device=config.model.device)
+    codec = make_codec(
+        config.codec.format,
+        Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),
+    )
+    source, name, table = _open_source(args, config, codec, batch_size)
+    console = Console(stderr=True)
+    console.print(f"backtest of {name}: {source.total:,} records, model {bundle}")
+    try:
+        with _Progress(console, source.total) as advance:
+            backtest = run_backtest(
+                source,
+                codec,
+                detector,
+                config.calibration,
+                {"name": detector.name_, "version": detector.version or "unsaved"},
+                name,
+                on_batch=lambda report: advance(report.records),
+            )
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    ranges = attach_labels(backtest, table, args.labels)
+    backtest.sweep = run_sweep(backtest.windows, settings)
+    report = summarise(backtest, ranges)
+    _print_summary(report)
+    if args.out:
+        written = write_report(args.out, backtest, report, ranges)
+        Console(highlight=False).print(
+            "report: " + ", ".join(str(path) for path in written), markup=False
+        )
+    return 0
+
+
+def _open_source(
+    args: argparse.Namespace, config: TandemConfig, codec: Codec, batch_size: int
+) -> tuple[FiniteSource, str, WindowTable | None]:
+    """The source the options name, a name for it in the report, and the file's table."""
+    from streamer.backtest.sources import FileSource, TopicRangeSource, parse_bound
+    from streamer.backtest.summary import load_labelled_windows
+
+    if args.data is not None:
+        # In time order, all entities interleaved: the order `tandem replay` sends them in, and
+        # so the order the daemon would read them in.
+        table = load_labelled_windows(args.data, args.window, args.stride, args.labels)
+        table = table.in_time_order()
+        return FileSource(table, codec, args.data.name, batch_size), str(args.data), table
+    start = parse_bound(args.from_offset, args.from_time, "from")
+    end = parse_bound(args.to_offset, args.to_time, "to")
+    source = TopicRangeSource(config.kafka.client_options(), args.topic, start, end, batch_size)
+    name = f"{args.topic} [{start.describe('start')}, {end.describe('end')})"
+    return source, name, None
+
+
+class _Progress:
+    """A rich progress bar on a terminal; elsewhere a ``backtest_progress`` event per tenth."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console, self.total, self.done, self.logged = console, total, 0, 0
+        self.bar: Progress | None = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self.console.is_terminal:
+            self.bar = Progress(
+                TextColumn("scoring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("scoring", total=self.total, rate="")
+        return self.advance
+
+    def advance(self, records: int) -> None:
+        self.done += records
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+        elif self.total and self.done * 10 // self.total > self.logged:
+            self.logged = self.done * 10 // self.total
+            log.info("backtest_progress", records=self.done, total=self.total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 120  # a log or a pipe: wide enough for the sweep table
+    counts = report["counts"]
+    console.print(
+        f"{counts['windows']:,} windows of {counts['keys']} keys scored in "
+        f"{report['timings']['seconds']:.1f} s ({report['timings']['windows_per_s']:,.0f}/s): "
+        f"{counts['alerts']:,} alerts ({counts['alerts_per_10k']:.1f} per 10k), "
+        f"{counts['dead_letters']:,} dead letters",
+        markup=False,
+    )
+    metrics = report.get("metrics")
+    if metrics:
+        grid = Table(title="against the labels")
+        for column in ("metric", "value"):
+            grid.add_column(column, justify="right" if column == "value" else "left")
+        for name, value in _headline(metrics):
+            grid.add_row(name, value)
+        console.print(grid)
+    if report.get("sweep"):
+        console.print(_sweep_table(report["sweep"]))
+
+
+def _headline(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    delay = metrics.get("median_delay_ms")
+    rows = [
+        ("events detected", f"{metrics['events_detected']} of {metrics['events']}"),
+        ("event recall / precision / F1", _triple(metrics, "event")),
+        ("point precision / recall / F1", _triple(metrics, "point")),
+        ("false alarms per 10k normal windows", f"{metrics['false_alarms_per_10k']:.2f}"),
+        ("median detection delay", "-" if delay is None else f"{delay / 1000:,.1f} s"),
+    ]
+    if metrics.get("nab_standard") is not None:
+        rows.append(("NAB score (standard profile)", f"{metrics['nab_standard']:.1f}"))
+    return rows
+
+
+def _triple(metrics: dict[str, Any], kind: str) -> str:
+    if kind == "event":
+        values = (metrics["event_recall"], metrics["event_precision"], metrics["event_f1"])
+    else:
+        values = (metrics["precision"], metrics["recall"], metrics["f1"])
+    return " / ".join(f"{v:.3f}" for v in values)
+
+
+def _sweep_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    from streamer.backtest.summary import sweep_table
+
+    header, cells = sweep_table(rows)
+    grid = Table(title="sweep: the same scores, recalibrated")
+    for column in header:
+        grid.add_column(column, justify="left" if column == "setting" else "right")
+    for line in cells:
+        grid.add_row(*line)
+    return grid

@@ -1,0 +1,228 @@
+"""Backtests without a broker: the run loop over a file source, sweeps, the report's files, and
+the ``tandem backtest`` command on a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from detectors.cascade import CascadeDetector
+from streamer.backtest.run import Backtest, parse_sweep, run_backtest, run_sweep
+from streamer.backtest.sources import FileSource
+from streamer.backtest.summary import attach_labels, summarise, write_report
+from streamer.cli.main import ExitCode, main
+from streamer.codec import JsonCodec, Limits
+from streamer.config import CalibrationConfig
+from streamer.errors import ConfigError
+from streamer.tables import WindowTable, load_windows
+
+START_MS = 1_764_000_000_000
+CALIBRATION = {
+    "method": "quantile",
+    "quantile": 0.995,
+    "window": 400,
+    "warmup": 200,
+    "refresh": 16,
+}
+ANOMALOUS_ROWS = (930, 931, 932, 1050, 1110)
+
+
+def windows_frame(n: int = 1200) -> pd.DataFrame:
+    """n windows of 8 features in time order, 3 keys round robin, labelled anomalies (the
+    tiny model's two latent factors, broken) after the calibration warm-up."""
+    tiny = np.random.default_rng(0)  # the tiny bundle's two factors (tests/conftest.py)
+    tiny.normal(size=(2000, 2))
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(n, 2)) @ tiny.normal(size=(2, 8))
+    values = base + rng.normal(0, 0.05, size=base.shape)
+    labels = np.zeros(n, dtype=int)
+    for row in (r for r in ANOMALOUS_ROWS if r < n):
+        values[row] += rng.normal(0, 3, size=8)
+        labels[row] = 1
+    frame = pd.DataFrame(values.round(5), columns=[f"x{i}" for i in range(8)])
+    frame.insert(0, "ts", START_MS + 1000 * np.arange(n))
+    frame.insert(0, "key", [f"s{i % 3}" for i in range(n)])
+    frame["label"] = labels
+    return frame
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "windows.csv"
+    windows_frame().to_csv(path, index=False)
+    return path
+
+
+def backtest(
+    table: WindowTable, detector: CascadeDetector, batch_size: int, **calibration: object
+) -> Backtest:
+    config = CalibrationConfig.model_validate({**CALIBRATION, **calibration})
+    source = FileSource(table, JsonCodec(Limits(8)), "windows.csv", batch_size)
+    return run_backtest(
+        source, JsonCodec(Limits(8)), detector, config, {"name": "tiny", "version": "1"}, "file"
+    )
+
+
+def test_the_same_windows_flag_the_same_alerts_in_any_batches(
+    data_file: Path, tiny_detector: CascadeDetector
+) -> None:
+    table = load_windows(data_file)
+    small, large = backtest(table, tiny_detector, 7), backtest(table, tiny_detector, 500)
+    assert len(small.windows) == len(large.windows) == len(table)
+    assert small.alerts, "the broken windows alert"
+    assert [a["alert_id"] for a in small.alerts] == [a["alert_id"] for a in large.alerts]
+    assert [a["score"] for a in small.alerts] == [a["score"] for a in large.alerts]
+    assert [a["threshold"] for a in small.alerts] == [a["threshold"] for a in large.alerts]
+    flagged_rows = {int(a["alert_id"].rsplit("/", 1)[1]) for a in small.alerts}
+    assert set(ANOMALOUS_ROWS) <= flagged_rows
+    assert small.alerts[0]["alert_id"].startswith("windows.csv/0/")
+    np.testing.assert_array_equal(small.windows["flag"], large.windows["flag"])
+    assert small.windows["flag"].sum() == len(small.alerts)
+
+
+def test_a_sweep_at_the_runs_own_setting_reproduces_its_flags(
+    data_file: Path, tiny_detector: CascadeDetector
+) -> None:
+    run = backtest(load_windows(data_file), tiny_detector, 64)
+    settings = parse_sweep("calibration.quantile=0.995,0.9", run.calibration)
+    same, looser = run_sweep(run.windows, settings)
+    np.testing.assert_array_equal(same.flags.flags, run.windows["flag"].to_numpy())
+    np.testing.assert_array_equal(same.flags.thresholds, run.windows["threshold"].to_numpy())
+    assert looser.flags.flags.sum() > 3 * same.flags.flags.sum()
+    assert looser.setting.calibration.quantile == 0.9 and looser.setting.name == "quantile=0.9"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("calibration.quantile=2", "quantile=2"),
+        ("calibration.nonsense=1,2", "KEY one of"),
+        ("target_rate", "expected calibration.KEY"),
+        ("calibration.checkpoint_interval_s=1,2", "does not change"),
+    ],
+)
+def test_a_bad_sweep_is_refused_naming_the_setting(text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        parse_sweep(text, CalibrationConfig())
+
+
+def test_a_window_the_codec_refuses_is_a_dead_letter_with_its_row(
+    tmp_path: Path, tiny_detector: CascadeDetector
+) -> None:
+    frame = windows_frame(300)
+    frame.loc[17, "x3"] = 1e13  # beyond [codec].max_abs_value
+    path = tmp_path / "windows.csv"
+    frame.to_csv(path, index=False)
+    run = backtest(load_windows(path), tiny_detector, 100)
+    assert [letter.record.position for letter in run.dead_letters] == ["windows.csv/0/17"]
+    assert run.dead_letters[0].reason == "field 'features' value 3 is 1e+13, beyond ±1e+12"
+    assert len(run.windows) == 299 and 17 not in run.windows["offset"].tolist()
+    report = summarise(run)
+    assert report["counts"]["dead_letters"] == 1
+    assert report["dead_letters"]["first"][0]["source"] == "windows.csv/0/17"
+
+
+def test_the_report_files_say_what_the_backtest_found(
+    data_file: Path, tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    table = load_windows(data_file)
+    run = backtest(table, tiny_detector, 128)
+    run.sweep = run_sweep(run.windows, parse_sweep("quantile=0.995,0.99", run.calibration))
+    assert attach_labels(run, table, None) is None
+    report = summarise(run)
+    paths = write_report(tmp_path / "out", run, report, None)
+    assert [p.name for p in paths] == ["report.json", "alerts.csv", "report.html"]
+
+    saved = orjson.loads(paths[0].read_bytes())
+    assert saved["counts"]["windows"] == 1200 and saved["counts"]["alerts"] == len(run.alerts)
+    metrics = saved["metrics"]
+    assert metrics["events"] == 5, "keys alternate: 930, 931 and 932 are of three keys"
+    assert metrics["anomalous_windows"] == len(ANOMALOUS_ROWS)
+    assert [row["setting"] for row in saved["sweep"]] == ["quantile=0.995", "quantile=0.99"]
+    assert saved["sweep"][0]["alerts"] == saved["counts"]["alerts"]
+    assert {row["key"] for row in saved["per_key"]} == {"s0", "s1", "s2"}
+    assert saved["thresholds"]["global"], "the threshold curve is there"
+
+    alerts = pd.read_csv(paths[1])
+    assert alerts["alert_id"].tolist() == [a["alert_id"] for a in run.alerts]
+    assert alerts["score"].tolist() == [a["score"] for a in run.alerts]
+    labelled = alerts.set_index("alert_id")["label"]
+    for row in ANOMALOUS_ROWS:
+        assert labelled[f"windows.csv/0/{row}"] == 1
+
+    html = paths[2].read_text()
+    assert html.count("<img ") == 3, "timeline, score parts, blame"
+    assert "event F1" in html and "Sweep" in html and "windows.csv/0/930" in html
+
+
+def test_labels_from_a_file_of_time_ranges_replace_the_column(
+    data_file: Path, tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    table = load_windows(data_file)
+    run = backtest(table, tiny_detector, 128)
+    ranges = tmp_path / "ranges.csv"
+    first, last = START_MS + 930_000, START_MS + 932_000
+    ranges.write_text(f"start,end,key\n{first},{last},s0\n")
+    assert attach_labels(run, table, str(ranges)) is not None
+    labelled = run.windows[run.windows["label"] == 1]
+    assert labelled["offset"].tolist() == [930], "only s0's window in the range"
+
+
+def test_backtest_command_on_a_file(
+    data_file: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in CALIBRATION.items():
+        monkeypatch.setenv(f"TANDEM_CALIBRATION_{key.upper()}", str(value))
+    out = tmp_path / "report"
+    args = ["backtest", "--data", str(data_file), "--model", str(tiny_bundle), "--out", str(out)]
+    assert main([*args, "--sweep", "calibration.quantile=0.99,0.999"]) == ExitCode.OK
+    saved = orjson.loads((out / "report.json").read_bytes())
+    assert saved["metrics"]["events_detected"] >= 3
+    assert len(saved["sweep"]) == 2
+
+
+def test_backtest_command_refuses_contradicting_sources(tiny_bundle: Path, data_file: Path) -> None:
+    model = ["--model", str(tiny_bundle)]
+    assert main(["backtest", *model]) == ExitCode.CONFIG
+    assert main(["backtest", *model, "--data", str(data_file), "--topic", "t"]) == ExitCode.CONFIG
+    assert main(["backtest", *model, "--data", str(data_file), "--sweep", "x=1"]) == ExitCode.CONFIG
+    assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 1
+    assert main(["backtest", *model, "--topic", "t", "--labels", "label"]) == ExitCode.CONFIG
+
+
+def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
+    from streamer.backtest.summary import nab_standard
+
+    ts = np.array([0, 1000, 2000, 3000, 2500, 4000, 5000, 6000, 7000, 8000], dtype=np.int64)
+    keys = np.full(len(ts), "k")
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0], dtype=np.int8)
+    caught = nab_standard(keys, ts, labels == 1, labels, None)
+    missed = nab_standard(keys, ts, np.zeros(len(ts), dtype=bool), labels, None)
+    assert caught == 100.0 and missed == 0.0
+
+
+def test_a_spot_warmup_too_short_for_its_tail_is_warned_about() -> None:
+    from structlog.testing import capture_logs
+
+    from streamer.broker.pipeline import build_calibrator
+
+    with capture_logs() as logs:
+        build_calibrator(CalibrationConfig(method="spot", warmup=256, refresh=64))
+        build_calibrator(CalibrationConfig(method="quantile", warmup=256, refresh=64))
+        build_calibrator(CalibrationConfig(method="spot", warmup=500, refresh=64))
+    (warning,) = [event for event in logs if event["event"] == "calibration_warmup_short"]
+    assert warning["peaks"] == 5.1 and warning["first_threshold_after"] == 500
+
+
+def test_a_backtest_that_scored_nothing_still_writes_its_report(
+    data_file: Path, tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    table = load_windows(data_file)
+    run = backtest(table.select(np.zeros(len(table), dtype=bool)), tiny_detector, 100)
+    paths = write_report(tmp_path / "out", run, summarise(run), None)
+    assert orjson.loads(paths[0].read_bytes())["counts"]["windows"] == 0
+    assert "No window was scored" in paths[2].read_text()

@@ -1,0 +1,116 @@
+"""generate → train → score through ``main(argv)``, on a small generated feed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from streamer.cli.main import ExitCode, main
+
+
+def test_generate_train_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TANDEM_TRAIN_EPOCHS", "3")
+    feed, bundle, scores = tmp_path / "feed.parquet", tmp_path / "models" / "s1", tmp_path / "s.csv"
+    assert main(["generate", "--out", str(feed), "--steps", "3000", "--keys", "2"]) == ExitCode.OK
+    assert "6000 steps from 2 sensors" in capsys.readouterr().out
+
+    argv = ["train", "--data", str(feed), "--window", "8", "--train-fraction", "0.5"]
+    assert main([*argv, "--out", str(bundle), "--name", "plant-7"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "held-out windows: error and score quantiles" in out
+    assert "version sha256:" in out
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["name"] == "plant-7" and manifest["window_length"] == 32
+    assert manifest["spec"]["epochs"] == 3
+    assert manifest["feature_names"][:2] == ["ch0[t-7]", "ch1[t-7]"]
+
+    argv = ["score", "--model", str(bundle), "--data", str(feed), "--window", "8"]
+    assert main([*argv, "--out", str(scores), "--top", "3"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "3 highest scores of" in out
+    frame = pd.read_csv(scores)
+    assert len(frame) == 2 * (3000 - 7)
+    assert {"key", "ts", "score", "ae1", "ae2", "top_feature", "top_share", "label"} <= set(frame)
+
+
+def test_score_with_a_mismatched_window_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TANDEM_TRAIN_EPOCHS", "1")
+    feed, bundle = tmp_path / "feed.csv", tmp_path / "b"
+    main(["generate", "--out", str(feed), "--steps", "800", "--keys", "1"])
+    main(["train", "--data", str(feed), "--window", "8", "--out", str(bundle)])
+    capsys.readouterr()
+    code = main(["score", "--model", str(bundle), "--data", str(feed), "--window", "6"])
+    assert code == ExitCode.FAILURE
+    assert "trained on windows of 32 features but the stream carries 24" in capsys.readouterr().err
+
+
+def test_members_fusion_and_a_backtest_of_it_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two members trained on channel groups, fused late with kinds learned, backtested: the
+    alerts carry the member parts and a kind."""
+    monkeypatch.setenv("TANDEM_FUSION_EPOCHS", "3")
+    monkeypatch.setenv("TANDEM_CALIBRATION_WARMUP", "300")
+    config = ["--config", str(small_config(tmp_path))]
+    feed = tmp_path / "feed.csv"
+    generate = ["generate", "--out", str(feed), "--steps", "4000", "--keys", "1"]
+    assert main([*generate, "--anomaly-rate", "0.08"]) == ExitCode.OK
+    data = [*config, "--data", str(feed), "--window", "8", "--train-fraction", "0.45"]
+    for name, channels in (("left", "ch0,ch1"), ("right", "ch2,ch3")):
+        argv = ["train", *data, "--features", channels, "--no-kinds"]
+        assert main([*argv, "--out", str(tmp_path / name)]) == ExitCode.OK
+    members = ["--member", f"left={tmp_path / 'left'}", "--member", f"right={tmp_path / 'right'}"]
+    fused = tmp_path / "fused"
+    argv = ["train", *data, "--detector", "fusion-late", *members, "--out", str(fused)]
+    assert main(argv) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "fuser" in out and "anomaly kinds" in out
+    manifest = json.loads((fused / "bundle.json").read_text())
+    assert manifest["kind"] == "fusion-late" and manifest["window_length"] == 32
+    assert [m["name"] for m in manifest["members"]] == ["left", "right"]
+    assert manifest["members"][0]["feature_names"][:2] == ["ch0[t-7]", "ch1[t-7]"]
+    assert manifest["normalisation"]["parts"] == ["left", "right", "joint"]
+    assert manifest["spec"]["epochs"] == 3 and manifest["kinds"]["names"]
+
+    report = tmp_path / "report"
+    argv = ["backtest", *config, "--data", str(feed), "--window", "8", "--model", str(fused)]
+    assert main([*argv, "--out", str(report)]) == ExitCode.OK
+    alerts = pd.read_csv(report / "alerts.csv")
+    assert len(alerts) > 0
+    assert {"part_left", "part_right", "part_joint", "kind", "kind_confidence"} <= set(alerts)
+    assert set(alerts["kind"]) <= set(manifest["kinds"]["names"])
+
+
+def test_a_member_reading_features_the_stream_lacks_fails_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ["--config", str(small_config(tmp_path))]
+    wide, narrow = tmp_path / "wide.csv", tmp_path / "narrow.csv"
+    main(["generate", "--out", str(wide), "--steps", "600", "--keys", "1", "--channels", "4"])
+    main(["generate", "--out", str(narrow), "--steps", "600", "--keys", "1", "--channels", "2"])
+    member = tmp_path / "member"
+    argv = ["train", *config, "--data", str(wide), "--window", "4", "--features", "ch2,ch3"]
+    assert main([*argv, "--out", str(member)]) == ExitCode.OK
+    capsys.readouterr()
+    argv = ["train", *config, "--data", str(narrow), "--window", "4", "--detector", "fusion-concat"]
+    argv += ["--member", f"a={member}", "--member", f"b={member}", "--out", str(tmp_path / "f")]
+    assert main(argv) == ExitCode.FAILURE
+    err = capsys.readouterr().err
+    assert "member 'a' reads feature 'ch2[t-3]'" in err and "do not carry" in err
+
+
+def small_config(directory: Path) -> Path:
+    """A config whose autoencoders fit windows of a few features, trained for 3 epochs."""
+    path = directory / "small.toml"
+    path.write_text(
+        "[train]\nepochs = 3\n[train.ae1]\nhidden = [8]\nlatent = 4\n"
+        "[train.ae2]\nhidden = [4]\nlatent = 2\n"
+    )
+    return path
