@@ -62,7 +62,7 @@ from streamer.broker.admin import (
     delete_topics,
     wait_for_broker,
 )
-from streamer.broker.pipeline import build_pipeline
+from streamer.broker.daemon import build_pipeline
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.broker.sources import KafkaSource
 from streamer.codec import JsonCodec, Limits
@@ -70,7 +70,7 @@ from streamer.config import KafkaConfig, TandemConfig, load_config
 from streamer.demo.synthetic import sensor_feed
 from streamer.errors import BrokerUnavailableError, TandemError
 from streamer.logging import configure_logging
-from streamer.runner import BatchReport
+from streamer.records import BatchReport
 
 log = structlog.get_logger("bench.pipeline")
 

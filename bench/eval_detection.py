@@ -85,10 +85,10 @@ import structlog
 from numpy.typing import NDArray
 
 from detectors.spec import AutoencoderSpec, CascadeSpec
-from streamer.backtest.events import evaluate, labels_from_ranges
+from streamer.backtest.events import evaluate
+from streamer.backtest.labels import labels_from_ranges
 from streamer.backtest.nab import (
     STANDARD,
-    NabError,
     NabFileScore,
     best_threshold,
     nab_file_score,
@@ -96,6 +96,7 @@ from streamer.backtest.nab import (
     probation_rows,
 )
 from streamer.config import CalibrationConfig, TandemConfig
+from streamer.errors import NabError
 from streamer.logging import configure_logging
 from streamer.tables import WindowTable, windows_from_frame
 
@@ -274,8 +275,9 @@ def run_tandem(
     import keras
 
     from detectors.cascade import CascadeDetector
-    from streamer.backtest.run import SweepSetting, parse_sweep, run_backtest, run_sweep
+    from streamer.backtest.run import run_backtest
     from streamer.backtest.sources import FileSource
+    from streamer.backtest.sweep import SweepSetting, parse_sweep, run_sweep
     from streamer.codec import JsonCodec, Limits
 
     started = time.perf_counter()

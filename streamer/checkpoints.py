@@ -24,12 +24,9 @@ import structlog
 
 from calibration.base import Calibrator
 from calibration.state import GLOBAL, entity_names
-from streamer.records import SourceRecord, WindowBatch, next_offsets
+from streamer.records import Partition, SourceRecord, WindowBatch, next_offsets
 
 log = structlog.get_logger(__name__)
-
-Partition = tuple[str, int]
-"""An input partition: (topic, partition number)."""
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,34 @@ class TopicError(TandemError):
 class FetchProcessError(TandemError):
     """The daemon's fetch process (``streamer.broker.fetcher``) exited or stopped answering.
     Fatal: the daemon stops (exit status 1) and its supervisor starts it again."""
+
+
+class LabelError(TandemError):
+    """Labels or a file of labelled time ranges cannot be used; the message names the file, the
+    column or entry, and the row."""
+
+
+class ReplayError(TandemError):
+    """Windows were not acknowledged, or a topic could not be read back in time."""
+
+
+class TableError(TandemError):
+    """A data file cannot be read as windows; the message names the file and the column."""
+
+
+class NabError(TandemError):
+    """Rows or windows cannot be scored as NAB does; the message says which and why."""
+
+
+class DemoError(TandemError):
+    """A step of the demo could not be done (the message says which and why)."""
+
+
+class DaemonGoneError(Exception):
+    """The daemon's end of the pipe closed: it exited or was killed."""
+
+
+class DeliveryError(TandemError):
+    """The broker did not acknowledge records; nothing of their batch may be committed."""
+
+    retriable = True

@@ -32,7 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streamer.runner import BatchReport
+from streamer.records import BatchReport
 
 log = structlog.get_logger(__name__)
 

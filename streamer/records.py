@@ -8,7 +8,7 @@ is a record that did not, with the reason a person can act on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -16,6 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 NO_LABEL = -1
+
+Partition = tuple[str, int]
+"""An input partition: (topic, partition number)."""
 
 
 class SourceRecord(NamedTuple):
@@ -112,3 +115,15 @@ class WindowBatch:
             windows=np.empty((0, width), dtype=np.float32),
             labels=np.empty(0, dtype=np.int8),
         )
+
+
+@dataclass
+class BatchReport:
+    """What one batch did: counts, and seconds per stage."""
+
+    records: int = 0
+    scored: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    checkpointed: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)

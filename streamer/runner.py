@@ -27,9 +27,8 @@ import structlog
 from calibration.base import Calibrator, Flags
 from detectors.base import Detector, Scores
 from streamer.alerts import Alert, build_alerts
-from streamer.checkpoints import Partition
 from streamer.codec import Codec
-from streamer.records import DeadLetter, SourceRecord, WindowBatch
+from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 
 log = structlog.get_logger(__name__)
 
@@ -82,18 +81,6 @@ class BatchObserver(Protocol):
     report collects every window's score and threshold here). It must not modify them."""
 
     def observe(self, batch: WindowBatch, scores: Scores, flags: Flags) -> None: ...
-
-
-@dataclass
-class BatchReport:
-    """What one batch did: counts, and seconds per stage."""
-
-    records: int = 0
-    scored: int = 0
-    alerts: int = 0
-    dead_letters: int = 0
-    checkpointed: bool = False
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

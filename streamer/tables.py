@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from streamer.errors import TandemError
+from streamer.errors import TableError
 from streamer.windows import sliding_windows, window_any, window_feature_names, window_last_steps
 
 RESERVED = ("key", "ts", "label", "kind")
@@ -26,10 +26,6 @@ DEFAULT_KEY = "default"
 TIME_ALIASES = ("timestamp", "datetime", "time")
 """Read as ``ts`` when a file has no ``ts`` column (NAB's files say ``timestamp``, SKAB's
 ``datetime``)."""
-
-
-class TableError(TandemError):
-    """A data file cannot be read as windows; the message names the file and the column."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from streamer.checkpoints import Partition, SavedState
-from streamer.records import SourceRecord, next_offsets
+from streamer.checkpoints import SavedState
+from streamer.records import Partition, SourceRecord, next_offsets
 
 Journal = list[tuple[str, Any]]
 

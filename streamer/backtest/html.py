@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from streamer.backtest.labels import labelled_spans
 from streamer.backtest.plots import blame_png, parts_png, timeline_png
 from streamer.backtest.run import TRACE_COLUMNS, Backtest
-from streamer.backtest.summary import labelled_spans, sweep_table
+from streamer.backtest.summary import sweep_table
 
 TIMELINE_KEYS = 4
 """Keys drawn on the timeline: those with the most labelled events, then the most alerts."""

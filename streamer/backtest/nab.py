@@ -50,16 +50,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.errors import TandemError
+from streamer.errors import NabError
 
 PROBATION_FRACTION = 0.15
 """NAB's share of each file's first rows left unscored (capped at ``0.15 * 5000`` rows)."""
 PROBATION_CAP_ROWS = 5000
 """NAB caps the probationary period at ``PROBATION_FRACTION`` of this many rows."""
-
-
-class NabError(TandemError):
-    """Rows or windows cannot be scored as NAB does; the message says which and why."""
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,6 @@ alerts, in that order, with the daemon's code), with a finite source (``streamer
 and in-memory sinks instead of Kafka, and an observer that keeps each window's score, parts,
 threshold and flag for the report. Same records in the same order give the daemon's alerts: the
 calibrator's flags do not depend on how the stream is cut into batches (``calibration.window``).
-
-A sweep re-runs only the calibration: the scores of one pass go through a fresh calibrator per
-setting, in the same order, so trying ten false-alarm targets costs ten calibrations, not ten
-scoring passes.
 """
 
 from __future__ import annotations
@@ -22,16 +18,15 @@ import numpy as np
 import pandas as pd
 import structlog
 from numpy.typing import NDArray
-from pydantic import ValidationError
 
 from calibration.base import Flags
 from detectors.base import Detector, Scores
-from streamer.broker.pipeline import build_calibrator, calibrator_description
+from streamer.backtest.sweep import SweepResult
+from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.codec import Codec
 from streamer.config import CalibrationConfig
-from streamer.errors import ConfigError
-from streamer.records import DeadLetter, SourceRecord, WindowBatch
-from streamer.runner import BatchReport, Runner
+from streamer.records import BatchReport, DeadLetter, SourceRecord, WindowBatch
+from streamer.runner import Runner
 from streamer.testing import ListSink, NoCheckpoints
 
 log = structlog.get_logger(__name__)
@@ -174,53 +169,3 @@ def run_backtest(
         calibration=calibration,
         feature_names=detector.feature_names,
     )
-
-
-@dataclass(frozen=True)
-class SweepSetting:
-    """One calibration to try: ``name`` (``key=value``) and the full calibration config."""
-
-    name: str
-    calibration: CalibrationConfig
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """A sweep setting's thresholds and flags (n,) over the backtest's windows, in order."""
-
-    setting: SweepSetting
-    flags: Flags
-
-
-def parse_sweep(text: str, base: CalibrationConfig) -> list[SweepSetting]:
-    """``calibration.KEY=V1,V2,...`` (the ``calibration.`` prefix optional) as settings of
-    ``base`` with KEY replaced; each is validated as a config file's would be."""
-    name, _, values = text.partition("=")
-    key = name.strip().removeprefix("calibration.")
-    if not values or key not in CalibrationConfig.model_fields:
-        raise ConfigError(
-            f"--sweep {text!r}: expected calibration.KEY=V1,V2,... with KEY one of "
-            f"{', '.join(CalibrationConfig.model_fields)}"
-        )
-    if key == "checkpoint_interval_s":
-        raise ConfigError("--sweep: checkpoint_interval_s does not change what is flagged")
-    settings = []
-    for value in (v.strip() for v in values.split(",") if v.strip()):
-        try:
-            config = CalibrationConfig.model_validate({**base.model_dump(), key: value})
-        except ValidationError as error:
-            reason = error.errors()[0]["msg"]
-            raise ConfigError(f"--sweep {key}={value}: {reason}") from None
-        settings.append(SweepSetting(f"{key}={value}", config))
-    return settings
-
-
-def run_sweep(windows: pd.DataFrame, settings: Sequence[SweepSetting]) -> list[SweepResult]:
-    """Each setting's flags over ``windows`` (a ``Backtest.windows``): a fresh calibrator fed
-    the same scores of the same keys in the same order as the run loop fed its own."""
-    keys = windows["key"].to_numpy()
-    scores = windows["score"].to_numpy()
-    return [
-        SweepResult(setting, build_calibrator(setting.calibration).update(keys, scores))
-        for setting in settings
-    ]

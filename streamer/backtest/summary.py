@@ -1,42 +1,23 @@
-"""A backtest's report: labels attached, metrics computed, and the files written.
-
-``summarise`` turns a ``Backtest`` into ``report.json``'s content: counts, timings, thresholds
-over time, per-key summaries, dead-letter reasons, and with labels the detection metrics
-(``streamer.backtest.events``) and NAB's standard-profile score (``streamer.backtest.nab``),
-for the run and for every sweep setting. ``write_report`` writes it
-with ``alerts.csv`` and ``report.html``
-(``streamer.backtest.html``).
-
-Labels come from one of three places, the first that applies: ``--labels FILE`` of time ranges;
-the data file's label column (``--labels COLUMN``, default ``label``); the records' own
-``"label"`` field (topic backtests). Windows without any label count as unknown (-1) and are
-left out of every metric.
-"""
+"""``report.json``'s content: counts, timings, thresholds over time, per-key summaries,
+dead-letter reasons, and with labels the detection metrics (``streamer.backtest.events``) and NAB's
+standard-profile score (``streamer.backtest.nab``), for the run and for every sweep setting."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 from numpy.typing import NDArray
 
 from calibration.base import Flags
-from streamer.backtest.events import (
-    LabelError,
-    evaluate,
-    find_events,
-    labels_from_ranges,
-    read_label_ranges,
-)
+from streamer.backtest.events import evaluate
+from streamer.backtest.labels import labelled_spans
 from streamer.backtest.nab import STANDARD, nab_file_score, normalised_score
 from streamer.backtest.run import Backtest
-from streamer.tables import WindowTable, read_table, windows_from_frame
 
 WINDOW_STEP = re.compile(r"\[t-\d+\]$")
 """The step suffix of a feature of a series cut into windows (``streamer.windows``)."""
@@ -44,40 +25,6 @@ THRESHOLD_POINTS = 400
 """Points per threshold curve in report.json (evenly spaced over the run)."""
 REPORTED_KEYS = 1000
 """Per-key summaries kept in report.json (the keys with most alerts first)."""
-
-
-def load_labelled_windows(
-    path: Path, window: int | None, stride: int, labels: str | None
-) -> WindowTable:
-    """``path`` as windows, with the column ``labels`` (when it names a column, not a file)
-    read as the 0/1 label instead of ``label``."""
-    frame = read_table(Path(path))
-    if labels is not None and not Path(labels).is_file():
-        if labels not in frame.columns:
-            raise LabelError(
-                f"--labels {labels!r} is neither a column of {path} nor a file of time ranges"
-            )
-        frame = frame.drop(columns=["label"], errors="ignore").rename(columns={labels: "label"})
-    return windows_from_frame(frame, window, stride, source=str(path))
-
-
-def attach_labels(
-    backtest: Backtest, table: WindowTable | None, labels: str | None
-) -> pd.DataFrame | None:
-    """Set ``backtest.windows["label"]`` from the best source there is (module docstring);
-    returns the time ranges when they came from a file (NAB scores them as its windows)."""
-    windows = backtest.windows
-    if labels is not None and Path(labels).is_file():
-        ranges = read_label_ranges(
-            Path(labels), data_name=backtest.source if table is not None else None
-        )
-        windows["label"] = labels_from_ranges(
-            windows["key"].to_numpy(), windows["ts"].to_numpy(), ranges
-        )
-        return ranges
-    if table is not None and table.labels is not None:
-        windows["label"] = table.labels[windows["offset"].to_numpy()]
-    return None
 
 
 def summarise(backtest: Backtest, ranges: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -145,29 +92,6 @@ def _metrics(
     metrics = evaluate(keys, ts, flags, labels).to_dict()
     metrics["nab_standard"] = nab_standard(keys, ts, flags, labels, ranges)
     return metrics
-
-
-def labelled_spans(
-    keys: NDArray[Any],
-    ts_ms: NDArray[np.int64],
-    labels: NDArray[np.int8],
-    ranges: pd.DataFrame | None,
-) -> dict[str, list[tuple[int, int]]]:
-    """Per key of ``keys`` (n,), its labelled ``(start_ms, end_ms)`` spans: the ranges of a
-    ranges file that name the key or no key, or else its events (first to last anomalous
-    window). What NAB scores as windows and the timeline shades."""
-    if ranges is None:
-        spans: dict[str, list[tuple[int, int]]] = {}
-        for event in find_events(keys, ts_ms, labels):
-            spans.setdefault(event.key, []).append((event.start_ms, event.end_ms))
-        return spans
-    by_key = {}
-    for key in pd.unique(keys).tolist():
-        mine = ranges[ranges["key"].isna() | (ranges["key"] == key)]
-        by_key[str(key)] = list(
-            zip(mine["start_ms"].tolist(), mine["end_ms"].tolist(), strict=True)
-        )
-    return by_key
 
 
 def nab_standard(
@@ -311,48 +235,3 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
             ]
         cells.append(line)
     return header, cells
-
-
-def alerts_frame(backtest: Backtest) -> pd.DataFrame:
-    """``alerts.csv``: one row per alert, in order, with its window's label when known."""
-    columns = ["alert_id", "key", "event_ts", "time_utc", "score", "threshold"]
-    rows = []
-    label_of = backtest.windows.set_index(["partition", "offset"])["label"]
-    for alert in backtest.alerts:
-        source = alert["source"]
-        top = alert["top_features"][0] if alert["top_features"] else {"name": "", "share": 0.0}
-        rows.append(
-            {
-                "alert_id": alert["alert_id"],
-                "key": alert["key"],
-                "event_ts": alert["event_ts"],
-                "time_utc": pd.Timestamp(alert["event_ts"], unit="ms", tz="UTC").isoformat(),
-                "score": alert["score"],
-                "threshold": alert["threshold"],
-                **{f"part_{name}": value for name, value in alert["parts"].items()},
-                "top_feature": top["name"],
-                "top_share": top["share"],
-                "label": int(label_of.get((source["partition"], source["offset"]), -1)),
-                "kind": alert.get("kind", ""),
-                "kind_confidence": alert.get("kind_confidence", float("nan")),
-                "partition": source["partition"],
-                "offset": source["offset"],
-            }
-        )
-    return pd.DataFrame(rows, columns=None if rows else columns)
-
-
-def write_report(
-    out: Path, backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFrame | None
-) -> list[Path]:
-    """Write ``report.json``, ``alerts.csv`` and ``report.html`` into ``out``; their paths."""
-    from streamer.backtest.html import render_html
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "report.json", out / "alerts.csv", out / "report.html"]
-    paths[0].write_bytes(
-        orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    alerts_frame(backtest).to_csv(paths[1], index=False)
-    paths[2].write_text(render_html(backtest, report, ranges), encoding="utf-8")
-    return paths

@@ -1,4 +1,5 @@
-"""The daemon's loop around the runner: keep going through broker trouble, report health.
+"""The daemon: its parts built from configuration (topics, producer, source, sinks, checkpoints,
+runner), and the loop around the runner that keeps going through broker trouble and reports health.
 
 A failed batch (the broker stopped acknowledging, a commit timed out) is not fatal: the runner
 keeps it uncommitted (see ``Runner.process``), the loop backs off (0.5 s doubling to 30 s) and
@@ -9,17 +10,106 @@ or the death of the fetch process (``FetchProcessError``), ends the loop.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import structlog
+from kafka import KafkaProducer
 
-from streamer.broker.pipeline import Pipeline
+from detectors.base import Detector
+from streamer.broker.admin import TopicSpec, create_topics
+from streamer.broker.prefetch import PrefetchingSource
+from streamer.broker.sinks import AlertSink, DeadLetterSink, KafkaStateStore, make_producer
+from streamer.broker.sources import KafkaSource
+from streamer.broker.transactions import Transaction
+from streamer.calibrators import build_calibrator, calibrator_description
+from streamer.checkpoints import PartitionCheckpoints
+from streamer.codec import Limits, make_codec
+from streamer.config import TandemConfig
 from streamer.errors import FetchProcessError
 from streamer.metrics import Health, Metrics
+from streamer.runner import Runner
 
 log = structlog.get_logger(__name__)
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+
+
+def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:
+    """Create the alerts, dead-letter and state topics if they are missing.
+
+    The state topic is compacted (only the newest checkpoint chunk per key is kept) with short
+    segments, so compaction can run within minutes and restoring reads little besides the latest
+    checkpoints.
+    """
+    kafka = config.kafka
+    state_configs = {
+        "cleanup.policy": "compact",
+        "segment.ms": "600000",
+        "min.cleanable.dirty.ratio": "0.1",
+    }
+    create_topics(
+        kafka.client_options(),
+        [
+            TopicSpec(kafka.alerts_topic, partitions),
+            TopicSpec(kafka.dead_letter_topic, partitions),
+            TopicSpec(kafka.state_topic, 1, configs=state_configs),
+        ],
+    )
+
+
+@dataclass
+class Pipeline:
+    """The daemon's parts: the run loop, its Kafka source and the producer its sinks share."""
+
+    runner: Runner
+    source: KafkaSource | PrefetchingSource
+    producer: KafkaProducer
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Save every partition's calibrator state, leave the group, flush and close the
+        producer. A broker that is gone makes the save fail: that is logged, and the next owner
+        resumes from the previous checkpoint."""
+        try:
+            self.runner.close()
+        except Exception as error:
+            log.warning("final_checkpoint_failed", error=repr(error))
+        self.source.close()
+        self.producer.close(timeout=timeout_s)
+
+
+def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipeline:
+    """A runner reading the input topic in the group; each partition's calibrator state is
+    restored from its last checkpoint when the partition is assigned."""
+    ensure_topics(config)
+    producer = make_producer(config.kafka)
+    transaction = Transaction(producer) if config.kafka.transactional else None
+    source: KafkaSource | PrefetchingSource
+    if config.batch.prefetch:
+        source = PrefetchingSource(config.kafka, config.batch, config.log, transaction=transaction)
+    else:
+        source = KafkaSource(config.kafka, config.batch, transaction=transaction)
+    codec = make_codec(
+        config.codec.format,
+        Limits(detector.window_length, config.codec.max_abs_value, config.codec.max_record_bytes),
+    )
+    checkpoints = PartitionCheckpoints(
+        KafkaStateStore(producer, config.kafka, transaction),
+        config.calibration.checkpoint_interval_s,
+    )
+    runner = Runner(
+        source,
+        codec,
+        detector,
+        build_calibrator(config.calibration),
+        AlertSink(producer, config.kafka.alerts_topic, transaction),
+        DeadLetterSink(producer, config.kafka.dead_letter_topic, transaction),
+        checkpoints,
+        model={"name": name, "version": detector.version or "unsaved"},
+        calibration=calibrator_description(config.calibration),
+    )
+    source.listener = runner
+    return Pipeline(runner, source, producer)
 
 
 def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threading.Event) -> None:

@@ -43,20 +43,15 @@ import structlog
 from kafka.errors import CommitFailedError, KafkaError
 
 from streamer.broker.sources import KafkaSource, kafka_offsets
-from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
-from streamer.errors import TandemError, TopicError
+from streamer.errors import DaemonGoneError, TandemError, TopicError
 from streamer.logging import configure_logging
-from streamer.records import RecordColumns
+from streamer.records import Partition, RecordColumns
 
 log = structlog.get_logger(__name__)
 
 COMMIT_TIMEOUT_MS = 10_000
 COMMIT_RETRY_S = 1.0
-
-
-class DaemonGoneError(Exception):
-    """The daemon's end of the pipe closed: it exited or was killed."""
 
 
 class Sender:

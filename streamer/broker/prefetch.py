@@ -39,10 +39,9 @@ import structlog
 
 from streamer.broker.sources import PartitionListener, kafka_offsets
 from streamer.broker.transactions import Transaction
-from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
 from streamer.errors import BrokerUnavailableError, FetchProcessError, TopicError
-from streamer.records import SourceRecord, first_offsets, from_columns, next_offsets
+from streamer.records import Partition, SourceRecord, first_offsets, from_columns, next_offsets
 
 log = structlog.get_logger(__name__)
 

@@ -18,14 +18,10 @@ from numpy.typing import NDArray
 
 from streamer.broker.admin import committed_offsets, read_to_end
 from streamer.codec import Codec, JsonCodec, Limits
-from streamer.errors import TandemError
+from streamer.errors import ReplayError
 from streamer.tables import WindowTable
 
 log = structlog.get_logger(__name__)
-
-
-class ReplayError(TandemError):
-    """Windows were not acknowledged, or a topic could not be read back in time."""
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,12 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from streamer.alerts import Alert
 from streamer.broker.admin import read_to_end
 from streamer.broker.transactions import TRANSACTION_TIMEOUT_MS, Transaction, transactional_id
-from streamer.checkpoints import Partition, SavedState
+from streamer.checkpoints import SavedState
 from streamer.config import KafkaConfig
-from streamer.errors import TandemError
-from streamer.records import DeadLetter
+from streamer.errors import DeliveryError
+from streamer.records import DeadLetter, Partition
 
 log = structlog.get_logger(__name__)
-
-
-class DeliveryError(TandemError):
-    """The broker did not acknowledge records; nothing of their batch may be committed."""
-
-    retriable = True
 
 
 class CachingPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-python is untyped

@@ -16,10 +16,9 @@ from kafka.errors import CommitFailedError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from streamer.broker.transactions import Transaction
-from streamer.checkpoints import Partition
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TopicError
-from streamer.records import SourceRecord, first_offsets, next_offsets
+from streamer.records import Partition, SourceRecord, first_offsets, next_offsets
 
 log = structlog.get_logger(__name__)
 

@@ -64,8 +64,11 @@ def add_backtest_command(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from detectors.registry import load_detector
-    from streamer.backtest.run import parse_sweep, run_backtest, run_sweep
-    from streamer.backtest.summary import attach_labels, summarise, write_report
+    from streamer.backtest.labels import attach_labels
+    from streamer.backtest.run import run_backtest
+    from streamer.backtest.summary import summarise
+    from streamer.backtest.sweep import parse_sweep, run_sweep
+    from streamer.backtest.write import write_report
     from streamer.codec import Limits, make_codec
 
     if (args.data is None) == (args.topic is None):
@@ -116,8 +119,9 @@ def _open_source(
     args: argparse.Namespace, config: TandemConfig, codec: Codec, batch_size: int
 ) -> tuple[FiniteSource, str, WindowTable | None]:
     """The source the options name, a name for it in the report, and the file's table."""
-    from streamer.backtest.sources import FileSource, TopicRangeSource, parse_bound
-    from streamer.backtest.summary import load_labelled_windows
+    from streamer.backtest.labels import load_labelled_windows
+    from streamer.backtest.sources import FileSource
+    from streamer.broker.range_source import TopicRangeSource, parse_bound
 
     if args.data is not None:
         # In time order, all entities interleaved: the order `tandem replay` sends them in, and

@@ -31,9 +31,10 @@ from streamer.cli.options import add_config_option
 from streamer.config import TandemConfig
 
 if TYPE_CHECKING:
+    from streamer.backtest.events import Event
     from streamer.broker.replay import ReplayReport
     from streamer.demo.children import AlertFollower, Daemon
-    from streamer.demo.feed import DemoFeed, DemoScore, DemoSizes, DemoTopics, Event
+    from streamer.demo.feed import DemoFeed, DemoScore, DemoSizes, DemoTopics
 
 OK, FAILURE, USAGE = 0, 1, 2
 MAX_ECHOED_WARNINGS = 10

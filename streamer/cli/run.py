@@ -41,8 +41,8 @@ def add_run_command(
 
 def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from detectors.registry import load_detector
-    from streamer.broker.daemon import run_loop
-    from streamer.broker.pipeline import build_pipeline, calibrator_description
+    from streamer.broker.daemon import build_pipeline, run_loop
+    from streamer.calibrators import calibrator_description
     from streamer.metrics import Health, Metrics, MetricsServer
 
     bundle = args.model or config.model.bundle

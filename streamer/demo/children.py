@@ -12,7 +12,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import structlog
@@ -20,15 +20,20 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment plus ``overrides``, TensorFlow's start-up chatter silenced."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **overrides}
+def child_environment(overrides: Mapping[str, str], unset: Iterable[str] = ()) -> dict[str, str]:
+    """This process's environment less ``unset``, plus ``overrides``, TensorFlow's start-up
+    chatter silenced."""
+    dropped = set(unset)
+    inherited = {name: value for name, value in os.environ.items() if name not in dropped}
+    return {**inherited, "TF_CPP_MIN_LOG_LEVEL": "3", **overrides}
 
 
 class Child:
     """A ``tandem`` command in a child process; a thread per output stream hands each line to
-    ``on_stdout`` / ``on_stderr``. Its stderr (the logs) is copied to ``log_path`` and its last
-    lines kept for a failure report."""
+    ``on_stdout`` / ``on_stderr``. Its stderr (the logs) is copied to ``log_path`` line by line,
+    flushed, so the file can be read while the child runs, and its last lines kept for a failure
+    report. With ``merge_output`` its stdout goes the same way, in order: to the log and to
+    ``on_stderr``."""
 
     def __init__(
         self,
@@ -39,51 +44,60 @@ class Child:
         on_stdout: Callable[[str], None] | None = None,
         on_stderr: Callable[[str], None] | None = None,
         tail: int = 60,
+        merge_output: bool = False,
     ) -> None:
+        if merge_output and on_stdout is not None:
+            raise ValueError("merged output goes to on_stderr; on_stdout would never be called")
         self.argv = list(argv)
         self.log_path = log_path
         self.stderr_tail: deque[str] = deque(maxlen=tail)
         self._log = log_path.open("w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        assert self.process.stdout is not None and self.process.stderr is not None
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",  # an undecodable byte must not end a reader
+                bufsize=1,
+            )
+        except BaseException:
+            self._log.close()
+            raise
+        streams: list[tuple[IO[str] | None, Callable[[str], None] | None, bool]] = [
+            (self.process.stdout, on_stderr if merge_output else on_stdout, merge_output),
+            (self.process.stderr, on_stderr, True),
+        ]
         self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, on_stdout), daemon=True),
-            threading.Thread(target=self._read_stderr, args=(on_stderr,), daemon=True),
+            threading.Thread(target=self._read, args=(stream, handle, logged), daemon=True)
+            for stream, handle, logged in streams
+            if stream is not None
         ]
         for reader in self._readers:
             reader.start()
 
-    @staticmethod
-    def _read(stream: Iterable[str], handle: Callable[[str], None] | None) -> None:
-        """Hand each line to ``handle``, and keep reading whatever it raises: a reader that
-        stopped would leave the child blocked on a full pipe, unable to act on a signal (the
-        demo's alert viewer then could not leave its consumer group)."""
-        for line in stream:
-            if handle is None:
-                continue
+    def _read(
+        self, stream: Iterable[str], handle: Callable[[str], None] | None, logged: bool
+    ) -> None:
+        """Log each line when ``logged``, hand it to ``handle``, and keep reading whatever
+        either raises: a reader that stopped would leave the child blocked on a full pipe,
+        unable to act on a signal (the demo's alert viewer then could not leave its consumer
+        group)."""
+        for raw in stream:
+            line = raw.rstrip("\n")
             try:
-                handle(line.rstrip("\n"))
+                if logged:
+                    self.stderr_tail.append(line)
+                    self._log.write(raw)
+                    self._log.flush()
+                if handle is not None:
+                    handle(line)
             except Exception as error:
                 log.warning("child_output_not_handled", line=line[:200], error=repr(error))
-
-    def _read_stderr(self, handle: Callable[[str], None] | None) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            self._log.write(raw)
-            self._log.flush()
-            line = raw.rstrip("\n")
-            self.stderr_tail.append(line)
-            if handle is not None:
-                handle(line)
 
     @property
     def pid(self) -> int:
@@ -91,6 +105,12 @@ class Child:
 
     def running(self) -> bool:
         return self.process.poll() is None
+
+    def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (up to ``timeout_s`` a stream) until its output has been read to the end, as it
+        will be soon after the child exits: what it wrote is then all in the log."""
+        for reader in self._readers:
+            reader.join(timeout=timeout_s)
 
     def stop(self, sig: signal.Signals, timeout_s: float) -> int:
         """Send ``sig``, wait up to ``timeout_s`` for the exit (then kill it); the exit status.
@@ -102,8 +122,7 @@ class Child:
         except subprocess.TimeoutExpired:
             self.process.kill()
             status = self.process.wait()
-        for reader in self._readers:
-            reader.join(timeout=5)
+        self.drain()
         self._log.close()
         return status
 
@@ -145,9 +164,11 @@ class Daemon:
             self.counts["batches"] += 1
             for count in ("records", "scored", "alerts", "dead_letters"):
                 self.counts[count] += int(entry.get(count, 0))
-        if self.on_log is not None:
-            self.on_log(entry)
-        self._flag(name).set()
+        try:
+            if self.on_log is not None:
+                self.on_log(entry)
+        finally:
+            self._flag(name).set()
 
     def logged(self, name: str) -> bool:
         return self._flag(name).is_set()

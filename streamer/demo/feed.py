@@ -34,18 +34,14 @@ import structlog
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from streamer.backtest.events import Event, find_events
 from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics, delete_topics
 from streamer.broker.replay import ReplayReport
 from streamer.config import CalibrationConfig, KafkaConfig
 from streamer.demo.synthetic import sensor_series
-from streamer.errors import TandemError
 from streamer.tables import WindowTable, windows_from_frame
 
 log = structlog.get_logger(__name__)
-
-
-class DemoError(TandemError):
-    """A step of the demo could not be done (the message says which and why)."""
 
 
 SAMPLE_INTERVAL_MS = 1_000
@@ -106,43 +102,22 @@ def warmup_windows_for(calibration: CalibrationConfig, keys: int) -> int:
     return math.ceil(per_state / calibration.refresh) * calibration.refresh
 
 
-@dataclass(frozen=True)
-class Event:
-    """One injected anomaly: ``kind`` on sensor ``key`` from step ``start_ms`` to ``end_ms``
-    (epoch ms, inclusive); the windows containing one of its steps are stamped ``start_ms`` to
-    ``until_ms``."""
-
-    key: str
-    kind: str
-    start_ms: int
-    end_ms: int
-    until_ms: int
-
-    def covers(self, key: str, event_ts: int) -> bool:
-        """Whether the window of ``key`` stamped ``event_ts`` holds a step of this event."""
-        return key == self.key and self.start_ms <= event_ts <= self.until_ms
+def injected_events(frame: pd.DataFrame) -> list[Event]:
+    """The anomalies of a ``sensor_series`` frame: runs of labelled steps of one kind per sensor
+    (``streamer.backtest.events.find_events`` over the steps), in time order; an event's
+    ``start_ms``/``end_ms`` are its first and last anomalous step."""
+    return find_events(
+        frame["key"].to_numpy(),
+        frame["ts"].to_numpy(dtype=np.int64),
+        frame["label"].to_numpy(dtype=np.int8),
+        kinds=frame["kind"].to_numpy(dtype=str),
+    )
 
 
-def find_events(frame: pd.DataFrame, window: int, interval_ms: int) -> list[Event]:
-    """The events of a ``sensor_series`` frame: runs of labelled steps of one kind per sensor,
-    in time order."""
-    events: list[Event] = []
-    for key, rows in frame.groupby("key", sort=True):
-        labels = rows["label"].to_numpy() == 1
-        kinds = rows["kind"].to_numpy(dtype=str)
-        ts = rows["ts"].to_numpy(dtype=np.int64)
-        marks = np.where(labels, kinds, "")
-        changes = np.flatnonzero(marks[1:] != marks[:-1]) + 1
-        bounds = np.concatenate(([0], changes, [len(marks)]))
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            if labels[lo]:
-                end = int(ts[hi - 1])
-                events.append(
-                    Event(
-                        str(key), str(kinds[lo]), int(ts[lo]), end, end + (window - 1) * interval_ms
-                    )
-                )
-    return sorted(events, key=lambda event: (event.start_ms, event.key))
+def covered_until(event: Event, window: int, interval_ms: int = SAMPLE_INTERVAL_MS) -> int:
+    """The stamp (epoch ms) of the last window of ``window`` steps holding a step of ``event``:
+    its windows are stamped ``event.start_ms`` to this."""
+    return event.end_ms + (window - 1) * interval_ms
 
 
 @dataclass(frozen=True)
@@ -159,7 +134,7 @@ class DemoFeed:
     def event_at(self, key: str, event_ts: int) -> Event | None:
         """The event whose window ``(key, event_ts)`` is (the first, if two overlap), or None."""
         for event in self._by_key.get(key, ()):
-            if event.covers(key, event_ts):
+            if event.start_ms <= event_ts <= covered_until(event, self.sizes.window):
                 return event
         return None
 
@@ -183,7 +158,7 @@ def make_feed(sizes: DemoSizes) -> DemoFeed:
     )
     table = windows_from_frame(frame, sizes.window, source="generated feed")
     replay = table.select(~table.head_per_key(float(sizes.train_fraction)))
-    events = find_events(frame, sizes.window, SAMPLE_INTERVAL_MS)
+    events = injected_events(frame)
     by_key: dict[str, list[Event]] = {}
     for event in events:
         by_key.setdefault(event.key, []).append(event)

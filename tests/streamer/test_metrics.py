@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from structlog.testing import capture_logs
 
 from streamer.metrics import Health, Metrics, MetricsServer
-from streamer.runner import BatchReport
+from streamer.records import BatchReport
 
 
 def fetch(port: int, path: str) -> tuple[int, str, bytes]:

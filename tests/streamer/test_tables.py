@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamer.tables import TableError, load_windows, write_table
+from streamer.errors import TableError
+from streamer.tables import load_windows, write_table
 
 
 def test_windows_file_keeps_rows_and_reserved_columns(tmp_path: Path) -> None:

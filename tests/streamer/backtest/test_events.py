@@ -11,14 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamer.backtest.events import (
-    Event,
-    LabelError,
-    evaluate,
-    find_events,
-    labels_from_ranges,
-    read_label_ranges,
-)
+from streamer.backtest.events import Event, evaluate, find_events
+from streamer.backtest.labels import labels_from_ranges, read_label_ranges
+from streamer.errors import LabelError
 
 # Two keys interleaved, one window per key per second. Per key, in its own order:
 #   a: labels 0 1 1 0 1   flags 0 0 1 1 0   (events a@2000-3000, a@5000; a flag on the first

@@ -15,7 +15,6 @@ from streamer.backtest.nab import (
     REWARD_LOW_FN,
     REWARD_LOW_FP,
     STANDARD,
-    NabError,
     NabFileScore,
     Profile,
     best_threshold,
@@ -24,6 +23,7 @@ from streamer.backtest.nab import (
     probation_rows,
     scaled_sigmoid,
 )
+from streamer.errors import NabError
 
 UNIT = Profile("unit", tp=1.0, fp=1.0, fn=1.0)
 """The cost matrix of NAB's own scorer tests."""

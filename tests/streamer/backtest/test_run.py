@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 
 from detectors.cascade import CascadeDetector
-from streamer.backtest.run import Backtest, parse_sweep, run_backtest, run_sweep
+from streamer.backtest.labels import attach_labels
+from streamer.backtest.run import Backtest, run_backtest
 from streamer.backtest.sources import FileSource
-from streamer.backtest.summary import attach_labels, summarise, write_report
+from streamer.backtest.summary import summarise
+from streamer.backtest.sweep import parse_sweep, run_sweep
+from streamer.backtest.write import write_report
 from streamer.cli.main import ExitCode, main
 from streamer.codec import JsonCodec, Limits
 from streamer.config import CalibrationConfig
@@ -208,7 +211,7 @@ def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
 def test_a_spot_warmup_too_short_for_its_tail_is_warned_about() -> None:
     from structlog.testing import capture_logs
 
-    from streamer.broker.pipeline import build_calibrator
+    from streamer.calibrators import build_calibrator
 
     with capture_logs() as logs:
         build_calibrator(CalibrationConfig(method="spot", warmup=256, refresh=64))

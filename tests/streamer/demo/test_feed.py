@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamer.backtest.events import Event
 from streamer.config import CalibrationConfig, KafkaConfig
 from streamer.demo.feed import (
     DemoFeed,
     DemoSizes,
     DemoTopics,
-    Event,
-    find_events,
+    covered_until,
+    injected_events,
     make_feed,
     score_alerts,
     warmup_windows_for,
@@ -28,7 +29,7 @@ def feed() -> DemoFeed:
     return make_feed(SMALL)
 
 
-def test_find_events_spans_every_window_holding_an_anomalous_step() -> None:
+def test_injected_events_span_every_window_holding_an_anomalous_step() -> None:
     kinds = ["", "", "spike", "", "frozen", "frozen", "frozen", "level_shift", "", ""]
     frame = pd.DataFrame(
         {
@@ -38,14 +39,17 @@ def test_find_events_spans_every_window_holding_an_anomalous_step() -> None:
             "kind": kinds,
         }
     )
-    events = find_events(frame, window=3, interval_ms=1000)
+    events = injected_events(frame)
     assert events == [
-        Event("s", "spike", 2000, 2000, 4000),
-        Event("s", "frozen", 4000, 6000, 8000),
-        Event("s", "level_shift", 7000, 7000, 9000),
+        Event("s", 2000, 2000, 1, "spike"),
+        Event("s", 4000, 6000, 3, "frozen"),
+        Event("s", 7000, 7000, 1, "level_shift"),
     ]
-    assert events[0].covers("s", 4000) and not events[0].covers("s", 4001)
-    assert not events[0].covers("other", 3000)
+    assert [covered_until(event, window=3, interval_ms=1000) for event in events] == [
+        4000,
+        8000,
+        9000,
+    ]
 
 
 def test_the_feed_trains_then_warms_up_then_holds_the_anomalies(feed: DemoFeed) -> None:
@@ -80,7 +84,7 @@ def test_score_counts_each_event_once_and_alerts_elsewhere_as_false_alarms(feed:
     quiet_key, quiet_ts = str(feed.replay.keys[normal][0]), int(feed.replay.ts_ms[normal][0])
     alerts = [
         {"key": first.key, "event_ts": first.start_ms + 2000},
-        {"key": first.key, "event_ts": first.until_ms},
+        {"key": first.key, "event_ts": covered_until(first, SMALL.window)},
         {"key": first.key, "event_ts": first.start_ms + 1000},
         {"key": quiet_key, "event_ts": quiet_ts},
     ]
