@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo    create .venv, start the local Kafka broker, run the end-to-end demo, stop the broker"
-	@echo "make test    create .venv, lint, type-check, start the broker, run the whole pytest suite, stop it"
+	@echo "make test    create .venv, lint (ruff, import contracts), type-check, start the broker, run the whole pytest suite, stop it"
 	@echo "make unit    the tests that need no broker"
 	@echo "make bench   the benchmarks in bench/ (JSON on stdout)"
 	@echo "make eval    detection quality on ../shared/data (NAB, SKAB) beside River and PyOD (JSON)"
@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check streamer detectors calibration tests bench
 	$(BIN)/ruff format --check streamer detectors calibration tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
