@@ -18,8 +18,9 @@ from kafka import KafkaProducer
 from detectors.base import Detector
 from streamer.broker.admin import TopicSpec, create_topics
 from streamer.broker.prefetch import PrefetchingSource
-from streamer.broker.sinks import AlertSink, DeadLetterSink, KafkaStateStore, make_producer
+from streamer.broker.sinks import AlertSink, DeadLetterSink, make_producer
 from streamer.broker.sources import KafkaSource
+from streamer.broker.state_store import KafkaStateStore
 from streamer.broker.transactions import Transaction
 from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
