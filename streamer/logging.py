@@ -2,7 +2,8 @@
 
 JSON lines (one object per event, ISO-8601 UTC timestamps) when stderr is not a terminal, so log
 shippers parse them; coloured console rendering on a terminal. Context bound with
-``structlog.contextvars.bind_contextvars`` (topic, partition, group) rides along on every event.
+``structlog.contextvars`` rides along on every event: ``tandem run`` and its fetch process bind
+their ``input_topic`` and ``group``, so the logs of several daemons can be told apart.
 The standard library's loggers (kafka-python logs through them) are routed through the same
 renderer, so one stream carries everything in one format.
 

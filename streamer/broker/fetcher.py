@@ -282,6 +282,9 @@ def serve(conn: Connection) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     kafka, batch, log_level, log_format = conn.recv()
     configure_logging(log_level, log_format)
+    structlog.contextvars.bind_contextvars(
+        input_topic=kafka.input_topic, group=kafka.group_id, process="fetcher"
+    )
     try:
         fetcher = Fetcher(conn, kafka, batch, depth=batch.prefetch)
     except (TandemError, KafkaError) as error:

@@ -61,24 +61,25 @@ def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s)
-        log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
-        detector = load_detector(Path(bundle), device=config.model.device)
-        calibrator = calibrator_description(config.calibration)
-        metrics = Metrics(detector.name_, detector.version or "unsaved", calibrator["method"])
-        if config.metrics.enabled:
-            server = MetricsServer(metrics, health, config.metrics.host, config.metrics.port)
-            server.start()
-        pipeline = build_pipeline(config, detector, name=detector.name_)
-        log.info(
-            "daemon_started", input_topic=config.kafka.input_topic, group=config.kafka.group_id
-        )
-        try:
-            if not stop.is_set():
-                run_loop(pipeline, metrics, health, stop)
-        finally:
-            health.mark_not_ready("stopping")
-            pipeline.close()
+        with structlog.contextvars.bound_contextvars(
+            input_topic=config.kafka.input_topic, group=config.kafka.group_id
+        ):
+            info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s)
+            log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
+            detector = load_detector(Path(bundle), device=config.model.device)
+            calibrator = calibrator_description(config.calibration)
+            metrics = Metrics(detector.name_, detector.version or "unsaved", calibrator["method"])
+            if config.metrics.enabled:
+                server = MetricsServer(metrics, health, config.metrics.host, config.metrics.port)
+                server.start()
+            pipeline = build_pipeline(config, detector, name=detector.name_)
+            log.info("daemon_started")  # input_topic and group are bound above
+            try:
+                if not stop.is_set():
+                    run_loop(pipeline, metrics, health, stop)
+            finally:
+                health.mark_not_ready("stopping")
+                pipeline.close()
     finally:
         if server is not None:
             server.stop()
