@@ -1,4 +1,4 @@
-"""Alerts: a batch's flagged windows as DESIGN §3 alert records (``schemas/alert.schema.json``).
+"""Alerts: a batch's flagged windows as alert records (``schemas/alert.schema.json``).
 
 An alert's id is its window's source position (``topic/partition/offset``), so a window delivered
 twice (after a crash before commit) yields the same id and subscribers can drop the duplicate.

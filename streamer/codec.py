@@ -1,4 +1,5 @@
-"""Decoding feature windows from record values (DESIGN §3), and encoding them for replays.
+"""Decoding feature windows from record values, and encoding them for replays (formats:
+docs/design.md).
 
 Two formats:
 
@@ -164,7 +165,7 @@ def _window_schema(window_length: int) -> msgspec.json.Decoder[Any]:
 
 
 class JsonCodec:
-    """DESIGN §3 JSON windows: a msgspec fast path for well-formed records, orjson and careful
+    """JSON windows: a msgspec fast path for well-formed records, orjson and careful
     checks for the rest (see the module docstring)."""
 
     format = "json"

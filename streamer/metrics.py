@@ -1,10 +1,10 @@
 """Prometheus metrics and a live/ready health endpoint, served on ``[metrics].port``.
 
-DESIGN.md §6: an operator must see, without reading logs, how many records came in, how many
+An operator must see, without reading logs, how many records came in, how many
 were bad (dead-lettered) or alerted, how big batches are, where the time of a batch goes (per
 stage), how far behind the consumer is (lag per partition), which threshold is in force and
 which model version produced the scores. ``Metrics`` holds those series in its own
-``CollectorRegistry`` (never the process-global one, so tests and backtests can build many);
+``CollectorRegistry`` (never the process-global one, so tests can build many);
 ``Health`` is what an orchestrator's probes ask: *live* (the run loop still turns) and *ready*
 (the model is loaded and the consumer assigned); ``MetricsServer`` serves both over HTTP in a
 daemon thread so a slow scrape never blocks a batch.

@@ -82,7 +82,8 @@ class DeadLetter:
     stage: str = "decode"
 
     def headers(self) -> list[tuple[str, bytes]]:
-        """Kafka headers of the dead-letter record: the original ones, then DESIGN §3's."""
+        """Kafka headers of the dead-letter record: the original ones, then the reason, the
+        source position and the stage."""
         return [
             *self.record.headers,
             ("tandem.error", self.reason.encode()),

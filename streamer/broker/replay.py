@@ -77,7 +77,7 @@ def replay(
 ) -> ReplayReport:
     """Produce every window of ``table`` (in its order) as a record keyed by entity, stamped
     with its own time, paced by ``pace``; wait for all acks. ``codec`` encodes the value
-    (default: DESIGN §3 JSON), with the window's label when the table has labels (the daemon
+    (default: JSON windows), with the window's label when the table has labels (the daemon
     ignores it; a backtest of the topic reads it)."""
     codec = codec or JsonCodec(Limits(window_length=table.windows.shape[1]))
     producer = KafkaProducer(acks="all", linger_ms=5, **options)
