@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
-from streamer.broker.pipeline import build_pipeline
+from streamer.broker.daemon import build_pipeline
 from streamer.cli.main import ExitCode, main
 from tests.conftest import Broker, read_topic
 from tests.streamer.backtest.test_run import ANOMALOUS_ROWS, CALIBRATION, windows_frame

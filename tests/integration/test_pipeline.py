@@ -14,7 +14,8 @@ from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
 from streamer.broker.admin import committed_offsets
-from streamer.broker.pipeline import build_calibrator, build_pipeline
+from streamer.broker.daemon import build_pipeline
+from streamer.calibrators import build_calibrator
 from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
 from tests.conftest import Broker, read_topic

@@ -18,10 +18,9 @@ from kafka import KafkaProducer
 
 from streamer.broker.admin import committed_offsets
 from streamer.broker.prefetch import PrefetchingSource
-from streamer.checkpoints import Partition
 from streamer.config import LogConfig, TandemConfig
 from streamer.errors import FetchProcessError
-from streamer.records import SourceRecord
+from streamer.records import Partition, SourceRecord
 from tests.conftest import Broker
 
 TIMEOUT_S = 60.0

@@ -11,7 +11,7 @@ import orjson
 from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
-from streamer.broker.pipeline import build_pipeline
+from streamer.broker.daemon import build_pipeline
 from streamer.broker.transactions import Transaction
 from streamer.config import KafkaConfig
 from tests.conftest import Broker, read_topic
