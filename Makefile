@@ -16,7 +16,7 @@ help:
 	@echo "make test    create .venv, lint (ruff, import contracts), type-check, start the broker, run the whole pytest suite, stop it"
 	@echo "make unit    the tests that need no broker"
 	@echo "make bench   the benchmarks in bench/ (JSON on stdout)"
-	@echo "make eval    detection quality on ../shared/data (NAB, SKAB) beside River and PyOD (JSON)"
+	@echo "make eval    detection quality on NAB and SKAB (bench/eval_detection.py --data DIR) beside River and PyOD (JSON)"
 	@echo "make eval-fusion  cascade against the three fusions, and alert kinds, on a generated feed (JSON)"
 	@echo "make kafka-start | kafka-stop | kafka-status"
 

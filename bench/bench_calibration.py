@@ -2,7 +2,7 @@
 over 1,000 keys, per method (quantile, SPOT, DSPOT) and mode (global, per key), on one core.
 
 The baseline in the same run is numpy's own cost for the same data: one ``numpy.quantile`` over a
-full window per batch, the least an exact rolling quantile must do. Floors (issue 4): 1,000,000
+full window per batch, the least an exact rolling quantile must do. Floors: 1,000,000
 scores/s for the rolling quantile, 300,000 for SPOT.
 Usage: .venv/bin/python bench/bench_calibration.py [--batches 200]
 """

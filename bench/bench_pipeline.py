@@ -23,7 +23,7 @@ as the daemon loads a bundle. Configuration comes from ``load_config`` (``--conf
 groups are fresh per run and deleted at the end. Logs go to stderr (``TANDEM_LOG_LEVEL=warning``
 quiets them), the JSON alone to stdout. Exit status 1 if no broker answers.
 
-Floor (issue text): product ≥ 0.8 times raw records/s (``floor_met``: reported, not asserted).
+Floor: product ≥ 0.8 times raw records/s (``floor_met``: reported, not asserted).
 Usage: .venv/bin/python bench/bench_pipeline.py [--records 200000] [--rate 2000] [--latency-s 10]
 """
 

@@ -27,7 +27,7 @@ NAB scores its published detectors): tandem's tail decades are meant to mean the
 file, HST's and IForest's scores are per-file scales.
 
 Protocols. NAB: each file in time order; train on NAB's probationary period (the first
-``min(floor(0.15 n), 750)`` rows, ``streamer.nab_score.probation_rows``; no label there); NAB
+``min(floor(0.15 n), 750)`` rows, ``streamer.backtest.nab.probation_rows``; no label there); NAB
 scores the file's own rows (a row's detection is the flag of the window ending on it; the first
 ``window - 1`` rows, all probationary, have none). ``nab_standard_onsets`` counts only each alarm
 run's first window as a detection (an operator's one alert per run; NAB charges every detection
@@ -56,7 +56,8 @@ Published, for comparison: NAB standard profile on these 28 files, ARTime 76.2, 
 Random Cut Forest 44.2, Windowed Gaussian 33.9; SKAB point F1, Conv-AE 0.78, MSET 0.78, PCA 0.76,
 LSTM-AE 0.74, Vanilla AE 0.39, Isolation Forest 0.29.
 
-Data are read from ``../shared/data`` beside the repository (or ``--data DIR``), never copied.
+Data are read from ``--data DIR`` (a folder holding ``nab/`` and ``skab/``; by default
+``shared/data`` beside the repository), never copied.
 Progress goes to stderr (structlog, one ``file_done`` per file), the JSON alone to stdout (and to
 ``--out``). About 8 minutes for NAB and 4 for SKAB on 2 cores, nearly all of it training.
 Usage: .venv/bin/python bench/eval_detection.py [--datasets nab,skab] [--limit N] [--out F.json]

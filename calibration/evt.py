@@ -2,42 +2,18 @@
 with Extreme Value Theory", KDD 2017.
 
 Ask for a false-alarm probability (``target_rate``, e.g. 1e-4: one false alarm per 10,000
-windows) instead of guessing a quantile. Past an initial threshold ``t`` (the ``init_level``
-quantile of the window, 0.98 by default) the excesses follow a generalised Pareto distribution
-(Pickands-Balkema-de Haan); fitted to the peaks, it gives the threshold that a normal score
-exceeds with probability ``target_rate`` (the paper's equation 1):
+windows) instead of a quantile. Past ``t``, the ``init_level`` quantile of an entity's window of
+accepted scores, the excesses are fitted with a generalised Pareto distribution (by
+probability-weighted moments, in closed form), which gives the threshold a normal score exceeds
+with probability ``target_rate`` (the paper's equation 1):
 
     z = t + sigma / xi * ((target_rate * n / N_t) ** -xi - 1)     (t - sigma * ln(...) as xi → 0)
 
-with ``n`` scores seen and ``N_t`` peaks over ``t``. Flagged scores are never learned, but they
-count as peaks and as seen in ``n / N_t`` (as many as the normal tail explains; the rest are
-anomalies and count for nothing), and the fit treats them as censored: each is imputed at
-its expected excess beyond the threshold under a first fit (the GPD's mean residual life,
-``c + (sigma + xi c) / (1 - xi)``), then the GPD is refitted. Dropping them instead makes a tail
-look bounded (fitted xi = -0.39 on exponential scores), lowers the threshold, censors more, and
-spirals: 22 times the target false-alarm rate, measured.
+with ``n`` scores seen and ``N_t`` peaks over ``t``. Flagged scores are never learned but count
+as censored peaks, only as many as the normal tail explains (``_tail_allowance``). ``Dspot``
+applies the same to residuals from the mean of the ``depth`` previous accepted scores.
 
-Departures from the paper, and why:
-
-- Flagged scores beyond what the normal tail explains (``_tail_allowance``) are not imputed: a
-  long anomaly would otherwise ratchet the threshold up at every refresh (imputation sits at the
-  current threshold). The cost: a global SPOT no longer climbs after a sustained jump in score
-  level, such as partitions of very different entities read in turns (9e-3 flagged at a 1e-4
-  target on a simulated mix scaled 1, 2, 4 and 8 times); per-key calibration is the remedy
-  there, and imputing at the threshold in force when each score was flagged would serve both.
-
-- The peaks come from each entity's window of recent accepted scores (``calibration.window``),
-  refitted every ``refresh`` scores, rather than accumulating forever: the threshold follows slow
-  drift the way the rolling quantile does, and the state stays bounded.
-- The GPD is fitted by probability-weighted moments (Hosking & Wallis, Technometrics 1987), in
-  closed form, instead of Grimshaw's maximum-likelihood procedure: a refit per key per refresh
-  block must take microseconds to keep 300,000 scores/s over 1,000 keys, and PWM is the standard
-  robust estimator for shape parameters below 1/2 (finite-variance tails; test streams use
-  exponential and Student-t tails). ``tests/calibration`` checks it against scipy's MLE.
-
-DSPOT (``Dspot``) applies the same to residuals from a local mean, the mean of the ``depth``
-previous accepted scores, for baselines that shift: after a level shift the residuals, and with
-them the threshold, follow within ``depth`` scores plus one refresh block.
+Reasoning, departures from the paper and measurements: docs/calibration.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """Calibrator checkpoints, one per input partition, so thresholds move with their partition.
 
-Kafka assigns partitions, not keys, to the daemons of a group; an entity's windows all arrive on
-one partition (records are keyed by entity). So the state worth saving for a partition is the
-calibrator state of the entities it carried, plus the offset after the last record it reflects.
-When a partition is assigned (at start, or taken over from another daemon) its last checkpoint
-is restored: thresholds resume instead of warming up again.
+An entity's windows all arrive on one partition, so a partition's checkpoint is the calibrator
+state of the entities it carried plus the offset after the last record it reflects; it is
+restored when the partition is assigned. Saved after every batch when ``interval_s`` is 0, else
+at most every ``interval_s`` seconds, and always for partitions being revoked and at a graceful
+stop. Alerts and offsets never depend on checkpoints: a crash costs at most an interval's
+learning.
 
-A checkpoint is written after every batch when ``interval_s`` is 0, else at most every
-``interval_s`` seconds, and always for partitions being revoked and at a graceful stop. A window
-of 10,000 scores is about 57 KB per entity, so saving a thousand entities after every 4,096-record
-batch would write more state than input; with an interval, a crash costs at most that interval's
-learning, never an alert (alerts and offsets do not depend on checkpoints).
+Reasoning: docs/delivery.md.
 """
 
 from __future__ import annotations

@@ -4,13 +4,11 @@
     → checkpoint calibrator state (when due) → commit source positions
 
 A position is committed only after everything its batch produced is acknowledged (and a due
-checkpoint saved), so a crash re-delivers at most the uncommitted batch: its alerts come again
-with the same ids. Calibrator state is saved per source partition (``streamer.checkpoints``):
-after every batch, or every few seconds, and always when partitions are revoked and at a stop,
-so whoever owns a partition next resumes its thresholds instead of warming up again.
-The daemon, backtests and tests differ only in the source, sinks and checkpoint given here; a
-backtest also passes an ``observer`` that sees every scored batch (scores and thresholds of all
-windows, not only the flagged ones) for its report.
+checkpoint saved), so a crash re-delivers at most the uncommitted batch, whose alerts come again
+with the same ids. The daemon, backtests and tests differ only in the source, sinks and
+checkpoint given here; a backtest also passes an ``observer`` that sees every scored batch.
+
+Architecture: docs/design.md; delivery and faults: docs/delivery.md.
 """
 
 from __future__ import annotations

@@ -1,44 +1,15 @@
 """The Numenta Anomaly Benchmark's score, reimplemented in numpy, so a backtest can be compared with
 published NAB results.
 
-NAB (numenta/NAB: ``nab/sweeper.py``, ``nab/scorer.py``, ``nab/optimizer.py``, ``nab/runner.py``,
-``nab/util.py``) scores a file of rows (one timestamp each) against labelled *windows* (inclusive
-time ranges around each true anomaly). A detection earns, by the row it is on:
+A file of rows is scored against labelled windows (time ranges around each true anomaly): a
+window's first detection earns up to ``tp`` (less the later in the window), a window with none
+costs ``fn``, a detection outside windows costs up to ``fp``; rows in the probationary period
+(``probation_rows``) are not scored. The normalised score is ``100 * (raw - null) /
+(perfect - null)`` summed over files, with ``null`` a detector that never fires. Departures from
+NAB: windows matched to rows by time, overlapping windows merged, a null baseline of never
+firing, only scorable windows in ``perfect``, counts per window rather than per row.
 
-* inside a window of ``w`` rows whose last row is ``R``: position ``p = -(R - i + 1) / w`` (-1 on
-  the first row, -1/w on the last) and ``tp * S(p) / S(-1)``: ``tp`` for catching it on its first
-  row, falling towards 0 as the window ends (the division by ``S(-1)`` = 0.98661 is NAB's, so a
-  first-row detection earns exactly ``tp``);
-* outside any window, after one of ``w`` rows ending on row ``R``: ``fp * S((i - R) / (w - 1))``,
-  about ``-fp`` a few windows past it; before the first window: ``-fp``;
-
-with ``S(x) = 2 / (1 + exp(5x)) - 1``, and ``S(x) = -1`` for ``x > 3``. A window counts once: its
-first detection's score, or ``-fn`` when it has none; every detection outside windows adds its
-(negative) score. Rows in the *probationary period* (the first ``min(floor(0.15 n), 0.15 * 5000)``
-rows) are not scored at all: neither their detections nor, when all its rows lie there, a window.
-Detection is ``anomaly score >= threshold``, and a corpus is scored at one threshold for all
-files, the one that maximises the corpus score. The normalised score is
-``100 * (raw - null) / (perfect - null)`` summed over files, with ``null`` the score of a detector
-that never fires (``-fn`` per window) and ``perfect`` ``tp`` per window.
-
-Where this module departs from NAB, and why:
-
-* windows are matched to rows by time (first row at or after ``start``, last at or before
-  ``end``), so their bounds need not be row timestamps (NAB looks them up by equality and fails
-  otherwise); a window holding no row is dropped (no detector could catch it);
-* windows that share a row are merged into one (NAB assumes disjoint windows and mis-scores
-  overlapping ones);
-* after a window of one row, NAB divides by ``w - 1 = 0``; here the divisor is at least 1;
-* NAB's null detector is a constant score whose threshold is optimised, so its baseline is the
-  better of never and always firing; here it is never firing. The two agree unless rows outside
-  windows are fewer than about ``(tp + fn) / fp`` per window (18 for the standard profile), far
-  from NAB's files of thousands of rows, and never firing keeps the baseline independent of the
-  detector;
-* NAB's ``perfect`` counts every window in its label file, even one that lies wholly in the
-  probationary period and can never be scored; here only scorable windows count, so a perfect
-  detector scores exactly 100;
-* ``NabFileScore``'s counts are per window (windows caught, windows missed) and per detection
-  outside windows, where NAB counts rows (every detected row in a window is one of its TPs).
+NAB's rules in full, and why each departure: docs/evaluation.md.
 """
 
 from __future__ import annotations

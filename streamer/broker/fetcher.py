@@ -1,13 +1,9 @@
 """The fetch process: a ``KafkaSource`` in a process of its own, polling ahead of the daemon.
 
-kafka-python parses every fetched record in Python, under the interpreter lock, and so does the
-daemon's own work (decoding, calibrating, producing); in one process they take turns. Here the
-consumer polls the next batches while the daemon scores this one
-(``streamer.broker.prefetch`` is the daemon's side of the pipe; the messages are listed below).
-It may be up to ``[batch].prefetch``
-batches ahead: each batch sent spends one credit, each ("next",) gives one back. Run as
-``python -m streamer.broker.fetcher FD``: FD is the inherited end of a ``multiprocessing``
-pipe, which first carries the settings.
+Run as ``python -m streamer.broker.fetcher FD``: FD is the inherited end of a ``multiprocessing``
+pipe, which first carries the settings; ``streamer.broker.prefetch`` is the daemon's side. It may
+be up to ``[batch].prefetch`` batches ahead: each batch sent spends one credit, each ("next",)
+gives one back. Why a separate process: docs/performance.md.
 
 What comes in (from the daemon), handled between polls:
     ("next",)                     the daemon received a batch: poll one more

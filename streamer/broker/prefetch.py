@@ -1,29 +1,16 @@
 """A Kafka source that polls ahead: the consumer runs in a fetch process of its own.
 
-``KafkaSource`` polls in the daemon's process, so parsing fetched records (kafka-python does it
-in Python) and the daemon's own work (decode, score, calibrate, produce) take turns on one
-interpreter lock. ``PrefetchingSource`` runs the consumer in ``streamer.broker.fetcher``: while the
-daemon works through batch n, the fetch process polls batches n+1 and on (up to
-``[batch].prefetch`` of them), on another core. On ``bench/bench_pipeline.py`` (2 cores) this
-took the daemon from 0.48 to over 0.8 of kafka-python's own consumption rate.
+``PrefetchingSource`` is the daemon's side of ``streamer.broker.fetcher``: while the daemon works
+through batch n, the fetch process polls batches n+1 and on (up to ``[batch].prefetch``) on
+another core, instead of taking turns with the daemon on one interpreter lock. It keeps the
+guarantees of the inline ``KafkaSource``: offsets are committed only when ``commit`` is called
+(by the fetch process, between its polls); a ``rewind`` starts a new epoch, so batches fetched
+ahead arrive stale and are dropped; rebalances reach the listener on the daemon's thread, and a
+revoke waits until its state is saved; with transactions, offsets go through the daemon's
+producer with the group metadata sent with the batch. If the fetch process dies, ``poll`` raises
+``FetchProcessError``.
 
-The daemon keeps every guarantee of the inline source:
-
-- offsets are committed only when ``commit`` is called (after the batch's output is
-  acknowledged); the fetch process commits them between its polls, and keeps retrying one the
-  broker did not answer, so a commit may land up to one poll later than the call;
-- a rewind makes the batches already fetched ahead stale (they carry an older epoch and are
-  dropped), and the fetch process seeks back to the start of the rewound batch and of those;
-- rebalances are reported on the daemon's own thread, from ``poll`` and ``close``: a revoke
-  waits until the listener has saved the partitions' state, an assignment arrives before any
-  record of the partitions assigned. Batches fetched ahead before a revoke are still scored and
-  committed; a commit that lands after the partitions moved can make their new owner read those
-  records again (at-least-once, as ever: the repeated alerts carry the same ids);
-- with transactions, offsets go through the daemon's producer with the group metadata the
-  fetch process sent with the batch (KIP-447 fencing as before).
-
-If the fetch process dies, ``poll`` raises ``FetchProcessError`` and the daemon stops; if the
-daemon dies, the fetch process sees its pipe close and exits.
+Reasoning and measurements: docs/performance.md; delivery and rebalances: docs/delivery.md.
 """
 
 from __future__ import annotations
