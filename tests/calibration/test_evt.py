@@ -1,16 +1,16 @@
-"""SPOT and DSPOT: the GPD fit, false-alarm rates against their targets, drift, state."""
+"""SPOT and DSPOT: the GPD fit, false-alarm rates against their targets, drift, long anomalies.
+
+What every calibrator owes (snapshots, batching, warm-up, refusals) is in test_conformance.py.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy import stats
 
-from calibration.errors import CalibrationError, SnapshotError
+from calibration.errors import CalibrationError
 from calibration.evt import Dspot, Spot, fit_gpd
-from calibration.quantile import RollingQuantile
 
 
 def stream(calibrator: Spot, scores: np.ndarray, batch: int = 4096, keys: np.ndarray | None = None):  # type: ignore[no-untyped-def]
@@ -65,63 +65,6 @@ def test_dspot_follows_a_level_shift_within_depth_plus_a_refresh_block() -> None
         > 10 * dspot_flags[settled : settled + 1000].mean()
     )
     assert dspot_flags[shift_at + 5000 :].mean() < 2.5e-3
-
-
-@settings(max_examples=15, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    cuts=st.lists(st.integers(1, 19_999), max_size=6),
-    per_key=st.booleans(),
-)
-def test_flags_do_not_depend_on_batching(seed: int, cuts: list[int], per_key: bool) -> None:
-    rng = np.random.default_rng(seed)
-    scores = rng.exponential(size=20_000)
-    keys = rng.choice(["a", "b"], size=20_000)
-    whole = Dspot(depth=20, target_rate=1e-3, window=2000, warmup=500, per_key=per_key)
-    expected = whole.update(keys, scores)
-    split = Dspot(depth=20, target_rate=1e-3, window=2000, warmup=500, per_key=per_key)
-    pieces = [
-        split.update(k, s)
-        for k, s in zip(
-            np.split(keys, sorted(set(cuts))), np.split(scores, sorted(set(cuts))), strict=True
-        )
-    ]
-    np.testing.assert_array_equal(np.concatenate([p.flags for p in pieces]), expected.flags)
-    np.testing.assert_array_equal(
-        np.concatenate([p.thresholds for p in pieces]), expected.thresholds
-    )
-
-
-@pytest.mark.parametrize("make", [lambda: Spot(target_rate=1e-3), lambda: Dspot(target_rate=1e-3)])
-def test_snapshot_restore_update_equals_update(make) -> None:  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(5)
-    scores, keys = rng.exponential(size=30_000), rng.choice(["x", "y", "z"], size=30_000)
-    straight = make()
-    expected = straight.update(keys, scores)
-    first = make()
-    head = first.update(keys[:17_000], scores[:17_000])
-    second = make()
-    second.restore(first.snapshot())
-    tail = second.update(keys[17_000:], scores[17_000:])
-    np.testing.assert_array_equal(
-        np.concatenate([head.thresholds, tail.thresholds]), expected.thresholds
-    )
-    assert second.snapshot() == straight.snapshot()
-
-
-def test_no_threshold_during_warm_up() -> None:
-    result = Spot(target_rate=1e-3, warmup=1000).update(np.zeros(999, int), np.arange(999.0))
-    assert np.isnan(result.thresholds).all() and not result.flags.any()
-
-
-def test_snapshots_of_another_method_are_refused() -> None:
-    spot = Spot(target_rate=1e-3)
-    with pytest.raises(
-        SnapshotError, match="snapshot of a 'spot' calibrator cannot restore a 'dspot'"
-    ):
-        Dspot().restore(spot.snapshot())
-    with pytest.raises(SnapshotError, match="cannot restore a 'quantile'"):
-        RollingQuantile().restore(spot.snapshot())
 
 
 def test_parameters_are_checked() -> None:

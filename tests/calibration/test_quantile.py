@@ -1,4 +1,7 @@
-"""The rolling-quantile calibrator against a plain per-score reference, and its properties."""
+"""The rolling-quantile calibrator against a plain per-score reference, and its own properties.
+
+What every calibrator owes (snapshots, batching, warm-up, refusals) is in test_conformance.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibration.errors import CalibrationError, SnapshotError
 from calibration.quantile import RollingQuantile
 
 
@@ -90,14 +92,6 @@ def test_matches_the_per_score_reference_for_any_batching(
     np.testing.assert_allclose(thresholds, expected_t, rtol=1e-12, equal_nan=True)
 
 
-@settings(max_examples=30, deadline=None)
-@given(rng=streams, warmup=st.integers(1, 300))
-def test_no_threshold_and_no_flag_during_warm_up(rng: np.random.Generator, warmup: int) -> None:
-    calibrator = RollingQuantile(0.9, window=400, warmup=warmup, refresh=1)
-    result = calibrator.update(np.zeros(warmup, int), rng.exponential(size=warmup) * 100)
-    assert np.isnan(result.thresholds).all() and not result.flags.any()
-
-
 @settings(max_examples=40, deadline=None)
 @given(rng=streams, low=st.floats(0.05, 0.95), gap=st.floats(0.001, 0.5))
 def test_a_higher_quantile_never_gives_a_lower_threshold(
@@ -118,52 +112,6 @@ def test_threshold_is_numpy_quantile_of_the_window_when_nothing_was_flagged() ->
     result = calibrator.update(np.zeros(300, int), scores)
     assert not result.flags.any()  # no threshold until the one refresh, at the end
     assert calibrator.threshold() == pytest.approx(float(np.quantile(scores, 0.95)), rel=1e-12)
-
-
-@settings(max_examples=40, deadline=None)
-@given(rng=streams, n=st.integers(1, 2000), split=st.floats(0, 1), per_key=st.booleans())
-def test_snapshot_restore_update_equals_update(
-    rng: np.random.Generator, n: int, split: float, per_key: bool
-) -> None:
-    keys = rng.choice(["a", "b", "c"], size=n)
-    scores = rng.exponential(size=n)
-    cut = int(n * split)
-    straight = RollingQuantile(0.95, 300, 40, 16, per_key)
-    expected = run_in_batches(straight, keys, scores, [cut])
-    first = RollingQuantile(0.95, 300, 40, 16, per_key)
-    head = first.update(keys[:cut], scores[:cut])
-    second = RollingQuantile(0.95, 300, 40, 16, per_key)
-    second.restore(first.snapshot())
-    tail = second.update(keys[cut:], scores[cut:])
-    np.testing.assert_array_equal(np.concatenate([head.flags, tail.flags]), expected[1])
-    np.testing.assert_array_equal(np.concatenate([head.thresholds, tail.thresholds]), expected[0])
-    assert second.snapshot() == straight.snapshot()
-
-
-def test_snapshot_of_some_keys_restores_only_those() -> None:
-    source = RollingQuantile(0.9, 100, 10, 5, per_key=True)
-    source.update(["a"] * 50 + ["b"] * 50, np.arange(100.0))
-    target = RollingQuantile(0.9, 100, 10, 5, per_key=True)
-    target.restore(source.snapshot(keys=["b"]))
-    assert target.keys == ["b"] and target.threshold("b") == source.threshold("b")
-
-
-def test_refusals() -> None:
-    calibrator = RollingQuantile()
-    with pytest.raises(SnapshotError, match="not a calibrator snapshot"):
-        calibrator.restore(b"not a snapshot")
-    other = RollingQuantile()
-    other.method = "spot"
-    with pytest.raises(
-        SnapshotError, match="snapshot of a 'spot' calibrator cannot restore a 'quantile'"
-    ):
-        calibrator.restore(other.snapshot())
-    with pytest.raises(CalibrationError, match="3 keys for 2 scores"):
-        calibrator.update(["a", "b", "c"], [1.0, 2.0])
-    with pytest.raises(CalibrationError, match="must not be NaN"):
-        calibrator.update(["a"], [np.nan])
-    with pytest.raises(CalibrationError, match="warmup"):
-        RollingQuantile(window=10, warmup=20)
 
 
 @pytest.mark.parametrize(("q", "tolerance"), [(0.95, 0.12), (0.99, 0.25)])
@@ -187,12 +135,3 @@ def test_an_anomaly_burst_does_not_raise_the_threshold() -> None:
     burst = calibrator.update(np.zeros(500, int), rng.exponential(size=500) + 50)
     assert burst.flags.all()
     assert calibrator.threshold() <= before
-
-
-def test_a_new_key_is_judged_by_the_global_threshold_until_warmed_up() -> None:
-    calibrator = RollingQuantile(0.9, window=500, warmup=100, refresh=10, per_key=True)
-    rng = np.random.default_rng(4)
-    calibrator.update(rng.choice(["a", "b"], 2000), rng.exponential(size=2000))
-    first = calibrator.update(["new"] * 5, [0.1, 50.0, 0.2, 0.3, 60.0])
-    assert (first.thresholds == calibrator.threshold(None)).all()
-    assert first.flags.tolist() == [False, True, False, False, True]
