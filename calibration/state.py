@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,18 +52,44 @@ def entity_names(data: bytes) -> list[str]:
     return names
 
 
+UNREADABLE = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    UnicodeDecodeError,
+)
+"""What numpy, zipfile, zlib and json raise on damaged bytes: all mean "not a snapshot"."""
+
+
 def _open(data: bytes) -> tuple[Any, dict[str, Any]]:
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
-        header: dict[str, Any] = json.loads(archive["header"].tobytes().decode())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as error:
-        raise SnapshotError(f"not a calibrator snapshot: {error}") from None
+        header = json.loads(archive["header"].tobytes().decode())
+    except UNREADABLE as error:
+        raise SnapshotError(f"not a calibrator snapshot: {error!r}") from None
+    names = header.get("names") if isinstance(header, dict) else None
+    if not isinstance(names, list) or not isinstance(header.get("params"), dict):
+        raise SnapshotError("not a calibrator snapshot: its header lacks names or params")
     return archive, header
 
 
 def unpack(data: bytes, method: str) -> tuple[dict[str, Any], dict[str, StateFields]]:
-    """Decode snapshot bytes written by ``pack`` for ``method``; return (params, states)."""
+    """Decode snapshot bytes written by ``pack`` for ``method``; return (params, states). Any
+    damage is a ``SnapshotError``, raised before the caller has changed anything."""
     archive, header = _open(data)
+    try:
+        return _unpacked(archive, header, method)
+    except UNREADABLE as error:
+        raise SnapshotError(f"not a calibrator snapshot: {error!r}") from None
+
+
+def _unpacked(
+    archive: Any, header: dict[str, Any], method: str
+) -> tuple[dict[str, Any], dict[str, StateFields]]:
     if header.get("format") != SNAPSHOT_FORMAT:
         raise SnapshotError(
             f"snapshot format {header.get('format')!r}; this tandem reads format {SNAPSHOT_FORMAT}"

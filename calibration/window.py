@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from calibration import state
 from calibration.base import Flags
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, SnapshotError
 
 GLOBAL_ROW = 0
 
@@ -105,6 +105,8 @@ class WindowCalibrator:
         calibrator's parameters, and its thresholds are recomputed at once.
         """
         saved_params, states = state.unpack(data, self.method)
+        for name, fields in states.items():
+            _check_fields(name, fields)
         changed = saved_params != self.params()
         if not with_global:
             states.pop(state.GLOBAL, None)
@@ -239,6 +241,8 @@ class WindowCalibrator:
         """Ask the method for a new threshold for one entity, given its seen count by now."""
         filled = int(self._filled[row])
         if self._accepted[row] < self.warmup or filled == 0:
+            # Below the warm-up (a snapshot restored under a longer one): no threshold yet.
+            self._threshold[row] = np.nan
             return
         oldest = int(self._next[row]) if filled == self.window else 0
         span = int(seen - self._arrived[row, oldest])
@@ -268,6 +272,16 @@ class WindowCalibrator:
         accepted, seen, threshold = fields["counts"]
         self._accepted[row], self._seen[row] = int(accepted), int(seen)
         self._threshold[row] = threshold
+
+
+def _check_fields(name: str, fields: state.StateFields) -> None:
+    """Refuse an entity's snapshot state that ``_load`` could not read whole, before any entity
+    is loaded: a damaged snapshot must leave the calibrator as it was."""
+    missing = sorted({"window", "seen_at", "counts"} - set(fields))
+    if missing:
+        raise SnapshotError(f"snapshot state of {name!r} lacks {', '.join(missing)}")
+    if len(fields["window"]) != len(fields["seen_at"]) or len(fields["counts"]) != 3:
+        raise SnapshotError(f"snapshot state of {name!r} has fields of inconsistent lengths")
 
 
 def _runs(

@@ -14,7 +14,6 @@ import io
 import json
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -515,15 +514,6 @@ def _extra_length(arrays: dict[str, NDArray[Any]]) -> None:
     arrays["window.lengths"] = np.append(arrays["window.lengths"], 0)
 
 
-def _known_bug(
-    raises: type[BaseException] | tuple[type[BaseException], ...], why: str
-) -> pytest.MarkDecorator:
-    """A refusal that fails with ``raises`` instead of ``SnapshotError`` (strict: remove the
-    mark once ``calibration.state`` / ``WindowCalibrator.restore`` are fixed)."""
-    return pytest.mark.xfail(raises=raises, strict=True, reason=why)
-
-
-_UNCHECKED_MEMBERS = "state.unpack reads archive members outside _open's try"
 NOT_A_SNAPSHOT = "not a calibrator snapshot"
 BAD_SNAPSHOTS = [
     pytest.param(lambda data: b"not a calibrator snapshot", NOT_A_SNAPSHOT, id="garbage"),
@@ -537,63 +527,50 @@ BAD_SNAPSHOTS = [
 ]
 """Snapshots refused as documented today, checked for every kind."""
 
-MISREFUSED_SNAPSHOTS = [
+DAMAGED_SNAPSHOTS = [
     pytest.param(
         lambda data: b"",
         id="empty",
-        marks=_known_bug(EOFError, "np.load raises EOFError on b'', which _open does not catch"),
     ),
     pytest.param(
         lambda data: _bad_deflate(data, "header.npy"),
         id="header-bad-deflate",
-        marks=_known_bug(zlib.error, "state._open catches BadZipFile but not zlib.error"),
     ),
     pytest.param(
         lambda data: _bad_crc(data, "window.values.npy"),
         id="field-bad-crc",
-        marks=_known_bug(zipfile.BadZipFile, f"{_UNCHECKED_MEMBERS}: BadZipFile"),
     ),
     pytest.param(
         lambda data: _bad_deflate(data, "window.values.npy"),
         id="field-bad-deflate",
-        marks=_known_bug(zlib.error, f"{_UNCHECKED_MEMBERS}: zlib.error"),
     ),
     pytest.param(
         _arrays(_pickled_window),
         id="pickled-field",
-        marks=_known_bug(ValueError, f"{_UNCHECKED_MEMBERS}: allow_pickle=False's ValueError"),
     ),
     pytest.param(
         _arrays(_drop("counts.values")),
         id="missing-field-values",
-        marks=_known_bug(KeyError, f"{_UNCHECKED_MEMBERS}: KeyError"),
     ),
     pytest.param(
         _header(names=None),
         id="header-without-names",
-        marks=_known_bug(KeyError, "state.unpack indexes header['names'] unchecked"),
     ),
     pytest.param(
         _raw_header(b"[1, 2]"),
         id="header-not-an-object",
-        marks=_known_bug(AttributeError, "state.unpack calls header.get on any JSON value"),
     ),
     pytest.param(
         _arrays(_drop("counts.values", "counts.lengths")),
         id="missing-field",
-        marks=_known_bug(
-            KeyError, "nothing checks that a snapshot has the fields WindowCalibrator._load reads"
-        ),
     ),
     pytest.param(
         _arrays(_short_seen_at),
         id="fields-disagree",
-        marks=_known_bug(ValueError, "WindowCalibrator._load assumes equal field lengths"),
     ),
 ]
-"""Damaged snapshots refused with another error than ``SnapshotError`` today (some after half
-restoring the state): known bugs, one strict xfail each. The format is the same for every kind,
-so one kind shows each; move a case to ``BAD_SNAPSHOTS`` once it is fixed."""
+"""Damage deep inside the archive (members, header fields, field lengths). The format is the same
+for every kind, so one kind shows each."""
 
 
 def _assert_refused_and_unchanged(
@@ -617,12 +594,12 @@ def test_a_bad_snapshot_is_refused_and_changes_nothing(
     _assert_refused_and_unchanged(kind, corrupt, message)
 
 
-@pytest.mark.parametrize("corrupt", MISREFUSED_SNAPSHOTS)
+@pytest.mark.parametrize("corrupt", DAMAGED_SNAPSHOTS)
 def test_a_damaged_snapshot_is_refused_with_a_snapshot_error(
     corrupt: Callable[[bytes], bytes],
 ) -> None:
-    """As above, for the damage the snapshot format lets through today (see
-    ``MISREFUSED_SNAPSHOTS``)."""
+    """As above, for damage that gets past the archive's own checks (``DAMAGED_SNAPSHOTS``):
+    refused before anything is restored, never half restored."""
     _assert_refused_and_unchanged(KINDS["quantile-per_key"], corrupt)
 
 
@@ -701,19 +678,13 @@ def test_a_snapshot_under_another_level_is_rethresholded_at_once(kind: Kind) -> 
     assert_same_thresholds(again, target, entities)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="WindowCalibrator._recompute returns early below the new warmup, so restore keeps the "
-    "old threshold instead of re-thresholding (to none) under this calibrator's parameters",
-)
 def test_a_snapshot_restored_under_a_longer_warm_up_waits_for_it(kind: Kind) -> None:
     """Restored under a ``warmup`` longer than the scores it accepted so far, a calibrator
     has no threshold under its own parameters (``No threshold until warmup scores...``)."""
     source = kind.make()
     feed(source, calm(17, 7 * REFRESH, ["a"]))  # 56 scores: warmed up, below WINDOW
     if not np.isfinite(source.threshold()):
-        pytest.fail("the source has no threshold to carry over")  # not the xfail's AssertionError
+        pytest.fail("the source has no threshold to carry over")
     target = kind.make(warmup=WINDOW)
     target.restore(source.snapshot())
     result = target.update(["a"] * 3, [1e6, 1e7, 1e8])
