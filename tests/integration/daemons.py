@@ -3,9 +3,7 @@ the group committed. Logs go to a file per process (JSON lines), read back with 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from kafka.errors import KafkaError
 from streamer.broker.admin import committed_offsets
 from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig
+from streamer.demo.children import Child, child_environment
 
 WIDTH = 8
 """Features per window of the tests' tiny bundle."""
@@ -63,51 +62,56 @@ class Setup:
 
 
 class Daemon:
-    """A ``tandem run`` subprocess with its log file."""
+    """A ``tandem run`` subprocess (a ``Child``, as the demo runs it) with its log file,
+    ``<workdir>/<name>.log``: its output, both streams in order, as JSON lines."""
 
     def __init__(self, setup: Setup, name: str) -> None:
-        self.log_path = setup.workdir / f"{name}.log"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        env.pop("TANDEM_KAFKA_BOOTSTRAP", None)  # the config file names the broker
-        self.log_file = self.log_path.open("w")
-        self.process = subprocess.Popen(
+        self.child = Child(
             [sys.executable, "-m", "streamer", "run", "--config", str(setup.write_config())],
-            env=env,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
+            # the config file names the broker
+            child_environment({}, unset=["TANDEM_KAFKA_BOOTSTRAP"]),
+            Path.cwd(),
+            setup.workdir / f"{name}.log",
+            merge_output=True,
         )
 
+    def _log(self) -> str:
+        """The log so far; all of it once the process has exited."""
+        if not self.child.running():
+            self.child.drain()
+        return self.child.log_path.read_text(encoding="utf-8")
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        lines = self.log_path.read_text().splitlines()
+        """The events logged so far (``name``d ones only, when given)."""
+        lines = self._log().split("\n")[:-1]  # the last: "", or a line still being written
         logged = [orjson.loads(line) for line in lines if line.startswith("{")]
         return [e for e in logged if name is None or e.get("event") == name]
 
     def tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text()[-chars:]
+        return self._log()[-chars:]
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.child.running()
 
     def wait_for(
         self, event: str, timeout_s: float = 90.0, where: Callable[..., bool] = bool
     ) -> None:
         """Wait until the log holds ``event`` (for which ``where(entry)`` holds)."""
         deadline = time.monotonic() + timeout_s
-        while not any(where(e) for e in self.events(event)):
-            assert self.alive(), f"daemon exited ({self.process.returncode}):\n{self.tail()}"
+        while True:
+            alive = self.alive()  # before reading: if it had exited, the log read is complete
+            if any(where(e) for e in self.events(event)):
+                return
+            assert alive, f"daemon exited ({self.child.process.returncode}):\n{self.tail()}"
             assert time.monotonic() < deadline, f"no {event} in {timeout_s} s:\n{self.tail()}"
             time.sleep(0.2)
 
     def terminate(self, timeout_s: float = 60.0) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout_s)
-        self.log_file.close()
-        return code
+        """SIGTERM, then its exit status (killed after ``timeout_s``: then not 0)."""
+        return self.child.stop(signal.SIGTERM, timeout_s)
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=30)
-        self.log_file.close()
+        self.child.stop(signal.SIGKILL, timeout_s=30)
 
     def scored(self) -> int:
         return sum(e["records"] for e in self.events("batch_scored"))

@@ -94,6 +94,10 @@ def test_the_daemon_scores_the_stream_and_stops_cleanly_on_sigterm(
     events = [line["event"] for line in logged]
     alerted = sum(line.get("alerts", 0) for line in logged if line["event"] == "batch_scored")
     assert "daemon_started" in events and "stopping" in events and events[-1] == "daemon_stopped"
+    scored = [line for line in logged if line["event"] == "batch_scored"]
+    assert scored and all(
+        (line.get("input_topic"), line.get("group")) == (input_topic, group) for line in scored
+    ), "every event of the daemon carries its input topic and group (bound log context)"
     records = read_topic(kafka_broker, alerts_topic, lambda got: len(got) >= alerted)
     alerts = [orjson.loads(record.value) for record in records]
     assert len(alerts) == alerted
