@@ -71,4 +71,4 @@ kafka-status:
 
 clean:
 	scripts/kafka.sh stop || true
-	rm -rf $(VENV) .kafka .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .kafka .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
