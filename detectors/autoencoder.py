@@ -7,7 +7,7 @@ named ``encoder`` and ``decoder``, so the latent code stays reachable after a sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -70,6 +70,19 @@ class TrainingResult:
     train_loss: float
     val_loss: float
 
+    @classmethod
+    def from_history(cls, losses: Mapping[str, Sequence[float]]) -> TrainingResult:
+        """The best epoch of a Keras ``History.history``: ``loss`` and ``val_loss`` per epoch;
+        early stopping restored that epoch's weights."""
+        val_losses = losses["val_loss"]
+        best = int(np.argmin(val_losses))
+        return cls(
+            epochs_run=len(val_losses),
+            best_epoch=best + 1,
+            train_loss=float(losses["loss"][best]),
+            val_loss=float(val_losses[best]),
+        )
+
 
 def train_autoencoder(
     autoencoder: keras.Model,
@@ -97,13 +110,6 @@ def train_autoencoder(
         verbose=0,
         callbacks=[stopper, *callbacks],
     )
-    val_losses = history.history["val_loss"]
-    best = int(np.argmin(val_losses))
-    result = TrainingResult(
-        epochs_run=len(val_losses),
-        best_epoch=best + 1,
-        train_loss=float(history.history["loss"][best]),
-        val_loss=float(val_losses[best]),
-    )
+    result = TrainingResult.from_history(history.history)
     log.info("autoencoder_trained", model=autoencoder.name, **result.__dict__)
     return result

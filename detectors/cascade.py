@@ -10,8 +10,7 @@ feature's share of AE1's squared error.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,14 +28,11 @@ from detectors.autoencoder import (
     encoder_of,
     train_autoencoder,
 )
-from detectors.backend import Device, select_device
-from detectors.base import DevicePreference, FloatArray, KindLabels, Scores, as_windows
-from detectors.errors import BundleError, DetectorError, NotFittedError
-from detectors.kinds import CLASSIFIER_FILE, KindClassifier, train_kinds, typing_for
-from detectors.normalise import RULE, LogRobustNormaliser
+from detectors.base import DevicePreference, FloatArray, as_windows
+from detectors.bundled import BundledDetector, ScoringModels
+from detectors.errors import BundleError, DetectorError
 from detectors.scaling import FeatureScaler
 from detectors.scoring import (
-    CompiledScorer,
     blame_model,
     cascade_error_model,
     cascade_score_model,
@@ -47,10 +43,9 @@ from detectors.spec import CascadeSpec
 log = structlog.get_logger(__name__)
 
 PARTS = ("ae1", "ae2")
-MIN_TRAINING_WINDOWS = 50
 
 
-class CascadeDetector:
+class CascadeDetector(BundledDetector):
     """Fit on normal windows, score any windows; ``save``/``load`` as a model bundle.
 
     Learned attributes (set by ``fit`` or ``load``) end in ``_``: ``scaler_``, ``ae1_``, ``ae2_``,
@@ -58,6 +53,8 @@ class CascadeDetector:
     """
 
     kind = "cascade"
+    parts = PARTS
+    spec: CascadeSpec
 
     def __init__(
         self,
@@ -66,26 +63,12 @@ class CascadeDetector:
         device: DevicePreference = "auto",
         callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> None:
-        self.spec = spec or CascadeSpec()
+        super().__init__(spec or CascadeSpec(), device, callbacks)
         self.feature_names_in = tuple(feature_names) if feature_names is not None else None
-        self.device = device
-        self.callbacks = tuple(callbacks)
-        self._version: str | None = None
-        self._compiled: CompiledScorer | None = None
-        self.kinds_: KindClassifier | None = None
-        self.name_ = "unsaved"
 
     @property
     def window_length(self) -> int:
         return int(self._fitted().center.shape[0])
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.feature_names_
-
-    @property
-    def version(self) -> str | None:
-        return self._version
 
     def fit(self, windows: NDArray[np.floating]) -> Self:
         """Train on (n, D) windows of normal behaviour, oldest first.
@@ -97,17 +80,11 @@ class CascadeDetector:
         data = as_windows(windows)
         n, width = data.shape
         names = self._names_for(width)
-        n_val = max(round(n * spec.validation_fraction), 1)
-        if n - n_val < MIN_TRAINING_WINDOWS:
-            raise DetectorError(
-                f"{n} windows leave {n - n_val} to train on; at least {MIN_TRAINING_WINDOWS} needed"
-            )
+        n_val, started = self._start_training(n)
         if spec.ae1.latent >= width:
             raise DetectorError(
                 f"ae1.latent ({spec.ae1.latent}) must be below the window length ({width})"
             )
-        started = time.perf_counter()
-        keras.utils.set_random_seed(spec.seed)
         scaler = FeatureScaler.fit(data[: n - n_val], spec.scaler)
         scaled = scaler.transform(data)
         train, held_out = scaled[: n - n_val], scaled[n - n_val :]
@@ -126,43 +103,12 @@ class CascadeDetector:
         errors = cascade_error_model(ae1, ae2, scaler).predict(
             data[n - n_val :], batch_size=4096, verbose=0
         )
-        self.normalisers_ = {
-            part: LogRobustNormaliser.fit(e) for part, e in zip(PARTS, errors, strict=True)
-        }
-        self._compiled = self._compile(select_device(self.device))
-        held_out_scores = self.score(data[n - n_val :])
-        self.training_summary_: dict[str, Any] = {
-            "windows": {"train": n - n_val, "held_out": n_val},
-            "ae1": result1.__dict__,
-            "ae2": result2.__dict__,
-            "held_out_quantiles": {
-                "ae1_error": bundle.quantiles(held_out_scores.errors["ae1"]),
-                "ae2_error": bundle.quantiles(held_out_scores.errors["ae2"]),
-                "score": bundle.quantiles(held_out_scores.score),
-            },
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        self.kinds_ = None
-        self._version = None
+        stages = {"ae1": result1.__dict__, "ae2": result2.__dict__}
+        self._calibrate(data, n_val, errors, stages, started)
         log.info(
             "cascade_trained", windows=n, features=width, seconds=self.training_summary_["seconds"]
         )
         return self
-
-    def score(self, windows: NDArray[np.floating]) -> Scores:
-        """Score (n, D) windows; see ``Scores`` for what comes back."""
-        self._fitted()
-        compiled = self._compiled
-        assert compiled is not None
-        data = as_windows(windows, expected_width=self.window_length)
-        out = compiled(data)
-        return Scores(
-            score=out.parts[0] + out.parts[1],
-            parts=dict(zip(PARTS, out.parts, strict=True)),
-            errors=dict(zip(PARTS, out.errors, strict=True)),
-            blame=lambda rows: compiled.shares(data[rows]),
-            typing=typing_for(self.kinds_, compiled, data),
-        )
 
     def latent_model(self) -> keras.Model:
         """(B, D) raw windows → (B, ``ae1.latent`` + D): AE1's code and AE1's signed residual,
@@ -172,65 +118,29 @@ class CascadeDetector:
         residual = scaled - decoder_of(self.ae1_)(code)
         return keras.Model(window, ops.concatenate([code, residual], axis=1), name="cascade_latent")
 
-    def fit_kinds(self, windows: NDArray[np.floating], kinds: KindLabels) -> Self:
-        """Learn anomaly kinds from (n, D) anomalous windows, oldest first, and their (n,)
-        kind names (``detectors.kinds``); scores do not change."""
-        data = as_windows(windows, expected_width=self.window_length)
-        self.kinds_ = train_kinds(self.latent_model(), data, kinds, self.spec.seed)
-        self._compiled = self._compile(select_device(self.device))
-        self._version = None
-        return self
+    def _bundle_models(self) -> dict[str, keras.Model]:
+        self._fitted()
+        return {"ae1": self.ae1_, "ae2": self.ae2_}
 
-    def save(self, path: Path, name: str | None = None) -> str:
-        """Write the bundle to directory ``path``; return its version (content hash)."""
-        scaler = self._fitted()
-        manifest = bundle.describe(
-            self.kind,
-            name or Path(path).name,
-            self.feature_names_,
-            self.spec.model_dump(mode="json"),
-            self.training_summary_,
-            self.kinds_.manifest() if self.kinds_ else None,
-            scaler=scaler.to_dict(),
-            normalisation={
-                "rule": RULE,
-                "weights": dict(zip(PARTS, self.spec.weights, strict=True)),
-                **{part: self.normalisers_[part].to_dict() for part in PARTS},
-            },
-        )
-        self.name_ = str(manifest["name"])
-        models = {"ae1": self.ae1_, "ae2": self.ae2_}
-        if self.kinds_ is not None:
-            models[CLASSIFIER_FILE] = self.kinds_.model
-        self._version = bundle.write_bundle(Path(path), models, manifest)
-        log.info("bundle_written", path=str(path), version=self._version)
-        return self._version
+    def _bundle_entries(self) -> dict[str, Any]:
+        weights = dict(zip(PARTS, self.spec.weights, strict=True))
+        return {"normalisation": self._normalisation(weights=weights)}
 
     @classmethod
-    def load(
-        cls, path: Path, expected_window: int | None = None, device: DevicePreference = "auto"
+    def _check_kind(cls, path: Path, kind: object) -> None:
+        if kind != cls.kind:
+            raise BundleError(f"{path} holds a {kind!r} detector, not {cls.kind!r}")
+
+    @classmethod
+    def _from_bundle(
+        cls, path: Path, manifest: Mapping[str, Any], device: DevicePreference
     ) -> Self:
-        """Load and verify a bundle; ``expected_window`` (the stream's D) must match if given."""
-        manifest = bundle.read_manifest(Path(path))
-        if manifest.get("kind") != cls.kind:
-            raise BundleError(f"{path} holds a {manifest.get('kind')!r} detector, not {cls.kind!r}")
-        window = bundle.check_window(Path(path), manifest, expected_window)
         detector = cls(
             CascadeSpec.model_validate(manifest["spec"]), manifest["feature_names"], device
         )
-        detector.scaler_ = FeatureScaler.from_dict(manifest["scaler"])
-        detector.ae1_ = bundle.load_model(Path(path), "ae1")
-        detector.ae2_ = bundle.load_model(Path(path), "ae2")
+        detector.ae1_ = bundle.load_model(path, "ae1")
+        detector.ae2_ = bundle.load_model(path, "ae2")
         detector.feature_names_ = tuple(manifest["feature_names"])
-        norms = manifest["normalisation"]
-        detector.normalisers_ = {part: LogRobustNormaliser.from_dict(norms[part]) for part in PARTS}
-        detector.training_summary_ = manifest.get("training", {})
-        detector.kinds_ = KindClassifier.from_bundle(Path(path), manifest)
-        detector._compiled = detector._compile(select_device(device))
-        detector._compiled.warm_up()
-        detector._version = manifest["version"]
-        detector.name_ = str(manifest.get("name", Path(path).name))
-        log.info("bundle_loaded", path=str(path), version=detector._version, window=window)
         return detector
 
     def _train(self, model: keras.Model, train: FloatArray, held_out: FloatArray) -> TrainingResult:
@@ -246,19 +156,17 @@ class CascadeDetector:
             callbacks=self.callbacks,
         )
 
-    def _compile(self, device: Device) -> CompiledScorer:
+    def _scoring_models(self) -> ScoringModels:
         normalisers = [self.normalisers_[part] for part in PARTS]
         scores = cascade_score_model(
             self.ae1_, self.ae2_, self.scaler_, normalisers, self.spec.weights
         )
-        blame = blame_model(self.ae1_, self.scaler_)
-        kinds = self.kinds_.on(self.latent_model()) if self.kinds_ else None
-        return CompiledScorer(scores, len(PARTS), blame, device, kinds)
+        return scores, blame_model(self.ae1_, self.scaler_), self.latent_model
 
     def _fitted(self) -> FeatureScaler:
         scaler: FeatureScaler | None = getattr(self, "scaler_", None)
         if scaler is None:
-            raise NotFittedError("this CascadeDetector is not fitted; call fit() or load() first")
+            raise self._not_fitted()
         return scaler
 
     def _names_for(self, width: int) -> tuple[str, ...]:

@@ -23,8 +23,7 @@ typed with are read from the fused code: both codes concatenated, or their weigh
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,15 +34,14 @@ from keras import ops
 from numpy.typing import NDArray
 
 from detectors import bundle
-from detectors.autoencoder import decoder_of, encoder_of
-from detectors.backend import Device, select_device
-from detectors.base import DevicePreference, KindLabels, Scores, as_windows
-from detectors.errors import BundleError, DetectorError, NotFittedError
-from detectors.kinds import CLASSIFIER_FILE, KindClassifier, train_kinds, typing_for
+from detectors.autoencoder import TrainingResult, decoder_of, encoder_of
+from detectors.base import DevicePreference, as_windows
+from detectors.bundled import BundledDetector, ScoringModels
+from detectors.errors import BundleError
 from detectors.members import Member, check_member
-from detectors.normalise import RULE, LogRobustNormaliser, tail_decades_op
+from detectors.normalise import tail_decades_op
 from detectors.scaling import FeatureScaler
-from detectors.scoring import CompiledScorer, error_shares
+from detectors.scoring import error_shares
 from detectors.spec import FusionSpec
 
 log = structlog.get_logger(__name__)
@@ -55,7 +53,6 @@ RESERVED = frozenset(
 )
 """Member names become score parts, which sit beside these columns in backtest traces."""
 FUSER = "fuser"
-MIN_TRAINING_WINDOWS = 50
 
 
 @keras.saving.register_keras_serializable(package="tandem")
@@ -116,13 +113,15 @@ def build_fuser(spec: FusionSpec, widths: Sequence[int], output_width: int) -> k
     return keras.Model(inputs, reconstruction, name=FUSER)
 
 
-class FusionDetector:
+class FusionDetector(BundledDetector):
     """Fit the head on normal windows, score any windows; ``save``/``load`` as a model bundle.
 
     ``members`` are the two pre-trained autoencoders; ``feature_names`` (D,) name the stream's
     window features, which the members' features are looked up in. Learned attributes end in
     ``_``: ``scaler_`` (the whole window's), ``fuser_``, ``normalisers_``, ``training_summary_``.
     """
+
+    spec: FusionSpec
 
     def __init__(
         self,
@@ -132,33 +131,19 @@ class FusionDetector:
         device: DevicePreference = "auto",
         callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> None:
-        self.spec = spec or FusionSpec()
+        super().__init__(spec or FusionSpec(), device, callbacks)
         self.kind = f"fusion-{self.spec.mode}"
         self.members = list(members)
         self.feature_names_ = tuple(feature_names)
-        self.device = device
-        self.callbacks = tuple(callbacks)
         self._check_members()
         self.indices = [m.indices_in(self.feature_names_) for m in self.members]
         self.parts = (
             (*(m.name for m in self.members), JOINT) if self.spec.mode == "late" else (JOINT,)
         )
-        self._version: str | None = None
-        self._compiled: CompiledScorer | None = None
-        self.kinds_: KindClassifier | None = None
-        self.name_ = "unsaved"
 
     @property
     def window_length(self) -> int:
         return len(self.feature_names_)
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.feature_names_
-
-    @property
-    def version(self) -> str | None:
-        return self._version
 
     @property
     def mix_weights(self) -> list[float] | None:
@@ -176,13 +161,7 @@ class FusionDetector:
         spec = self.spec
         data = as_windows(windows, expected_width=self.window_length)
         n = len(data)
-        n_val = max(round(n * spec.validation_fraction), 1)
-        if n - n_val < MIN_TRAINING_WINDOWS:
-            raise DetectorError(
-                f"{n} windows leave {n - n_val} to train on; at least {MIN_TRAINING_WINDOWS} needed"
-            )
-        started = time.perf_counter()
-        keras.utils.set_random_seed(spec.seed)
+        n_val, started = self._start_training(n)
         self.scaler_ = FeatureScaler.fit(data[: n - n_val], spec.scaler)
         widths = [m.input_width if spec.mode == "late" else m.latent_width for m in self.members]
         self.fuser_ = build_fuser(spec, widths, self.window_length)
@@ -215,29 +194,8 @@ class FusionDetector:
             data[n - n_val :], batch_size=4096, verbose=0
         )
         errors = errors if isinstance(errors, list) else [errors]
-        self.normalisers_ = {
-            part: LogRobustNormaliser.fit(e) for part, e in zip(self.parts, errors, strict=True)
-        }
-        self.kinds_ = None
-        self._compiled = self._compile(select_device(self.device))
-        held_out = self.score(data[n - n_val :])
-        losses = history.history
-        best = int(np.argmin(losses["val_loss"]))
-        self.training_summary_: dict[str, Any] = {
-            "windows": {"train": n - n_val, "held_out": n_val},
-            FUSER: {
-                "epochs_run": len(losses["val_loss"]),
-                "best_epoch": best + 1,
-                "train_loss": float(losses["loss"][best]),
-                "val_loss": float(losses["val_loss"][best]),
-            },
-            "held_out_quantiles": {
-                **{f"{p}_error": bundle.quantiles(held_out.errors[p]) for p in self.parts},
-                "score": bundle.quantiles(held_out.score),
-            },
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        self._version = None
+        stages = {FUSER: TrainingResult.from_history(history.history).__dict__}
+        self._calibrate(data, n_val, errors, stages, started)
         log.info(
             "fusion_trained",
             mode=spec.mode,
@@ -246,21 +204,6 @@ class FusionDetector:
             seconds=self.training_summary_["seconds"],
         )
         return self
-
-    def score(self, windows: NDArray[np.floating]) -> Scores:
-        """Score (n, D) windows; ``parts`` are ``joint`` (and each member's, for ``late``)."""
-        compiled = self._compiled
-        if compiled is None:
-            raise NotFittedError("this FusionDetector is not fitted; call fit() or load() first")
-        data = as_windows(windows, expected_width=self.window_length)
-        out = compiled(data)
-        return Scores(
-            score=np.sum(out.parts, axis=0, dtype=np.float32),
-            parts=dict(zip(self.parts, out.parts, strict=True)),
-            errors=dict(zip(self.parts, out.errors, strict=True)),
-            blame=lambda rows: compiled.shares(data[rows]),
-            typing=typing_for(self.kinds_, compiled, data),
-        )
 
     def latent_model(self) -> keras.Model:
         """(B, D) raw windows → (B, L + D): the fused code (the codes concatenated, or for
@@ -273,63 +216,39 @@ class FusionDetector:
         features = ops.concatenate([graph["fused_code"], graph["residual"]], axis=1)
         return keras.Model(graph["window"], features, name="fusion_latent")
 
-    def fit_kinds(self, windows: NDArray[np.floating], kinds: KindLabels) -> Self:
-        """Learn anomaly kinds from (n, D) anomalous windows, oldest first, and their (n,)
-        kind names (``detectors.kinds``); scores do not change."""
-        data = as_windows(windows, expected_width=self.window_length)
-        self.kinds_ = train_kinds(self.latent_model(), data, kinds, self.spec.seed)
-        self._compiled = self._compile(select_device(self.device))
-        self._version = None
-        return self
-
-    def save(self, path: Path, name: str | None = None) -> str:
-        """Write the bundle to directory ``path``; return its version (content hash)."""
+    def _bundle_models(self) -> dict[str, keras.Model]:
         fuser = self._fitted_fuser()
-        manifest = bundle.describe(
-            self.kind,
-            name or Path(path).name,
-            self.feature_names_,
-            self.spec.model_dump(mode="json"),
-            self.training_summary_,
-            self.kinds_.manifest() if self.kinds_ else None,
-            scaler=self.scaler_.to_dict(),
-            members=[
-                {
-                    "name": m.name,
-                    "feature_names": list(m.feature_names),
-                    "scaler": m.scaler.to_dict(),
-                    "latent_width": m.latent_width,
-                    "source": m.source,
-                    "fine_tuned": not self.spec.freeze_members,
-                }
-                for m in self.members
-            ],
-            mix_weights=self.mix_weights,
-            normalisation={
-                "rule": RULE,
-                "parts": list(self.parts),
-                **{part: self.normalisers_[part].to_dict() for part in self.parts},
-            },
-        )
         models = {f"member_{m.name}": m.autoencoder for m in self.members}
         models[FUSER] = fuser
-        if self.kinds_ is not None:
-            models[CLASSIFIER_FILE] = self.kinds_.model
-        self.name_ = str(manifest["name"])
-        self._version = bundle.write_bundle(Path(path), models, manifest)
-        log.info("bundle_written", path=str(path), version=self._version, kind=self.kind)
-        return self._version
+        return models
+
+    def _bundle_entries(self) -> dict[str, Any]:
+        members = [
+            {
+                "name": m.name,
+                "feature_names": list(m.feature_names),
+                "scaler": m.scaler.to_dict(),
+                "latent_width": m.latent_width,
+                "source": m.source,
+                "fine_tuned": not self.spec.freeze_members,
+            }
+            for m in self.members
+        ]
+        return {
+            "members": members,
+            "mix_weights": self.mix_weights,
+            "normalisation": self._normalisation(parts=list(self.parts)),
+        }
 
     @classmethod
-    def load(
-        cls, path: Path, expected_window: int | None = None, device: DevicePreference = "auto"
+    def _check_kind(cls, path: Path, kind: object) -> None:
+        if not str(kind).startswith("fusion-"):
+            raise BundleError(f"{path} holds a {kind!r} detector, not a fusion")
+
+    @classmethod
+    def _from_bundle(
+        cls, path: Path, manifest: Mapping[str, Any], device: DevicePreference
     ) -> Self:
-        """Load and verify a bundle; ``expected_window`` (the stream's D) must match if given."""
-        path = Path(path)
-        manifest = bundle.read_manifest(path)
-        if not str(manifest.get("kind", "")).startswith("fusion-"):
-            raise BundleError(f"{path} holds a {manifest.get('kind')!r} detector, not a fusion")
-        window = bundle.check_window(path, manifest, expected_window)
         members = [
             Member(
                 entry["name"],
@@ -343,19 +262,7 @@ class FusionDetector:
         detector = cls(
             members, manifest["feature_names"], FusionSpec.model_validate(manifest["spec"]), device
         )
-        detector.scaler_ = FeatureScaler.from_dict(manifest["scaler"])
         detector.fuser_ = bundle.load_model(path, FUSER)
-        norms = manifest["normalisation"]
-        detector.normalisers_ = {
-            part: LogRobustNormaliser.from_dict(norms[part]) for part in detector.parts
-        }
-        detector.training_summary_ = manifest.get("training", {})
-        detector.kinds_ = KindClassifier.from_bundle(path, manifest)
-        detector._compiled = detector._compile(select_device(device))
-        detector._compiled.warm_up()
-        detector._version = manifest["version"]
-        detector.name_ = str(manifest.get("name", path.name))
-        log.info("bundle_loaded", path=str(path), version=detector._version, window=window)
         return detector
 
     def _check_members(self) -> None:
@@ -411,7 +318,7 @@ class FusionDetector:
             "fused_code": fused_code,
         }
 
-    def _compile(self, device: Device) -> CompiledScorer:
+    def _scoring_models(self) -> ScoringModels:
         graph = self._graph()
         parts = [
             tail_decades_op(self.normalisers_[part].op(error))
@@ -419,13 +326,12 @@ class FusionDetector:
         ]
         scores = keras.Model(graph["window"], [*parts, *graph["errors"]], name="fusion_scores")
         blame = keras.Model(graph["window"], error_shares(graph["squared"]), name="fusion_blame")
-        kinds = self.kinds_.on(self._latent(graph)) if self.kinds_ else None
-        return CompiledScorer(scores, len(self.parts), blame, device, kinds)
+        return scores, blame, lambda: self._latent(graph)
 
     def _fitted_fuser(self) -> keras.Model:
         fuser: keras.Model | None = getattr(self, "fuser_", None)
         if fuser is None:
-            raise NotFittedError("this FusionDetector is not fitted; call fit() or load() first")
+            raise self._not_fitted()
         return fuser
 
 

@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamer.cli.options import add_config_option, add_data_options
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from rich.table import Table
 
     from streamer.backtest.run import FiniteSource
@@ -69,6 +66,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.backtest.summary import summarise
     from streamer.backtest.sweep import parse_sweep, run_sweep
     from streamer.backtest.write import write_report
+    from streamer.cli.progress import ScoringProgress
     from streamer.codec import Limits, make_codec
 
     if (args.data is None) == (args.topic is None):
@@ -89,7 +87,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     console = Console(stderr=True)
     console.print(f"backtest of {name}: {source.total:,} records, model {bundle}")
     try:
-        with _Progress(console, source.total) as advance:
+        with ScoringProgress(console, source.total, log) as advance:
             backtest = run_backtest(
                 source,
                 codec,
@@ -134,40 +132,6 @@ def _open_source(
     source = TopicRangeSource(config.kafka.client_options(), args.topic, start, end, batch_size)
     name = f"{args.topic} [{start.describe('start')}, {end.describe('end')})"
     return source, name, None
-
-
-class _Progress:
-    """A rich progress bar on a terminal; elsewhere a ``backtest_progress`` event per tenth."""
-
-    def __init__(self, console: Console, total: int) -> None:
-        self.console, self.total, self.done, self.logged = console, total, 0, 0
-        self.bar: Progress | None = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if self.console.is_terminal:
-            self.bar = Progress(
-                TextColumn("scoring"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("scoring", total=self.total, rate="")
-        return self.advance
-
-    def advance(self, records: int) -> None:
-        self.done += records
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done)
-        elif self.total and self.done * 10 // self.total > self.logged:
-            self.logged = self.done * 10 // self.total
-            log.info("backtest_progress", records=self.done, total=self.total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _print_summary(report: dict[str, Any]) -> None:

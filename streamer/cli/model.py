@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detectors.base import Scores
-from detectors.spec import DETECTOR_KINDS, FusionSpec
+from detectors.spec import DETECTOR_KINDS, TrainingSpec
 from streamer.cli.options import add_config_option, add_data_options
 from streamer.config import TandemConfig
 from streamer.demo.synthetic import sensor_series
@@ -30,11 +30,9 @@ from streamer.tables import WindowTable, load_windows, write_table
 log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:  # the commands import Keras when they run, so `tandem --help` stays quick
-    import keras
-
-    from detectors.cascade import CascadeDetector
-    from detectors.fusion import FusionDetector
+    from detectors.bundled import BundledDetector
     from detectors.members import Member
+    from detectors.registry import DetectorKind
 
 
 def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -124,8 +122,6 @@ def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    from streamer.cli.progress import TrainingProgress
-
     table = load_windows(args.data, args.window, args.stride)
     if args.features:
         table = table.with_features(_names(table.feature_names, args.features))
@@ -135,9 +131,7 @@ def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
         labelled = int((mask & (table.labels == 1)).sum())
         mask &= table.labels == 0
     training = table.select(mask)
-    epochs = config.train.epochs if args.detector == "cascade" else config.fusion.epochs
-    progress = TrainingProgress(epochs)
-    detector = _new_detector(args, config, training.feature_names, progress)
+    detector = _new_detector(args, config, training.feature_names)
     detector.fit(training.windows)
     kinds = _kind_examples(table) if not args.no_kinds else None
     if kinds is not None:
@@ -151,29 +145,40 @@ def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def _new_detector(
-    args: argparse.Namespace,
-    config: TandemConfig,
-    names: tuple[str, ...],
-    progress: keras.callbacks.Callback,
-) -> CascadeDetector | FusionDetector:
-    """The untrained detector ``--detector`` names; a fusion loads its ``--member``s now, so a
-    member the stream cannot feed fails before any training."""
-    from detectors.cascade import CascadeDetector
-    from detectors.fusion import FusionDetector
+    args: argparse.Namespace, config: TandemConfig, names: tuple[str, ...]
+) -> BundledDetector:
+    """The untrained detector ``--detector`` names (``detectors.registry``), showing its training
+    progress; a fusion loads its ``--member``s now, so a member the stream cannot feed fails
+    before any training."""
+    from detectors.registry import detector_kind
+    from streamer.cli.progress import TrainingProgress
 
-    if args.detector == "cascade":
-        if args.member:
-            raise ConfigError("--member is for fusion detectors (--detector fusion-...)")
-        return CascadeDetector(config.train, names, config.model.device, [progress])
-    if len(args.member) != 2:
-        raise ConfigError(f"{args.detector} fuses two autoencoders: give --member twice")
-    settings = {**config.fusion.model_dump(), "mode": args.detector.removeprefix("fusion-")}
-    try:
-        spec = FusionSpec.model_validate(settings)
-    except ValidationError as error:
-        raise ConfigError(f"[fusion] for --detector {args.detector}: {error}") from None
+    kind = detector_kind(args.detector)
+    _check_member_count(kind, len(args.member))
+    spec = _spec(kind, config)
     members = [_member(text, names) for text in args.member]
-    return FusionDetector(members, names, spec, config.model.device, [progress])
+    progress = TrainingProgress(spec.epochs)
+    return kind.build(spec, names, members, config.model.device, [progress])
+
+
+def _check_member_count(kind: DetectorKind, given: int) -> None:
+    """A ``ConfigError`` unless ``--member`` was given as many times as ``kind`` fuses members
+    (none, or the two of every fusion)."""
+    if given == kind.members:
+        return
+    if kind.members == 0:
+        raise ConfigError("--member is for fusion detectors (--detector fusion-...)")
+    raise ConfigError(f"{kind.name} fuses two autoencoders: give --member twice")
+
+
+def _spec(kind: DetectorKind, config: TandemConfig) -> TrainingSpec:
+    """The spec ``kind`` trains with, from the config section it reads (``[train]`` or
+    ``[fusion]``); a ``ConfigError`` when the kind's own settings do not fit that section."""
+    sections: dict[str, TrainingSpec] = {"train": config.train, "fusion": config.fusion}
+    try:
+        return kind.spec(sections[kind.section])
+    except ValidationError as error:
+        raise ConfigError(f"[{kind.section}] for --detector {kind.name}: {error}") from None
 
 
 def _member(text: str, names: tuple[str, ...]) -> Member:

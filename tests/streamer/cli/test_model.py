@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from pathlib import Path
 
+import keras
 import pandas as pd
 import pytest
+import structlog
+from rich.console import Console
+from structlog.testing import capture_logs
 
 from streamer.cli.main import ExitCode, main
 
@@ -104,6 +110,65 @@ def test_a_member_reading_features_the_stream_lacks_fails_at_load(
     assert main(argv) == ExitCode.FAILURE
     err = capsys.readouterr().err
     assert "member 'a' reads feature 'ch2[t-3]'" in err and "do not carry" in err
+
+
+def test_members_must_fit_the_detector_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kind's member count and its [fusion] settings are checked before any training."""
+    feed = tmp_path / "feed.csv"
+    main(["generate", "--out", str(feed), "--steps", "300", "--keys", "1"])
+    train = ["train", "--data", str(feed), "--window", "4", "--out", str(tmp_path / "b")]
+    capsys.readouterr()
+    assert main([*train, "--member", f"a={tmp_path}"]) == ExitCode.CONFIG
+    assert "--member is for fusion detectors" in capsys.readouterr().err
+    fusion = [*train, "--detector", "fusion-late", "--member", f"a={tmp_path}"]
+    assert main(fusion) == ExitCode.CONFIG
+    assert "fusion-late fuses two autoencoders: give --member twice" in capsys.readouterr().err
+    config = tmp_path / "weights.toml"
+    config.write_text("[fusion]\nmode = 'weighted'\nweights = [1.0, 2.0]\n")
+    concat = [*train, "--config", str(config), "--detector", "fusion-concat"]
+    concat += ["--member", f"a={tmp_path}", "--member", f"b={tmp_path}"]
+    assert main(concat) == ExitCode.CONFIG
+    assert "[fusion] for --detector fusion-concat:" in capsys.readouterr().err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_events_elsewhere() -> None:
+    """Training and backtests share one bar; off a terminal each logs its own events."""
+    from streamer.cli.progress import ScoringProgress, TrainingProgress
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    progress = TrainingProgress(10, terminal)
+    progress.set_model(keras.Sequential(name="ae1"))
+    progress.on_train_begin()
+    progress.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.25})
+    progress.on_train_end()
+    with ScoringProgress(terminal, 300) as advance:
+        advance(300)
+    drawn = screen.getvalue()
+    assert "training ae1" in drawn and "1/1 loss 0.5  held-out 0.25" in drawn
+    assert "scoring" in drawn and "300/300" in drawn
+
+    log_only = io.StringIO()
+    quiet = Console(file=log_only, force_terminal=False)
+    level = structlog.get_config()["wrapper_class"]  # the epoch events are debug
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as events:
+            progress = TrainingProgress(10, quiet)
+            progress.set_model(keras.Sequential(name="ae2"))
+            progress.on_train_begin()
+            progress.on_epoch_end(0, {"loss": 0.5})
+            progress.on_train_end()
+            with ScoringProgress(quiet, 100) as advance:
+                for _ in range(4):
+                    advance(25)
+    finally:
+        structlog.configure(wrapper_class=level)
+    assert log_only.getvalue() == ""
+    assert [e["event"] for e in events] == ["epoch_trained", *["backtest_progress"] * 4]
+    assert events[0]["model"] == "ae2" and events[-1]["records"] == 100
 
 
 def small_config(directory: Path) -> Path:
