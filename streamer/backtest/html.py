@@ -34,7 +34,7 @@ code { background: #f5f5f5; padding: 0 0.25em; }
 
 
 def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFrame | None) -> str:
-    """The whole page for ``report`` (``streamer.report.summarise``) of ``backtest``."""
+    """The whole page for ``report`` (``streamer.backtest.summary.summarise``) of ``backtest``."""
     windows = backtest.windows
     spans = labelled_spans(
         windows["key"].to_numpy(), windows["ts"].to_numpy(), windows["label"].to_numpy(), ranges

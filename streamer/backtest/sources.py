@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import structlog
-
 from streamer.codec import Codec
 from streamer.records import SourceRecord
 from streamer.tables import WindowTable
-
-log = structlog.get_logger(__name__)
 
 
 class FileSource:
