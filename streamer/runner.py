@@ -203,10 +203,12 @@ class Runner:
         """The source is losing ``partitions``: save their state for their next owner.
 
         Runs on the Kafka client's network thread, where nothing may commit offsets. A batch
-        still waiting for delivery is given up: it is uncommitted, so the next owner reads it
-        again (any of its alerts that did reach the broker come again with the same ids)."""
+        still waiting for delivery is given up and rewound: it is uncommitted, so whoever owns
+        its partitions next, this runner included, reads it again (any of its alerts that did
+        reach the broker come again with the same ids)."""
         if self.pending is not None:
             log.warning("pending_batch_released", records=len(self.pending.records))
+            self.source.rewind(self.pending.records)
             self.pending = None
         self.checkpoint.save(self.calibrator, partitions)
         self.source.commit(())  # a transactional source commits the saved state; others no-op

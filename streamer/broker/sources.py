@@ -76,7 +76,7 @@ class KafkaSource:
         self._subscribe()
 
     def _subscribe(self) -> None:
-        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.topic], listener=RebalanceListener(self))
         # A metadata round trip now, before the first poll joins the group: kafka-python takes
         # the topic's partitions for its assignment from the metadata it has when it joins, so
         # a join before any metadata arrived assigns nothing, and the metadata arriving a moment
@@ -175,18 +175,27 @@ class KafkaSource:
         self.consumer.close(autocommit=False)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """The group's rebalances as the source sees them: what was in hand is released (and sought
+    back to), then the source's own listener hears of the partitions."""
+
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
     def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         # kafka-python runs this on its network thread, where blocking consumer calls (a commit)
         # are refused, so records fetched for the batch being collected are not scored here:
-        # they are released uncommitted, and whoever owns their partitions next (often this
-        # daemon again) fetches them from the last commit. Nothing is lost or scored twice.
-        released, self.source.in_hand = len(self.source.in_hand), []
+        # they are released uncommitted. Their partitions are sought back to the first of them:
+        # kafka-python 3 keeps a partition's position when the new assignment gives it back to
+        # this consumer, which would otherwise skip them; another owner reads from the last
+        # commit. Nothing is lost or scored twice.
+        released, self.source.in_hand = self.source.in_hand, []
         if released:
-            log.info("records_released", records=released)
+            first: dict[Partition, int] = {}
+            for record in released:
+                first.setdefault((record.topic, record.partition), record.offset)
+            self.source.seek_owned(first)
+            log.info("records_released", records=len(released), partitions=len(first))
         if self.source.listener is not None:
             self.source.listener.partitions_revoked(_partitions(revoked))
 

@@ -94,17 +94,26 @@ class Daemon:
         return self.child.running()
 
     def wait_for(
-        self, event: str, timeout_s: float = 90.0, where: Callable[..., bool] = bool
+        self,
+        event: str,
+        timeout_s: float = 90.0,
+        where: Callable[..., bool] = bool,
+        after: int = 0,
     ) -> None:
-        """Wait until the log holds ``event`` (for which ``where(entry)`` holds)."""
+        """Wait until the log holds ``event`` (for which ``where(entry)`` holds) after its first
+        ``after`` occurrences (``count(event)`` taken earlier: only a newer one will do)."""
         deadline = time.monotonic() + timeout_s
         while True:
             alive = self.alive()  # before reading: if it had exited, the log read is complete
-            if any(where(e) for e in self.events(event)):
+            if any(where(e) for e in self.events(event)[after:]):
                 return
             assert alive, f"daemon exited ({self.child.process.returncode}):\n{self.tail()}"
             assert time.monotonic() < deadline, f"no {event} in {timeout_s} s:\n{self.tail()}"
             time.sleep(0.2)
+
+    def count(self, event: str) -> int:
+        """How many ``event``s the log holds so far."""
+        return len(self.events(event))
 
     def terminate(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, then its exit status (killed after ``timeout_s``: then not 0)."""

@@ -181,8 +181,11 @@ def test_two_daemons_share_the_partitions_and_hand_over_calibrator_state(
         wait_committed(setup, warm + more, [first, second])
         assert first.scored() + second.scored() == warm + more, "each window scored once"
         taken = second.events("partitions_assigned")[-1]["partitions"]
+        assignments = first.count("partitions_assigned")
         assert second.terminate() == 0, second.tail()
-        first.wait_for("partitions_assigned", where=lambda e: len(e["partitions"]) == 4)
+        first.wait_for(
+            "partitions_assigned", where=lambda e: len(e["partitions"]) == 4, after=assignments
+        )
         produce(setup.bootstrap, setup.input_topic, windows, warm + more, total)
         wait_committed(setup, total, [first])
     finally:

@@ -109,6 +109,29 @@ def test_a_batch_that_failed_delivery_is_delivered_again_unchanged(
     assert [a.alert_id for a in alerts.items] == [a.alert_id for a in expected.items]
 
 
+def test_a_batch_given_up_at_a_revocation_is_read_again_when_its_partition_comes_back(
+    detector: CascadeDetector,
+) -> None:
+    """A revocation gives up the batch waiting for delivery; it must be rewound, not dropped:
+    when the partition comes back to this runner (kafka-python keeps its position), the batch is
+    read again and nothing is skipped."""
+    reference, _, expected, _ = runner(detector, 128, [])
+    drain(reference)
+    run, source, alerts, _ = runner(detector, 128, [])
+    run.step()
+    alerts.fail = ConnectionError("broker gone")
+    with pytest.raises(ConnectionError):
+        run.step()
+    alerts.fail = None
+    alerts.pending.clear()  # what the failed flush held is gone with the producer's buffer
+    run.partitions_revoked([("feed", 0)])
+    assert run.pending is None and source.cursor == 128, "the given-up batch is served again"
+    run.partitions_assigned([("feed", 0)])
+    drain(run)
+    assert source.committed == {("feed", 0): 900}
+    assert {a.alert_id for a in alerts.items} >= {a.alert_id for a in expected.items}
+
+
 def test_the_same_stream_in_other_batches_gives_the_same_alerts(detector: CascadeDetector) -> None:
     """Same alert ids whatever the batching (the calibrator refreshes at fixed counts). Scores
     agree to float32 precision, not bit for bit: XLA's matmuls differ slightly between the
