@@ -1,5 +1,6 @@
 """A backtest's files: ``report.json`` (``streamer.backtest.summary``), ``alerts.csv`` (one row per
-alert) and ``report.html`` (``streamer.backtest.html``)."""
+alert), ``report.html`` (``streamer.backtest.html``) and ``windows.parquet`` (one row per window
+scored, so a user can see why any window was or was not flagged)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,29 @@ import orjson
 import pandas as pd
 
 from streamer.backtest.html import render_html
-from streamer.backtest.run import Backtest
+from streamer.backtest.run import TRACE_COLUMNS, Backtest
+
+ALERT_COLUMNS_BEFORE_PARTS = ("alert_id", "key", "event_ts", "time_utc", "score", "threshold")
+ALERT_COLUMNS_AFTER_PARTS = (
+    "top_feature",
+    "top_share",
+    "label",
+    "kind",
+    "kind_confidence",
+    "partition",
+    "offset",
+)
 
 
 def alerts_frame(backtest: Backtest) -> pd.DataFrame:
-    """``alerts.csv``: one row per alert, in order, with its window's label when known."""
-    columns = ["alert_id", "key", "event_ts", "time_utc", "score", "threshold"]
+    """``alerts.csv``: one row per alert, in order, with its window's label when known. The
+    columns are the same whether there are alerts or not: the fixed ones around a ``part_<name>``
+    per score part of the detector."""
+    columns = [
+        *ALERT_COLUMNS_BEFORE_PARTS,
+        *(f"part_{name}" for name in _parts(backtest)),
+        *ALERT_COLUMNS_AFTER_PARTS,
+    ]
     rows = []
     label_of = backtest.windows.set_index(["partition", "offset"])["label"]
     for alert in backtest.alerts:
@@ -40,18 +58,38 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
                 "offset": source["offset"],
             }
         )
-    return pd.DataFrame(rows, columns=None if rows else columns)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def windows_frame(backtest: Backtest) -> pd.DataFrame:
+    """``windows.parquet``: every window scored, in stream order: its position, ``key``, ``ts``
+    (epoch ms) and ``time_utc``, ``label`` (-1 unknown), ``score`` and one column per score
+    part, the ``threshold`` in force (NaN in warm-up) and ``flag``."""
+    windows = backtest.windows.copy()
+    windows.insert(
+        list(windows.columns).index("ts") + 1,
+        "time_utc",
+        pd.to_datetime(windows["ts"].to_numpy(), unit="ms", utc=True),
+    )
+    return windows
+
+
+def _parts(backtest: Backtest) -> list[str]:
+    """The detector's score parts, as the trace names its columns (none if nothing scored)."""
+    return [column for column in backtest.windows.columns if column not in TRACE_COLUMNS]
 
 
 def write_report(
     out: Path, backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFrame | None
 ) -> list[Path]:
-    """Write ``report.json``, ``alerts.csv`` and ``report.html`` into ``out``; their paths."""
+    """Write ``report.json``, ``alerts.csv``, ``report.html`` and ``windows.parquet`` into
+    ``out``; their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "report.json", out / "alerts.csv", out / "report.html"]
+    paths = [out / "report.json", out / "alerts.csv", out / "report.html", out / "windows.parquet"]
     paths[0].write_bytes(
         orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
     alerts_frame(backtest).to_csv(paths[1], index=False)
     paths[2].write_text(render_html(backtest, report, ranges), encoding="utf-8")
+    windows_frame(backtest).to_parquet(paths[3], index=False)
     return paths

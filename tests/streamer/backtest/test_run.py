@@ -3,6 +3,7 @@ the ``tandem backtest`` command on a file."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from streamer.backtest.run import Backtest, run_backtest
 from streamer.backtest.sources import FileSource
 from streamer.backtest.summary import summarise
 from streamer.backtest.sweep import parse_sweep, run_sweep
-from streamer.backtest.write import write_report
+from streamer.backtest.write import alerts_frame, write_report
 from streamer.cli.main import ExitCode, main
 from streamer.codec import JsonCodec, Limits
 from streamer.config import CalibrationConfig
@@ -138,7 +139,8 @@ def test_the_report_files_say_what_the_backtest_found(
     assert attach_labels(run, table, None) is None
     report = summarise(run)
     paths = write_report(tmp_path / "out", run, report, None)
-    assert [p.name for p in paths] == ["report.json", "alerts.csv", "report.html"]
+    names = ["report.json", "alerts.csv", "report.html", "windows.parquet"]
+    assert [p.name for p in paths] == names
 
     saved = orjson.loads(paths[0].read_bytes())
     assert saved["counts"]["windows"] == 1200 and saved["counts"]["alerts"] == len(run.alerts)
@@ -148,6 +150,20 @@ def test_the_report_files_say_what_the_backtest_found(
     assert [row["setting"] for row in saved["sweep"]] == ["quantile=0.995", "quantile=0.99"]
     assert saved["sweep"][0]["alerts"] == saved["counts"]["alerts"]
     assert {row["key"] for row in saved["per_key"]} == {"s0", "s1", "s2"}
+
+    windows = pd.read_parquet(paths[3])
+    assert len(windows) == 1200 and windows["flag"].sum() == len(run.alerts)
+    assert list(windows.columns) == [
+        "partition", "offset", "key", "ts", "time_utc", "label", "score", "ae1", "ae2",
+        "threshold", "flag",
+    ]  # fmt: skip
+    assert (windows["time_utc"] == pd.to_datetime(windows["ts"], unit="ms", utc=True)).all()
+    flagged = windows[windows["flag"]]
+    alerts = pd.read_csv(paths[1])
+    assert alerts["offset"].tolist() == flagged["offset"].tolist()
+    np.testing.assert_allclose(alerts["score"], flagged["score"], rtol=1e-6)
+    quiet = dataclasses.replace(run, alerts=[])
+    assert list(alerts_frame(quiet).columns) == list(alerts.columns), "one header, alerts or not"
     assert saved["thresholds"]["global"], "the threshold curve is there"
 
     alerts = pd.read_csv(paths[1])
@@ -228,4 +244,5 @@ def test_a_backtest_that_scored_nothing_still_writes_its_report(
     run = backtest(table.select(np.zeros(len(table), dtype=bool)), tiny_detector, 100)
     paths = write_report(tmp_path / "out", run, summarise(run), None)
     assert orjson.loads(paths[0].read_bytes())["counts"]["windows"] == 0
+    assert pd.read_parquet(paths[3]).empty
     assert "No window was scored" in paths[2].read_text()
