@@ -175,12 +175,11 @@ def find_events(
     keys, ts_ms, labels = _checked(keys, ts_ms, labels)
     grouped = _group(keys, labels)
     ts = ts_ms[grouped.rows]
-    bounds = grouped.new_key
-    kind_of = None
+    kind_of = breaks = None
     if kinds is not None:
         kind_of = np.asarray(kinds, dtype=str)[grouped.rows]
-        bounds = bounds | np.concatenate(([True], kind_of[1:] != kind_of[:-1]))
-    first, last = _event_bounds(_Grouped(grouped.rows, bounds), keys, ts, labels[grouped.rows] == 1)
+        breaks = np.concatenate(([True], kind_of[1:] != kind_of[:-1]))
+    first, last = _event_bounds(grouped, keys, ts, labels[grouped.rows] == 1, breaks)
     return [
         Event(str(key), start, end, count, "" if kind_of is None else str(kind_of[at]))
         for key, start, end, count, at in zip(
@@ -242,10 +241,16 @@ def _runs(
 
 
 def _event_bounds(
-    grouped: _Grouped, keys: NDArray[Any], ts: NDArray[np.int64], anomalous: NDArray[np.bool_]
+    grouped: _Grouped,
+    keys: NDArray[Any],
+    ts: NDArray[np.int64],
+    anomalous: NDArray[np.bool_],
+    breaks: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """The events' first and last grouped positions (k,) each, sorted by (start_ms, key)."""
-    first, last = _runs(anomalous, grouped.new_key)
+    """The events' first and last grouped positions (k,) each, sorted by (start_ms, key). A run
+    ends at each key's end, and also before every position ``breaks`` (m,) marks."""
+    bounds = grouped.new_key if breaks is None else grouped.new_key | breaks
+    first, last = _runs(anomalous, bounds)
     names = keys[grouped.rows[first]].astype(str)
     order = np.lexsort((names, ts[first]))
     return first[order], last[order]

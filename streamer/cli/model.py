@@ -23,7 +23,7 @@ from detectors.base import Scores
 from detectors.spec import DETECTOR_KINDS, TrainingSpec
 from streamer.cli.options import add_config_option, add_data_options
 from streamer.config import TandemConfig
-from streamer.demo.synthetic import sensor_series
+from streamer.demo.synthetic import injected_events, sensor_series
 from streamer.errors import ConfigError
 from streamer.tables import WindowTable, load_windows, write_table
 
@@ -108,11 +108,7 @@ def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
     )
     write_table(frame, args.out)
     labelled = frame[frame["label"] == 1]
-    # An event is a run of anomalous steps of one kind on one sensor.
-    marks = frame["kind"].where(frame["label"] == 1, "")
-    events = int(
-        ((marks != "") & (marks != marks.groupby(frame["key"]).shift(fill_value=""))).sum()
-    )
+    events = len(injected_events(frame))
     kinds = ", ".join(sorted(set(labelled["kind"])))
     print(
         f"{args.out}: {len(frame)} steps from {args.keys} sensors, {args.channels} channels each; "

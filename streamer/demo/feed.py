@@ -28,17 +28,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import structlog
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from streamer.backtest.events import Event, find_events
+from streamer.backtest.events import Event
 from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics, delete_topics
 from streamer.broker.replay import ReplayReport
 from streamer.config import CalibrationConfig, KafkaConfig
-from streamer.demo.synthetic import sensor_series
+from streamer.demo.synthetic import injected_events, sensor_series
 from streamer.tables import WindowTable, windows_from_frame
 
 log = structlog.get_logger(__name__)
@@ -100,18 +99,6 @@ def warmup_windows_for(calibration: CalibrationConfig, keys: int) -> int:
     first anomaly: a per-key state sees only its sensor's windows, a global one all of them."""
     per_state = calibration.warmup if calibration.per_key else math.ceil(calibration.warmup / keys)
     return math.ceil(per_state / calibration.refresh) * calibration.refresh
-
-
-def injected_events(frame: pd.DataFrame) -> list[Event]:
-    """The anomalies of a ``sensor_series`` frame: runs of labelled steps of one kind per sensor
-    (``streamer.backtest.events.find_events`` over the steps), in time order; an event's
-    ``start_ms``/``end_ms`` are its first and last anomalous step."""
-    return find_events(
-        frame["key"].to_numpy(),
-        frame["ts"].to_numpy(dtype=np.int64),
-        frame["label"].to_numpy(dtype=np.int8),
-        kinds=frame["kind"].to_numpy(dtype=str),
-    )
 
 
 def covered_until(event: Event, window: int, interval_ms: int = SAMPLE_INTERVAL_MS) -> int:

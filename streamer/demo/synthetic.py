@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from streamer.backtest.events import Event, find_events
+
 ANOMALY_KINDS = ("spike", "level_shift", "frozen", "correlation_break")
 
 
@@ -172,3 +174,15 @@ def _events(
         events.append((cursor, length, kind))
         cursor += length + int(rng.uniform(0.5, 1.5) * mean_gap)
     return events
+
+
+def injected_events(frame: pd.DataFrame) -> list[Event]:
+    """The anomalies of a ``sensor_series`` frame: runs of labelled steps of one kind per sensor
+    (``streamer.backtest.events.find_events`` over the steps), in time order; an event's
+    ``start_ms``/``end_ms`` are its first and last anomalous step."""
+    return find_events(
+        frame["key"].to_numpy(),
+        frame["ts"].to_numpy(dtype=np.int64),
+        frame["label"].to_numpy(dtype=np.int8),
+        kinds=frame["kind"].to_numpy(dtype=str),
+    )

@@ -13,11 +13,11 @@ from streamer.demo.feed import (
     DemoSizes,
     DemoTopics,
     covered_until,
-    injected_events,
     make_feed,
     score_alerts,
     warmup_windows_for,
 )
+from streamer.demo.synthetic import injected_events
 
 SMALL = DemoSizes(
     keys=3, channels=2, window=8, train_windows=200, warmup_windows=128, test_steps=800, seed=5
