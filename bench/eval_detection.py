@@ -73,7 +73,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +313,7 @@ def run_tandem(
     windows["label"] = table.labels[offsets]
     run.scores["tandem"] = windows["score"].to_numpy(dtype=np.float64)
     run.flags["tandem/spot_default"] = windows["flag"].to_numpy(dtype=bool)
+    run.flags["tandem/events"] = opened_windows(backtest.alerts, len(table))
     rates = ",".join(f"{rate:g}" for rate in args.sweep_rates)
     for result in run_sweep(windows, parse_sweep(f"calibration.target_rate={rates}", calibration)):
         run.sweep[result.setting.calibration.target_rate] = result.flags.flags
@@ -321,6 +322,16 @@ def run_tandem(
     run.flags["tandem/dspot_default"] = result.flags.flags
     run.seconds["tandem_backtest"] = time.perf_counter() - started
     keras.backend.clear_session()
+
+
+def opened_windows(alerts: Sequence[Mapping[str, Any]], windows: int) -> NDArray[np.bool_]:
+    """(windows,) True at each alert event's first window: the alerts a user is paged with in
+    the default ``[alerts]`` mode (an event's updates and close tell of one already opened)."""
+    flags = np.zeros(windows, dtype=bool)
+    for alert in alerts:
+        if alert["type"] == "opened":
+            flags[int(alert["source"]["offset"])] = True
+    return flags
 
 
 def run_river(run: SeriesRun, table: WindowTable, n_train: int, q: float) -> None:
@@ -512,6 +523,7 @@ def nab_best(runs: Sequence[SeriesRun], scorer: str) -> tuple[float, float] | No
 
 
 METHOD_ORDER = (
+    "tandem/events",
     "tandem/spot_default",
     "tandem/spot_tuned",
     "tandem/dspot_default",
@@ -556,6 +568,10 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
             for r in runs:
                 r.flags[f"{scorer}/raw_nab_best"] = r.scores[scorer] >= best[0]
     operating = {
+        "tandem/events": (
+            f"alert events ([alerts] defaults) over SPOT, target_rate {args.target_rate:g}: "
+            "each event's first window"
+        ),
         "tandem/spot_default": f"SPOT, target_rate {args.target_rate:g}",
         "tandem/spot_tuned": f"SPOT, target_rate {tuned:g} (corpus best {objective} of the sweep)",
         "tandem/dspot_default": f"DSPOT (depth 50), target_rate {args.target_rate:g}",

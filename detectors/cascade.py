@@ -48,6 +48,10 @@ PARTS = ("ae1", "ae2")
 class CascadeDetector(BundledDetector):
     """Fit on normal windows, score any windows; ``save``/``load`` as a model bundle.
 
+    ``given_spec`` is the spec as constructed, its autoencoder sizes possibly unset; ``spec`` is
+    the same until ``fit`` sizes it for the window (``CascadeSpec.sized_for``), and is what the
+    bundle records. Each ``fit`` sizes ``given_spec`` afresh for its own windows.
+
     Learned attributes (set by ``fit`` or ``load``) end in ``_``: ``scaler_``, ``ae1_``, ``ae2_``,
     ``normalisers_``, ``training_summary_``.
     """
@@ -63,7 +67,9 @@ class CascadeDetector(BundledDetector):
         device: DevicePreference = "auto",
         callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> None:
-        super().__init__(spec or CascadeSpec(), device, callbacks)
+        given = spec or CascadeSpec()
+        super().__init__(given, device, callbacks)
+        self.given_spec = given
         self.feature_names_in = tuple(feature_names) if feature_names is not None else None
 
     @property
@@ -74,29 +80,29 @@ class CascadeDetector(BundledDetector):
         """Train on (n, D) windows of normal behaviour, oldest first.
 
         The last ``spec.validation_fraction`` of them is held out: it stops training early and
-        fixes the score normalisation. AE2 trains on AE1's codes of the same split.
+        fixes the score normalisation. AE2 trains on AE1's codes of the same split. Unset
+        autoencoder sizes follow D (``CascadeSpec.sized_for``); a ``DetectorError`` when the set
+        ones do not fit D.
         """
-        spec = self.spec
         data = as_windows(windows)
         n, width = data.shape
         names = self._names_for(width)
         n_val, started = self._start_training(n)
-        if spec.ae1.latent >= width:
-            raise DetectorError(
-                f"ae1.latent ({spec.ae1.latent}) must be below the window length ({width})"
-            )
+        spec = self.given_spec.sized_for(width)
+        ae1_spec, ae2_spec = spec.autoencoders(width)
         scaler = FeatureScaler.fit(data[: n - n_val], spec.scaler)
         scaled = scaler.transform(data)
         train, held_out = scaled[: n - n_val], scaled[n - n_val :]
 
-        ae1 = build_autoencoder(spec.ae1, width, "ae1")
+        ae1 = build_autoencoder(ae1_spec, width, "ae1")
         result1 = self._train(ae1, train, held_out)
         encoder = encoder_of(ae1)
         codes_train = encoder.predict(train, batch_size=4096, verbose=0)
         codes_held_out = encoder.predict(held_out, batch_size=4096, verbose=0)
-        ae2 = build_autoencoder(spec.ae2, spec.ae1.latent, "ae2")
+        ae2 = build_autoencoder(ae2_spec, ae1_spec.latent, "ae2")
         result2 = self._train(ae2, codes_train, codes_held_out)
 
+        self.spec = spec
         self.scaler_ = scaler
         self.ae1_, self.ae2_ = ae1, ae2
         self.feature_names_ = names
@@ -106,7 +112,12 @@ class CascadeDetector(BundledDetector):
         stages = {"ae1": result1.__dict__, "ae2": result2.__dict__}
         self._calibrate(data, n_val, errors, stages, started)
         log.info(
-            "cascade_trained", windows=n, features=width, seconds=self.training_summary_["seconds"]
+            "cascade_trained",
+            windows=n,
+            features=width,
+            ae1_layers=[width, *ae1_spec.hidden, ae1_spec.latent],
+            ae2_layers=[ae1_spec.latent, *ae2_spec.hidden, ae2_spec.latent],
+            seconds=self.training_summary_["seconds"],
         )
         return self
 

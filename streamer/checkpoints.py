@@ -1,11 +1,13 @@
-"""Calibrator checkpoints, one per input partition, so thresholds move with their partition.
+"""Checkpoints, one per input partition, so thresholds and open alert events move with their
+partition.
 
 An entity's windows all arrive on one partition, so a partition's checkpoint is the calibrator
-state of the entities it carried plus the offset after the last record it reflects; it is
-restored when the partition is assigned. Saved after every batch when ``interval_s`` is 0, else
-at most every ``interval_s`` seconds, and always for partitions being revoked and at a graceful
-stop. Alerts and offsets never depend on checkpoints: a crash costs at most an interval's
-learning.
+state and open events of the entities it carried (``streamer.keystate``) plus the offset after
+the last record it reflects; it is restored when the partition is assigned. Saved after every
+batch when ``interval_s`` is 0, else at most every ``interval_s`` seconds, and always after a batch
+that opened or closed an alert event, for partitions being revoked and at a graceful stop.
+Alerts and offsets never depend on checkpoints: a crash costs at most an interval's learning
+(and an open event's counts over that interval; never its opening or closing).
 
 Reasoning: docs/delivery.md.
 """
@@ -19,9 +21,8 @@ from typing import Protocol
 
 import structlog
 
-from calibration.base import Calibrator
-from calibration.state import GLOBAL, entity_names
-from streamer.records import Partition, SourceRecord, WindowBatch, next_offsets
+from streamer.keystate import keys_in
+from streamer.records import Partition, SourceRecord, WindowBatch, first_offsets, next_offsets
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,14 @@ class SavedState:
     snapshot: bytes
     offset: int
     generation: int
+
+
+class Checkpointed(Protocol):
+    """What a checkpoint saves: a calibrator, or one with its events (``streamer.keystate``)."""
+
+    def snapshot(self, keys: list[str]) -> bytes: ...
+
+    def restore(self, data: bytes, with_global: bool) -> None: ...
 
 
 class StateStore(Protocol):
@@ -68,10 +77,14 @@ class PartitionCheckpoints:
         self._saved_at = clock()
 
     def after_batch(
-        self, calibrator: Calibrator, batch: WindowBatch, records: Sequence[SourceRecord]
+        self,
+        state: Checkpointed,
+        batch: WindowBatch,
+        records: Sequence[SourceRecord],
+        force: bool = False,
     ) -> bool:
-        """Note what ``records`` (whose good part is ``batch``) brought; save if one is due.
-        Returns whether it saved."""
+        """Note what ``records`` (whose good part is ``batch``) brought; save if one is due or
+        ``force``d (an alert event opened or closed). Returns whether it saved."""
         seen = set(
             zip(((r.topic, r.partition) for r in batch.records), batch.keys.tolist(), strict=True)
         )
@@ -80,19 +93,19 @@ class PartitionCheckpoints:
         for partition, offset in next_offsets(records).items():
             self._offsets[partition] = max(self._offsets.get(partition, 0), offset)
             self._dirty.add(partition)
-        if self.clock() - self._saved_at < self.interval_s:
+        if not force and self.clock() - self._saved_at < self.interval_s:
             return False
-        self.save(calibrator)
+        self.save(state)
         return True
 
-    def save(self, calibrator: Calibrator, partitions: Collection[Partition] | None = None) -> None:
+    def save(self, state: Checkpointed, partitions: Collection[Partition] | None = None) -> None:
         """Write the state of ``partitions`` (all held, when None) that changed since their last
         save, and wait until it is durable."""
         chosen = self._dirty if partitions is None else self._dirty & set(partitions)
         for partition in sorted(chosen):
             generation = self._generations.get(partition, 0) + 1
             keys = sorted(self._keys.get(partition, ()))
-            saved = SavedState(calibrator.snapshot(keys), self._offsets[partition], generation)
+            saved = SavedState(state.snapshot(keys), self._offsets[partition], generation)
             self.store.write(partition, saved)
             self._generations[partition] = generation
         self.store.flush()
@@ -101,15 +114,15 @@ class PartitionCheckpoints:
             self._saved_at = self.clock()
 
     def restore(
-        self, calibrator: Calibrator, partitions: Collection[Partition], with_global: bool
+        self, state: Checkpointed, partitions: Collection[Partition], with_global: bool
     ) -> dict[Partition, SavedState]:
-        """Load the last checkpoint of each of ``partitions`` into ``calibrator``; the global
+        """Load the last checkpoint of each of ``partitions`` into ``state``; the global
         state is taken (from the first) only when ``with_global``. Returns what was found."""
         found = self.store.read(partitions)
         for partition, saved in sorted(found.items()):
-            calibrator.restore(saved.snapshot, with_global=with_global)
+            state.restore(saved.snapshot, with_global=with_global)
             with_global = False
-            keys = set(entity_names(saved.snapshot)) - {GLOBAL}
+            keys = set(keys_in(saved.snapshot))
             self._keys.setdefault(partition, set()).update(keys)
             self._offsets[partition] = max(self._offsets.get(partition, 0), saved.offset)
             self._generations[partition] = saved.generation
@@ -122,6 +135,14 @@ class PartitionCheckpoints:
                 generation=saved.generation,
             )
         return found
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """``records`` were given up after ``after_batch`` noted them: a later save must not
+        claim them (their next owner reads them again)."""
+        for (topic, number), offset in first_offsets(records).items():
+            partition = (topic, number)
+            if partition in self._offsets:
+                self._offsets[partition] = min(self._offsets[partition], offset)
 
     def forget(self, partitions: Collection[Partition]) -> None:
         """Stop tracking ``partitions`` (revoked: their next owner restores their checkpoint)."""

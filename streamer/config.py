@@ -201,6 +201,23 @@ class CalibrationConfig(_Section):
         return self
 
 
+class AlertsConfig(_Section):
+    """What goes to the alerts topic: one record per flagged window (``windows``), or alert
+    events (``events``): per key, an event opens at its first flagged window, is updated while
+    it lasts and closes after ``quiet`` windows of the key in a row are not flagged.
+
+    ``update_every``: an open event publishes an update at most every this many windows of its
+    key, and only when windows were flagged since its last record. ``cooldown``: windows of a
+    key after an event closes during which flags open no new event. All three count windows of
+    the event's key, so the records do not depend on batching (docs/alerts.md).
+    """
+
+    mode: Literal["events", "windows"] = "events"
+    quiet: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+    update_every: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    cooldown: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+
 class CodecConfig(_Section):
     """How input records are decoded, and the limits past which a record is dead-lettered."""
 
@@ -248,6 +265,7 @@ class TandemConfig(_Section):
     batch: BatchConfig = BatchConfig()
     model: ModelConfig = ModelConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    alerts: AlertsConfig = AlertsConfig()
     codec: CodecConfig = CodecConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()

@@ -60,3 +60,7 @@ class DeliveryError(TandemError):
     """The broker did not acknowledge records; nothing of their batch may be committed."""
 
     retriable = True
+
+
+class EventStateError(TandemError):
+    """A checkpoint's alert-event state cannot be read."""

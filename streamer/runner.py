@@ -1,11 +1,12 @@
 """The run loop: one batch from source to commit, in one order, written once.
 
-    decode → score → calibrate → sinks.add (alerts, dead letters) → sinks.flush (acknowledged)
-    → checkpoint calibrator state (when due) → commit source positions
+    decode → score → calibrate → judge events → sinks.add (alerts, dead letters) → sinks.flush
+    (acknowledged) → apply the events → checkpoint calibrator and event state (when due, or an
+    event opened or closed) → commit source positions
 
 A position is committed only after everything its batch produced is acknowledged (and a due
-checkpoint saved), so a crash re-delivers at most the uncommitted batch, whose alerts come again
-with the same ids. The daemon, backtests and tests differ only in the source, sinks and
+checkpoint saved), so a crash re-delivers at most the uncommitted batch, whose alert records come
+again with the same ids. The daemon, backtests and tests differ only in the source, sinks and
 checkpoint given here; a backtest also passes an ``observer`` that sees every scored batch.
 
 Architecture: docs/design.md; delivery and faults: docs/delivery.md.
@@ -24,8 +25,10 @@ import structlog
 
 from calibration.base import Calibrator, Flags
 from detectors.base import Detector, Scores
-from streamer.alerts import Alert, build_alerts
+from streamer.alerts import Alert
 from streamer.codec import Codec
+from streamer.events import EventTracker, Judgement
+from streamer.keystate import KeyState
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 
 log = structlog.get_logger(__name__)
@@ -56,29 +59,32 @@ class Sink(Protocol):
 
 
 class Checkpoint(Protocol):
-    """Saves calibrator state per source partition, with the positions it reflects
+    """Saves calibrator and event state per source partition, with the positions it reflects
     (``streamer.checkpoints.PartitionCheckpoints``)."""
 
     def after_batch(
-        self, calibrator: Calibrator, batch: WindowBatch, records: Sequence[SourceRecord]
+        self, state: KeyState, batch: WindowBatch, records: Sequence[SourceRecord], force: bool
     ) -> bool: ...
 
-    def save(
-        self, calibrator: Calibrator, partitions: Collection[Partition] | None = None
-    ) -> None: ...
+    def save(self, state: KeyState, partitions: Collection[Partition] | None = None) -> None: ...
 
     def restore(
-        self, calibrator: Calibrator, partitions: Collection[Partition], with_global: bool
+        self, state: KeyState, partitions: Collection[Partition], with_global: bool
     ) -> Mapping[Partition, Any]: ...
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None: ...
 
     def forget(self, partitions: Collection[Partition]) -> None: ...
 
 
 class BatchObserver(Protocol):
-    """Sees each batch once it is scored and calibrated, before its delivery (a backtest's
-    report collects every window's score and threshold here). It must not modify them."""
+    """Sees each batch once it is scored, calibrated and judged, before its delivery (a
+    backtest's report collects every window's score, threshold and event here). It must not
+    modify them."""
 
-    def observe(self, batch: WindowBatch, scores: Scores, flags: Flags) -> None: ...
+    def observe(
+        self, batch: WindowBatch, scores: Scores, flags: Flags, judgement: Judgement
+    ) -> None: ...
 
 
 @dataclass
@@ -90,6 +96,7 @@ class _Outcome:
     batch: WindowBatch = field(default_factory=lambda: WindowBatch.empty(0))
     dead: list[DeadLetter] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    judgement: Judgement | None = None
 
 
 class Runner:
@@ -104,16 +111,15 @@ class Runner:
         alert_sink: Sink,
         dead_letter_sink: Sink,
         checkpoint: Checkpoint,
-        model: Mapping[str, str],
-        calibration: Mapping[str, Any],
+        events: EventTracker,
         observer: BatchObserver | None = None,
     ) -> None:
         self.source, self.codec = source, codec
         self.observer = observer
-        self.detector, self.calibrator = detector, calibrator
+        self.detector, self.calibrator, self.events = detector, calibrator, events
+        self.state = KeyState(calibrator, events)
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
-        self.model, self.calibration = dict(model), dict(calibration)
         self.scored_any = False
         self.pending: _Outcome | None = None
         """A batch computed but not delivered (its sinks failed); ``step`` delivers it first."""
@@ -157,11 +163,10 @@ class Runner:
             with clock("calibrate"):
                 flags = self.calibrator.update(batch.keys, scores.score)
             with clock("alerts"):
-                outcome.alerts = build_alerts(
-                    batch, scores, flags, self.detector.feature_names, self.model, self.calibration
-                )
+                outcome.judgement = self.events.judge(batch, scores, flags)
+                outcome.alerts = outcome.judgement.records
             if self.observer is not None:
-                self.observer.observe(batch, scores, flags)
+                self.observer.observe(batch, scores, flags, outcome.judgement)
         for letter in outcome.dead:
             log.warning(
                 "dead_letter",
@@ -180,9 +185,15 @@ class Runner:
             self.dead_letter_sink.add(outcome.dead)
             self.alert_sink.flush()
             self.dead_letter_sink.flush()
+        judgement = outcome.judgement
+        if judgement is not None:
+            self.events.apply(judgement)
         with clock("checkpoint"):
             report.checkpointed = self.checkpoint.after_batch(
-                self.calibrator, outcome.batch, records
+                self.state,
+                outcome.batch,
+                records,
+                force=judgement is not None and judgement.lifecycle_changed,
             )
         with clock("commit"):
             self.source.commit(records)
@@ -207,10 +218,8 @@ class Runner:
         its partitions next, this runner included, reads it again (any of its alerts that did
         reach the broker come again with the same ids)."""
         if self.pending is not None:
-            log.warning("pending_batch_released", records=len(self.pending.records))
-            self.source.rewind(self.pending.records)
-            self.pending = None
-        self.checkpoint.save(self.calibrator, partitions)
+            self._release(self.pending)
+        self.checkpoint.save(self.state, partitions)
         self.source.commit(())  # a transactional source commits the saved state; others no-op
         self.checkpoint.forget(partitions)
         log.info("partitions_revoked", partitions=_names(partitions))
@@ -218,18 +227,28 @@ class Runner:
     def partitions_assigned(self, partitions: Collection[Partition]) -> None:
         """The source now owns ``partitions``: resume their calibrator state. The global state
         comes from a checkpoint only while this runner has scored nothing of its own."""
-        found = self.checkpoint.restore(
-            self.calibrator, partitions, with_global=not self.scored_any
-        )
+        found = self.checkpoint.restore(self.state, partitions, with_global=not self.scored_any)
+        for partition, saved in found.items():
+            self.events.resume_after(partition, saved.offset)
         log.info(
             "partitions_assigned",
             partitions=_names(partitions),
             restored=_names(found),
         )
 
+    def _release(self, outcome: _Outcome) -> None:
+        """Give up a batch whose delivery failed: its events are undone and its records read
+        again by whoever owns their partitions next."""
+        log.warning("pending_batch_released", records=len(outcome.records))
+        if outcome.judgement is not None:
+            self.events.revert(outcome.judgement)
+        self.checkpoint.rewind(outcome.records)
+        self.source.rewind(outcome.records)
+        self.pending = None
+
     def close(self) -> None:
         """Save every partition's state (a graceful stop; offsets are already committed)."""
-        self.checkpoint.save(self.calibrator)
+        self.checkpoint.save(self.state)
         self.source.commit(())
 
 

@@ -89,16 +89,21 @@ class NoCheckpoints:
     """A checkpoint that keeps nothing: a backtest is never resumed, so its calibrator state
     need not be saved (the ``Checkpoint`` protocol of ``streamer.runner``)."""
 
-    def after_batch(self, calibrator: Any, batch: Any, records: Sequence[SourceRecord]) -> bool:
+    def after_batch(
+        self, state: Any, batch: Any, records: Sequence[SourceRecord], force: bool = False
+    ) -> bool:
         return False
 
-    def save(self, calibrator: Any, partitions: Collection[Partition] | None = None) -> None:
+    def save(self, state: Any, partitions: Collection[Partition] | None = None) -> None:
         """Nothing to save."""
 
     def restore(
-        self, calibrator: Any, partitions: Collection[Partition], with_global: bool
+        self, state: Any, partitions: Collection[Partition], with_global: bool
     ) -> dict[Partition, Any]:
         return {}
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """Nothing was noted."""
 
     def forget(self, partitions: Collection[Partition]) -> None:
         """Nothing to forget."""

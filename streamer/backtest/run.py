@@ -24,14 +24,26 @@ from detectors.base import Detector, Scores
 from streamer.backtest.sweep import SweepResult
 from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.codec import Codec
-from streamer.config import CalibrationConfig
+from streamer.config import AlertsConfig, CalibrationConfig
+from streamer.events import EventTracker, Judgement
 from streamer.records import BatchReport, DeadLetter, SourceRecord, WindowBatch
 from streamer.runner import Runner
 from streamer.testing import ListSink, NoCheckpoints
 
 log = structlog.get_logger(__name__)
 
-TRACE_COLUMNS = ("partition", "offset", "key", "ts", "label", "score", "threshold", "flag")
+TRACE_COLUMNS = (
+    "partition",
+    "offset",
+    "key",
+    "ts",
+    "label",
+    "score",
+    "threshold",
+    "surprise",
+    "flag",
+    "event_id",
+)
 """The score trace's columns that are not score parts (a detector's parts never take these
 names: ``detectors.fusion`` refuses them as member names)."""
 
@@ -60,7 +72,9 @@ class ScoreTrace:
         self._chunks: list[dict[str, NDArray[Any]]] = []
         """Besides ``TRACE_COLUMNS``, a column per score part (``ae1``, ``ae2``; a fusion's)."""
 
-    def observe(self, batch: WindowBatch, scores: Scores, flags: Flags) -> None:
+    def observe(
+        self, batch: WindowBatch, scores: Scores, flags: Flags, judgement: Judgement
+    ) -> None:
         self._chunks.append(
             {
                 "partition": np.fromiter((r.partition for r in batch.records), np.int32),
@@ -71,7 +85,9 @@ class ScoreTrace:
                 "score": np.asarray(scores.score, np.float64),
                 **{name: np.asarray(part, np.float64) for name, part in scores.parts.items()},
                 "threshold": flags.thresholds,
+                "surprise": _surprise(flags),
                 "flag": flags.flags,
+                "event_id": judgement.event_ids.astype(str),
             }
         )
 
@@ -87,7 +103,9 @@ class ScoreTrace:
                     "label": np.empty(0, np.int8),
                     "score": np.empty(0),
                     "threshold": np.empty(0),
+                    "surprise": np.empty(0),
                     "flag": np.empty(0, bool),
+                    "event_id": np.empty(0, str),
                 }
             )
         return pd.DataFrame(
@@ -129,9 +147,11 @@ def run_backtest(
     model: Mapping[str, str],
     source_name: str,
     on_batch: Callable[[BatchReport], None] | None = None,
+    alerting: AlertsConfig | None = None,
 ) -> Backtest:
     """Run every record of ``source`` through the daemon's run loop; ``on_batch`` is told after
-    each batch (a progress bar)."""
+    each batch (a progress bar). ``alerting`` is the ``[alerts]`` section (its defaults when
+    None: events)."""
     trace = ScoreTrace()
     alerts, dead = ListSink("alerts"), ListSink("dead_letters")
     runner = Runner(
@@ -142,8 +162,12 @@ def run_backtest(
         alerts,
         dead,
         NoCheckpoints(),
-        model=model,
-        calibration=calibrator_description(calibration),
+        EventTracker(
+            alerting or AlertsConfig(),
+            detector.feature_names,
+            model=model,
+            calibrator=calibrator_description(calibration),
+        ),
         observer=trace,
     )
     stage_seconds: dict[str, float] = {}
@@ -169,3 +193,11 @@ def run_backtest(
         calibration=calibration,
         feature_names=detector.feature_names,
     )
+
+
+def _surprise(flags: Flags) -> NDArray[np.float64]:
+    """Each window's surprise (NaN where the calibrator gives none)."""
+    values = getattr(flags, "surprise", None)
+    if values is None:
+        return np.full(len(flags), np.nan)
+    return np.asarray(values, np.float64)

@@ -14,7 +14,17 @@ import pandas as pd
 from streamer.backtest.html import render_html
 from streamer.backtest.run import TRACE_COLUMNS, Backtest
 
-ALERT_COLUMNS_BEFORE_PARTS = ("alert_id", "key", "event_ts", "time_utc", "score", "threshold")
+ALERT_COLUMNS_BEFORE_PARTS = (
+    "alert_id",
+    "type",
+    "event_id",
+    "key",
+    "event_ts",
+    "time_utc",
+    "score",
+    "threshold",
+    "surprise",
+)
 ALERT_COLUMNS_AFTER_PARTS = (
     "top_feature",
     "top_share",
@@ -27,9 +37,10 @@ ALERT_COLUMNS_AFTER_PARTS = (
 
 
 def alerts_frame(backtest: Backtest) -> pd.DataFrame:
-    """``alerts.csv``: one row per alert, in order, with its window's label when known. The
-    columns are the same whether there are alerts or not: the fixed ones around a ``part_<name>``
-    per score part of the detector."""
+    """``alerts.csv``: one row per alert record, in order, with its window's label when known (an
+    event record's: its first flagged window's). The columns are the same whether there are
+    alerts or not, in either alert mode: the fixed ones around a ``part_<name>`` per score part
+    of the detector."""
     columns = [
         *ALERT_COLUMNS_BEFORE_PARTS,
         *(f"part_{name}" for name in _parts(backtest)),
@@ -43,11 +54,14 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
         rows.append(
             {
                 "alert_id": alert["alert_id"],
+                "type": alert["type"],
+                "event_id": alert.get("event_id", ""),
                 "key": alert["key"],
                 "event_ts": alert["event_ts"],
                 "time_utc": pd.Timestamp(alert["event_ts"], unit="ms", tz="UTC").isoformat(),
                 "score": alert["score"],
                 "threshold": alert["threshold"],
+                "surprise": alert.get("surprise", float("nan")),
                 **{f"part_{name}": value for name, value in alert["parts"].items()},
                 "top_feature": top["name"],
                 "top_share": top["share"],
@@ -64,7 +78,8 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
 def windows_frame(backtest: Backtest) -> pd.DataFrame:
     """``windows.parquet``: every window scored, in stream order: its position, ``key``, ``ts``
     (epoch ms) and ``time_utc``, ``label`` (-1 unknown), ``score`` and one column per score
-    part, the ``threshold`` in force (NaN in warm-up) and ``flag``."""
+    part, the ``threshold`` in force (NaN in warm-up), ``surprise`` (NaN where none), ``flag``
+    and ``event_id`` (the alert event the window belongs to; empty if none)."""
     windows = backtest.windows.copy()
     windows.insert(
         list(windows.columns).index("ts") + 1,

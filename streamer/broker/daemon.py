@@ -27,6 +27,7 @@ from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import Limits, make_codec
 from streamer.config import TandemConfig
 from streamer.errors import FetchProcessError
+from streamer.events import EventTracker
 from streamer.metrics import Health, Metrics
 from streamer.runner import Runner
 
@@ -106,8 +107,12 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         AlertSink(producer, config.kafka.alerts_topic, transaction),
         DeadLetterSink(producer, config.kafka.dead_letter_topic, transaction),
         checkpoints,
-        model={"name": name, "version": detector.version or "unsaved"},
-        calibration=calibrator_description(config.calibration),
+        EventTracker(
+            config.alerts,
+            detector.feature_names,
+            model={"name": name, "version": detector.version or "unsaved"},
+            calibrator=calibrator_description(config.calibration),
+        ),
     )
     source.listener = runner
     return Pipeline(runner, source, producer)

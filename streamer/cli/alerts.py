@@ -1,8 +1,10 @@
 """``tandem alerts``: read the alerts topic as a person or a script wants it.
 
-Follows new alerts (or reads from the beginning), filters by entity key or minimum score, prints
-JSON lines or a table, and drops alerts whose ``alert_id`` it has already shown: after a crash
-the daemon may publish a window's alert twice, always with the same id.
+Follows new alert records (or reads from the beginning), filters by entity key, record type or
+minimum score, prints JSON lines or a table, and drops records whose ``alert_id`` it has already
+shown: after a crash the daemon may publish a record twice, always with the same id. In events
+mode the records are each event's ``opened``, ``updated`` and ``closed``; ``--type opened`` shows
+one line per anomaly.
 """
 
 from __future__ import annotations
@@ -37,16 +39,23 @@ def add_alerts_command(
     alerts.add_argument("--idle-s", type=float, default=5.0)
     alerts.add_argument("--key", action="append", help="only these entities (repeatable)")
     alerts.add_argument("--min-score", type=float, help="only alerts scoring at least this")
+    alerts.add_argument(
+        "--type",
+        action="append",
+        choices=["opened", "updated", "closed", "window"],
+        help="only these record types (repeatable; default: all)",
+    )
     alerts.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
     alerts.set_defaults(command=alerts_command)
 
 
 def alerts_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    keys = set(args.key or ())
+    keys, types = set(args.key or ()), set(args.type or ())
     seen: set[str] = set()
     if args.format == "table":
         print(
-            f"{'time (UTC)':<23} {'key':<16} {'score':>8} {'threshold':>9}  top feature  alert_id"
+            f"{'time (UTC)':<23} {'type':<7} {'key':<16} {'score':>8} {'threshold':>9}  "
+            f"{'flagged':>7}  top feature  alert_id"
         )
     stream = _alerts(config, args.from_beginning, None if not args.no_follow else args.idle_s)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -56,6 +65,8 @@ def alerts_command(args: argparse.Namespace, config: TandemConfig) -> int:
                 continue
             seen.add(alert["alert_id"])
             if keys and alert["key"] not in keys:
+                continue
+            if types and alert.get("type", "window") not in types:
                 continue
             if args.min_score is not None and alert["score"] < args.min_score:
                 continue
@@ -111,7 +122,9 @@ def _format(alert: dict[str, Any], fmt: str) -> str:
     ]
     top = alert["top_features"][0] if alert["top_features"] else {"name": "-", "share": 0.0}
     blame = f"{top['name']} ({top['share']:.0%})"
+    kind = alert.get("type", "window")
+    flagged = alert["event"]["flagged"] if "event" in alert else 1
     return (
-        f"{when:<23} {alert['key']:<16} {alert['score']:>8.2f} {alert['threshold']:>9.2f}  "
-        f"{blame:<12} {alert['alert_id']}"
+        f"{when:<23} {kind:<7} {alert['key']:<16} {alert['score']:>8.2f} "
+        f"{alert['threshold']:>9.2f}  {flagged:>7}  {blame:<12} {alert['alert_id']}"
     )

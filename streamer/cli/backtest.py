@@ -96,6 +96,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
                 {"name": detector.name_, "version": detector.version or "unsaved"},
                 name,
                 on_batch=lambda report: advance(report.records),
+                alerting=config.alerts,
             )
     finally:
         close = getattr(source, "close", None)

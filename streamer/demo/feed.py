@@ -253,9 +253,11 @@ class KindScore:
 class DemoScore:
     """The alerts held against the injected events.
 
-    An event is caught once when any alert falls on one of its windows; an alert on no event's
-    window is a false alarm. ``latencies_ms`` are, per alert, wall-clock milliseconds from the
-    replay handing its window to the producer to the daemon building the alert.
+    ``alerts`` counts detections: each alert event's ``opened`` record (or, in windows mode,
+    each window alert). An injected anomaly is caught once when any detection falls on one of its
+    windows; a detection on no anomaly's window is a false alarm. ``most_per_anomaly``: the
+    most detections on one anomaly. ``latencies_ms`` are, per detection, wall-clock milliseconds
+    from the replay handing its window to the producer to the daemon building the record.
     """
 
     kinds: list[KindScore]
@@ -264,6 +266,7 @@ class DemoScore:
     windows: int
     normal_windows: int
     latencies_ms: list[float]
+    most_per_anomaly: int = 0
 
     @property
     def events(self) -> int:
@@ -290,8 +293,11 @@ class DemoScore:
 def score_alerts(
     feed: DemoFeed, alerts: Sequence[Mapping[str, Any]], replay: ReplayReport | None = None
 ) -> DemoScore:
-    """Match each alert to the event whose window it flags (by key and ``event_ts``)."""
+    """Match each detection (``is_detection``) to the injected anomaly whose window it flags (by
+    key and ``event_ts``)."""
+    alerts = [alert for alert in alerts if is_detection(alert)]
     first_alert: dict[Event, int] = {}
+    per_anomaly: dict[Event, int] = {}
     false_alarms = 0
     for alert in alerts:
         event = feed.event_at(str(alert["key"]), int(alert["event_ts"]))
@@ -300,6 +306,7 @@ def score_alerts(
         else:
             ts = int(alert["event_ts"])
             first_alert[event] = min(first_alert.get(event, ts), ts)
+            per_anomaly[event] = per_anomaly.get(event, 0) + 1
     kinds = []
     for kind in sorted({event.kind for event in feed.events}):
         of_kind = [event for event in feed.events if event.kind == kind]
@@ -312,7 +319,14 @@ def score_alerts(
         windows=len(feed.replay),
         normal_windows=feed.normal_windows,
         latencies_ms=_latencies(feed, alerts, replay),
+        most_per_anomaly=max(per_anomaly.values(), default=0),
     )
+
+
+def is_detection(alert: Mapping[str, Any]) -> bool:
+    """Whether an alert record tells of a new anomaly: an event's ``opened`` record, or a window
+    alert (the ``updated`` and ``closed`` records follow one already told)."""
+    return alert.get("type", "window") in ("opened", "window")
 
 
 def _latencies(

@@ -36,6 +36,7 @@ from streamer.demo.feed import (
     DemoTopics,
     create_demo_topics,
     delete_demo_topics,
+    is_detection,
     make_feed,
     score_alerts,
 )
@@ -289,6 +290,8 @@ class DemoRun:
         assert self.feed is not None
         key, ts = str(alert["key"]), int(alert["event_ts"])
         event = self.feed.event_at(key, ts)
+        if not self.args.all_alerts and not is_detection(alert):
+            return
         if not self.args.all_alerts:
             if event is not None:
                 if event in self.announced:
@@ -404,9 +407,10 @@ class DemoRun:
             "step, in seconds of sensor time[/]"
         )
         on_anomalies = score.alerts - score.false_alarms
+        told = "alert events" if self.config.alerts.mode == "events" else "window alerts"
         self.console.print(
-            f"alerts: {score.alerts:,} in all, {on_anomalies:,} on windows of injected anomalies "
-            f"and {score.false_alarms:,} false alarms (alerts on none)"
+            f"{told}: {score.alerts:,} in all, {on_anomalies:,} on injected anomalies (at most "
+            f"{score.most_per_anomaly} on one) and {score.false_alarms:,} false alarms (on none)"
         )
         expected = (
             f"; the calibrator aims at {calibration.target_rate * 1e4:g}"

@@ -20,6 +20,7 @@ from streamer.tables import WindowTable, windows_from_frame
 
 WINDOW = 16
 CHANNELS = 4
+UNIVARIATE_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,21 @@ def small_windows() -> np.ndarray:
     rng = np.random.default_rng(7)
     base = rng.normal(size=(600, 3)) @ rng.normal(size=(3, 12))
     return (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def univariate() -> np.ndarray:
+    """(1000, 16) float32: windows of 16 steps of one noisy sine, stride 1 (D = 16)."""
+    rng = np.random.default_rng(3)
+    steps = np.arange(1015)
+    series = np.sin(2 * np.pi * steps / 50) + rng.normal(0, 0.05, size=steps.shape)
+    return np.lib.stride_tricks.sliding_window_view(series, UNIVARIATE_WINDOW).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def univariate_trained(univariate: np.ndarray) -> CascadeDetector:
+    """The default cascade (sizes unset), 2 epochs on the univariate windows: sized for D = 16."""
+    return CascadeDetector(CascadeSpec(epochs=2), device="cpu").fit(univariate)
 
 
 GROUPS = {"left": ("ch0", "ch1"), "right": ("ch2", "ch3")}

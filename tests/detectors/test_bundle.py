@@ -74,6 +74,34 @@ def test_bundle_json_describes_the_model(saved: Path) -> None:
     assert manifest["created"].endswith("Z")
 
 
+def test_a_bundle_records_the_sizes_the_window_gave_and_loads_with_them(
+    univariate_trained: CascadeDetector, univariate: np.ndarray, tmp_path: Path
+) -> None:
+    """Sizes left unset are resolved at fit; the bundle must say what was built, so loading it
+    never depends on the rule (or a later change to it)."""
+    path = tmp_path / "univariate"
+    univariate_trained.save(path)
+    spec = json.loads((path / "bundle.json").read_text())["spec"]
+    assert spec["ae1"] == {"hidden": [12], "latent": 6, "activation": "relu", "dropout": 0.0}
+    assert spec["ae2"] == {"hidden": [4], "latent": 2, "activation": "relu", "dropout": 0.0}
+    loaded = CascadeDetector.load(path, expected_window=16, device="cpu")
+    assert loaded.spec == loaded.given_spec == univariate_trained.spec
+    windows = univariate[:200]
+    np.testing.assert_array_equal(
+        loaded.score(windows).score, univariate_trained.score(windows).score
+    )
+
+
+def test_bundles_with_the_former_fixed_sizes_still_load(saved: Path) -> None:
+    """Bundles written before sizes followed the window held them all, as the fitted spec does;
+    D = 64 gives the former defaults, 32 → 16 and 8 → 4."""
+    spec = json.loads((saved / "bundle.json").read_text())["spec"]
+    assert (spec["ae1"]["hidden"], spec["ae1"]["latent"]) == ([32], 16)
+    assert (spec["ae2"]["hidden"], spec["ae2"]["latent"]) == ([8], 4)
+    loaded = CascadeDetector.load(saved, device="cpu")
+    assert loaded.spec.ae1.latent == 16 and loaded.spec.ae2.latent == 4
+
+
 def test_missing_file_is_named(copy: Path) -> None:
     (copy / "ae2.keras").unlink()
     with pytest.raises(BundleError, match=r"ae2\.keras is missing"):

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from detectors.autoencoder import encoder_of
 from detectors.cascade import CascadeDetector
 from detectors.errors import DetectorError, NotFittedError
 from detectors.normalise import tail_decades
-from detectors.spec import AutoencoderSpec, CascadeSpec
+from detectors.spec import AutoencoderSpec, CascadeSpec, CascadeStageSpec
 from streamer.demo.synthetic import ANOMALY_KINDS
 from tests.detectors.conftest import Labelled
 
@@ -189,8 +190,36 @@ def test_fit_validates_its_data(small_windows: np.ndarray) -> None:
     with pytest.raises(DetectorError, match="at least 50 needed"):
         CascadeDetector(SMALL).fit(small_windows[:40])
     with pytest.raises(
-        DetectorError, match=r"ae1.latent \(16\) must be below the window length \(12\)"
+        DetectorError, match=r"ae1.latent \(16\) must be below the window length \(12 features\)"
     ):
-        CascadeDetector().fit(small_windows)
+        CascadeDetector(CascadeSpec(ae1=CascadeStageSpec(latent=16))).fit(small_windows)
+    with pytest.raises(DetectorError, match="windows of 2 features are too narrow"):
+        CascadeDetector(SMALL).fit(small_windows[:, :2])
     with pytest.raises(DetectorError, match="3 feature names given for windows of 12 features"):
         CascadeDetector(SMALL, feature_names=["a", "b", "c"]).fit(small_windows)
+
+
+def test_the_default_cascade_trains_on_a_univariate_window_of_16(
+    univariate_trained: CascadeDetector, univariate: np.ndarray
+) -> None:
+    """``tandem train --window 16`` on one series: D = 16 is below the old fixed code of 16,
+    so the sizes must come from D (AE1 16 → 12 → 6, AE2 6 → 4 → 2)."""
+    detector = univariate_trained
+    assert detector.given_spec == CascadeSpec(epochs=2), "the constructor's spec is kept as given"
+    assert detector.spec == CascadeSpec(epochs=2).sized_for(16)
+    assert (detector.spec.ae1.hidden, detector.spec.ae1.latent) == ((12,), 6)
+    assert (detector.spec.ae2.hidden, detector.spec.ae2.latent) == ((4,), 2)
+    assert detector.ae1_.output_shape == (None, 16)
+    assert encoder_of(detector.ae1_).output_shape == (None, 6)
+    assert encoder_of(detector.ae2_).output_shape == (None, 2)
+    scores = detector.score(univariate[:100])
+    assert scores.score.shape == (100,) and np.isfinite(scores.score).all()
+
+
+def test_each_fit_sizes_the_given_spec_for_its_own_windows(small_windows: np.ndarray) -> None:
+    detector = CascadeDetector(CascadeSpec(epochs=1), device="cpu")
+    detector.fit(small_windows[:, :4])
+    assert (detector.spec.ae1.latent, detector.spec.ae2.latent) == (3, 2)
+    detector.fit(small_windows)
+    assert (detector.spec.ae1.latent, detector.spec.ae2.latent) == (4, 2)
+    assert detector.window_length == 12

@@ -17,7 +17,7 @@ from streamer.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
 
 SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "alert.schema.json").read_text()
+    (Path(__file__).resolve().parents[2] / "schemas" / "alert-v2.schema.json").read_text()
 )
 
 

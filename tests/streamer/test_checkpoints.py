@@ -14,6 +14,7 @@ from streamer.codec import JsonCodec, Limits
 from streamer.records import SourceRecord, WindowBatch
 from streamer.runner import Runner
 from streamer.testing import ListSink, ListSource, MemoryStateStore
+from tests.streamer.alerting import window_alerts
 
 
 def calibrator() -> RollingQuantile:
@@ -105,8 +106,7 @@ def make_runner(
         alerts,
         ListSink("dead"),
         PartitionCheckpoints(store, interval_s=3600.0),
-        model={"name": "tiny", "version": ""},
-        calibration={"method": "quantile", "quantile": 0.99},
+        window_alerts(detector),
     )
     return run, source, alerts
 

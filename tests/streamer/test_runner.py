@@ -12,6 +12,7 @@ from streamer.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
 from streamer.runner import Runner
 from streamer.testing import Journal, ListSink, ListSource, MemoryStateStore
+from tests.streamer.alerting import window_alerts
 
 
 @pytest.fixture
@@ -48,8 +49,7 @@ def runner(
         alerts,
         dead,
         PartitionCheckpoints(MemoryStateStore(journal)),
-        model={"name": "tiny", "version": detector.version or ""},
-        calibration={"method": "quantile", "quantile": 0.995},
+        window_alerts(detector),
     )
     return run, source, alerts, dead
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import orjson
@@ -20,7 +21,7 @@ from streamer.backtest.sweep import parse_sweep, run_sweep
 from streamer.backtest.write import alerts_frame, write_report
 from streamer.cli.main import ExitCode, main
 from streamer.codec import JsonCodec, Limits
-from streamer.config import CalibrationConfig
+from streamer.config import AlertsConfig, CalibrationConfig
 from streamer.errors import ConfigError
 from streamer.tables import WindowTable, load_windows
 
@@ -62,13 +63,38 @@ def data_file(tmp_path: Path) -> Path:
 
 
 def backtest(
-    table: WindowTable, detector: CascadeDetector, batch_size: int, **calibration: object
+    table: WindowTable,
+    detector: CascadeDetector,
+    batch_size: int,
+    mode: Literal["events", "windows"] = "windows",
+    **calibration: object,
 ) -> Backtest:
     config = CalibrationConfig.model_validate({**CALIBRATION, **calibration})
     source = FileSource(table, JsonCodec(Limits(8)), "windows.csv", batch_size)
     return run_backtest(
-        source, JsonCodec(Limits(8)), detector, config, {"name": "tiny", "version": "1"}, "file"
+        source,
+        JsonCodec(Limits(8)),
+        detector,
+        config,
+        {"name": "tiny", "version": "1"},
+        "file",
+        alerting=AlertsConfig(mode=mode, quiet=4),
     )
+
+
+def test_events_mode_tells_each_anomaly_once_in_any_batches(
+    data_file: Path, tiny_detector: CascadeDetector
+) -> None:
+    table = load_windows(data_file)
+    small, large = (backtest(table, tiny_detector, n, mode="events") for n in (7, 500))
+    assert [dict(a, detected_ts=0) for a in small.alerts] == [
+        dict(a, detected_ts=0) for a in large.alerts
+    ]
+    opened = [a for a in small.alerts if a["type"] == "opened"]
+    flagged = small.windows[small.windows["flag"]]
+    assert 0 < len(opened) < len(flagged)
+    assert set(flagged["event_id"]) == {a["event_id"] for a in opened}, "each flag is in one"
+    np.testing.assert_array_equal(small.windows["event_id"], large.windows["event_id"])
 
 
 def test_the_same_windows_flag_the_same_alerts_in_any_batches(
@@ -155,7 +181,7 @@ def test_the_report_files_say_what_the_backtest_found(
     assert len(windows) == 1200 and windows["flag"].sum() == len(run.alerts)
     assert list(windows.columns) == [
         "partition", "offset", "key", "ts", "time_utc", "label", "score", "ae1", "ae2",
-        "threshold", "flag",
+        "threshold", "surprise", "flag", "event_id",
     ]  # fmt: skip
     assert (windows["time_utc"] == pd.to_datetime(windows["ts"], unit="ms", utc=True)).all()
     flagged = windows[windows["flag"]]
