@@ -44,6 +44,8 @@ class Setup:
         'method = "spot"\ntarget_rate = 0.001\nwindow = 2000\nwarmup = 600\nrefresh = 20\n'
         "per_key = true\ncheckpoint_interval_s = 0.5\n"
     )
+    alerts: str = 'mode = "events"\nquiet = 1\n'
+    """Events that close at the first calm window: each far-off anomaly opens its own."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -55,6 +57,7 @@ class Setup:
             f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n'
             f"[calibration]\n{self.calibration}"
+            f"[alerts]\n{self.alerts}"
             f"[metrics]\nport = 0\n"
             f'[log]\nformat = "json"\n'
         )

@@ -41,7 +41,8 @@ def alerts_in(
 
 
 def assert_one_id_per_window(alerts: list[dict[str, Any]]) -> None:
-    """Repeats are allowed only as the same alert: one id (and one score) per window."""
+    """Repeats are allowed only as the same record: one id per window that produced one (a
+    window produces at most one record: an event's opening, update or close)."""
     ids: dict[tuple[str, int], set[str]] = defaultdict(set)
     for alert in alerts:
         ids[(alert["key"], alert["event_ts"])].add(alert["alert_id"])
@@ -49,7 +50,9 @@ def assert_one_id_per_window(alerts: list[dict[str, Any]]) -> None:
 
 
 def assert_alerted(alerts: list[dict[str, Any]], indices: list[int]) -> None:
-    flagged = {(a["key"], a["event_ts"]) for a in alerts}
+    """Each of ``indices`` opened an alert event (``Setup``'s events close at the first calm
+    window, so each far-off anomaly opens its own)."""
+    flagged = {(a["key"], a["event_ts"]) for a in alerts if a["type"] in ("opened", "window")}
     missing = [i for i in indices if (key_of(i), i) not in flagged]
     assert not missing, f"anomalies never alerted: {missing}"
 
@@ -123,6 +126,52 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
         assert len(ids) == len(set(ids)), "exactly once: no alert repeated"
 
 
+def test_an_event_open_at_a_kill_9_is_neither_opened_again_nor_lost(setup: Setup) -> None:
+    """One key's 120 windows in a row are anomalous; the daemon is killed while that event is
+    open and restarted. Its records, repeats dropped by id, are one event: opened once (an
+    opening delivered twice has one id), updates numbered without a gap, one close."""
+    setup.max_records = 16
+    setup.alerts = 'mode = "events"\nquiet = 4\nupdate_every = 16\n'
+    setup.calibration = setup.calibration.replace(
+        "checkpoint_interval_s = 0.5", "checkpoint_interval_s = 0.3"
+    )
+    warm, keys, long_key = 1600, 8, 3
+    start = warm + 200 + long_key
+    anomalous = [start + keys * k for k in range(120)]  # one key's next 120 windows
+    total = anomalous[-1] + 400
+    windows = feed(total, anomalies=anomalous)
+
+    first = Daemon(setup, "first")
+    try:
+        produce(setup.bootstrap, setup.input_topic, windows, 0, warm)
+        wait_committed(setup, warm, [first])
+        sender = produce_in_background(
+            setup.bootstrap, setup.input_topic, windows, warm, total, per_s=300
+        )
+        wait_committed(setup, anomalous[60], [first])
+    finally:
+        first.kill()
+    sender.join()
+    at_kill = sum(committed(setup.bootstrap, setup.group, setup.input_topic).values())
+    assert at_kill < anomalous[-1], "the kill landed while the event was open"
+    second = Daemon(setup, "second")
+    try:
+        wait_committed(setup, total, [second])
+    finally:
+        assert second.terminate() == 0, second.tail()
+    records = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
+    story = {a["alert_id"]: a for a in records if a["key"] == key_of(start)}
+    opened = [a for a in story.values() if a["type"] == "opened" and a["event_ts"] >= start]
+    assert [a["event_ts"] for a in opened] == [start], "one event, opened at its first window"
+    event_id = opened[0]["event_id"]
+    own = [a for a in story.values() if a.get("event_id") == event_id]
+    updates = sorted(int(a["alert_id"].rsplit(":u", 1)[1]) for a in own if a["type"] == "updated")
+    assert updates == list(range(1, len(updates) + 1)) and len(updates) >= 2
+    closed = [a for a in own if a["type"] == "closed"]
+    assert len(closed) == 1 and closed[0]["event"]["last_flagged_ts"] == anomalous[-1]
+    assert_one_id_per_window(records)
+
+
 def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup) -> None:
     setup.max_records = 16
     total = 6000
@@ -149,7 +198,7 @@ def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup) -> No
     alerts = alerts_in(setup.bootstrap, setup.alerts_topic, daemon.alerted())
     assert len(alerts) == daemon.alerted() > 0
     for alert in alerts:
-        source = alert["source"]
+        source = alert.get("at", alert["source"])  # an event record: the window that made it
         assert source["offset"] < offsets[source["partition"]], "no alert beyond the commit"
 
 
@@ -204,7 +253,7 @@ def test_two_daemons_share_the_partitions_and_hand_over_calibrator_state(
     assert set(handed) == carried, "the state of every partition with data the second daemon had"
     assert all(e["keys"] > 0 for e in handed.values())
     alerts = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
-    assert_alerted(alerts, last)
+    assert_alerted(alerts, last[:8])  # each key's second anomaly is in the event its first opened
     assert_one_id_per_window(alerts)
 
 

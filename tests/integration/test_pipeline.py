@@ -41,6 +41,7 @@ def configure(broker: Broker, make_topic: Callable[..., str], prefetch: int = 2)
             "group_id": group,
         },
         batch={"max_records": 200, "max_wait_ms": 200, "prefetch": prefetch},
+        alerts={"mode": "windows"},  # one alert per flagged window: each is checked
         calibration={
             "method": "quantile",
             "quantile": 0.999,
