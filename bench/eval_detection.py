@@ -148,7 +148,8 @@ class Series:
 class SeriesRun:
     """What every method did on one series: window arrays (m,) over all ``m`` windows (``flags``
     and ``scores`` by method name), ``evaluated`` (m,) marks the windows ending after training;
-    ``row_ts`` and ``row_labels`` (n,) are the file's own rows."""
+    ``row_ts``, ``row_labels`` and ``row_values`` (n,) are the file's own rows (the values: its
+    first channel)."""
 
     name: str
     dataset: str
@@ -159,6 +160,7 @@ class SeriesRun:
     evaluated: NDArray[np.bool_]
     row_ts: NDArray[np.int64]
     row_labels: NDArray[np.int8]
+    row_values: NDArray[np.float64]
     train_rows: int
     spans: list[tuple[int, int]] | None
     flags: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
@@ -403,6 +405,7 @@ def run_series(series: Series, dataset: str, window: int, args: argparse.Namespa
         evaluated=~before,
         row_ts=row_ts,
         row_labels=series.frame["label"].to_numpy(dtype=np.int8),
+        row_values=series.frame.iloc[:, 2].to_numpy(dtype=np.float64),
         train_rows=series.train_rows,
         spans=series.spans,
     )
@@ -636,6 +639,38 @@ def per_file(run: SeriesRun, is_nab: bool) -> dict[str, Any]:
     }
 
 
+NAB_EXPORTS = {"tandem": "tandem/events", "tandemWindows": "tandem/spot_default"}
+"""NAB detector name → the method whose detections it exports: each alert event's first window
+(what a user is paged with), and every flagged window."""
+
+
+def export_nab(folder: Path, runs: Sequence[SeriesRun]) -> dict[str, Any]:
+    """NAB's results layout, so NAB's own scorer can check the numbers: per detector and file,
+    ``<folder>/<detector>/<category>/<detector>_<file>.csv`` with NAB's columns (``timestamp``,
+    ``value``, ``anomaly_score``, ``label``), one row per data row, ``anomaly_score`` 1.0 where the
+    method detects (0.5 is then any threshold in (0, 1])."""
+    written = 0
+    for detector, method in NAB_EXPORTS.items():
+        for run in runs:
+            category, name = run.name.split("/", 1)
+            path = folder / detector / category / f"{detector}_{name}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            detected = run.rows_of(run.flags[method], False)
+            pd.DataFrame(
+                {
+                    "timestamp": pd.to_datetime(run.row_ts, unit="ms").strftime(
+                        "%Y-%m-%d %H:%M:%S"
+                    ),
+                    "value": run.row_values,
+                    "anomaly_score": detected.astype(float),
+                    "label": run.row_labels,
+                }
+            ).to_csv(path, index=False)
+            written += 1
+    log.info("nab_exported", folder=str(folder), files=written)
+    return {"folder": str(folder), "detectors": dict(NAB_EXPORTS), "files": written}
+
+
 # CLI ----------------------------------------------------------------------------------------
 
 CHATTY_LOGGERS = ("streamer.runner", "streamer.backtest.run", "detectors")
@@ -665,6 +700,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--river-q", type=float, default=0.95, help="QuantileFilter's q")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--nab-export",
+        type=Path,
+        help="write NAB results files here (<DIR>/<detector>/<category>/<detector>_<file>.csv)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     args = parser.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -700,6 +740,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         series = list(LOADERS[dataset](args.data))[: args.limit]
         runs = [run_series(s, dataset, window, args) for s in series]
         document[dataset] = summarise(dataset, runs, args)
+        if dataset == "nab" and args.nab_export:
+            document["nab_export"] = export_nab(args.nab_export, runs)
         log.info(
             "dataset_done",
             dataset=dataset,
