@@ -17,6 +17,8 @@ from streamer.backtest.summary import sweep_table
 
 TIMELINE_KEYS = 4
 """Keys drawn on the timeline: those with the most labelled events, then the most alerts."""
+SHOWN_EVENTS = 20
+"""Alert events in the page's table (report.json lists more)."""
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -46,14 +48,15 @@ def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFr
         f"<code>{escape(report['model']['version'])}</code>; calibration "
         f"<code>{escape(_calibration(report['calibration']))}</code></p>",
         _cards(report),
+        _events_section(report.get("events"), report["counts"]["alerts"]),
         _metrics_section(report),
         _sweep_section(report.get("sweep") or []),
     ]
     if len(windows):
         sections += [
             "<h2>Scores over time</h2>",
-            "<p>Score (blue) and the threshold in force (black) per window; red dots are alerts, "
-            "orange bands labelled anomalies.</p>",
+            "<p>Score (blue) and the threshold in force (black) per window; red dots are flagged "
+            "windows, orange bands labelled anomalies.</p>",
             _img(timeline_png(windows, spans, _timeline_keys(windows, spans)), "timeline"),
             "<h2>Score parts</h2>",
             _img(parts_png(windows, parts), "score parts"),
@@ -68,8 +71,9 @@ def render_html(backtest: Backtest, report: Mapping[str, Any], ranges: pd.DataFr
         ]
     elif report["top_features"]:
         sections += ["<h2>Blame</h2>", _img(blame_png(report["top_features"]), "blame")]
+    if backtest.alerting.mode == "windows":
+        sections.append(_top_alerts(backtest.alerts))
     sections += [
-        _top_alerts(backtest.alerts),
         _per_key_section(report["per_key"]),
         _dead_letters(report["dead_letters"], report["counts"]["dead_letters"]),
         _timings(report["timings"]),
@@ -103,16 +107,19 @@ def _calibration(calibration: Mapping[str, Any]) -> str:
 
 def _cards(report: Mapping[str, Any]) -> str:
     counts, metrics = report["counts"], report.get("metrics")
+    events = report.get("events") or {}
     cards = [
         ("windows", f"{counts['windows']:,}"),
         ("keys", f"{counts['keys']:,}"),
-        ("alerts", f"{counts['alerts']:,}"),
-        ("alerts per 10k", f"{counts['alerts_per_10k']:.1f}"),
-        ("dead letters", f"{counts['dead_letters']:,}"),
+        ("flagged windows", f"{counts['alerts']:,}"),
+        ("flagged per 10k", f"{counts['alerts_per_10k']:.1f}"),
     ]
+    if events.get("mode") == "events":
+        cards.append(("alert events", f"{events['count']:,}"))
+    cards.append(("dead letters", f"{counts['dead_letters']:,}"))
     if metrics:
         cards += [
-            ("events caught", f"{metrics['events_detected']} / {metrics['events']}"),
+            ("anomalies flagged", f"{metrics['events_detected']} / {metrics['events']}"),
             ("event F1", f"{metrics['event_f1']:.3f}"),
             ("false alarms /10k", f"{metrics['false_alarms_per_10k']:.2f}"),
         ]
@@ -128,8 +135,8 @@ def _metrics_section(report: Mapping[str, Any]) -> str:
         return "<h2>Detection</h2><p>No labels: only counts and scores are reported.</p>"
     delay = metrics.get("median_delay_ms")
     rows = [
-        ("labelled events", metrics["events"]),
-        ("events detected (any window flagged)", metrics["events_detected"]),
+        ("labelled anomalies (events)", metrics["events"]),
+        ("anomalies detected (any window flagged)", metrics["events_detected"]),
         ("event recall", f"{metrics['event_recall']:.3f}"),
         ("event precision (alarm runs on an event)", f"{metrics['event_precision']:.3f}"),
         ("event F1", f"{metrics['event_f1']:.3f}"),
@@ -151,11 +158,83 @@ def _sweep_section(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
     header, cells = sweep_table(rows)
-    intro = "<h2>Sweep</h2><p>The same scores through a fresh calibrator per setting.</p>"
+    intro = (
+        "<h2>Sweep</h2><p>The same scores through a fresh calibrator per calibration setting "
+        "(an <code>alerts.</code> setting keeps the run's flags); events: the alert events "
+        "those flags make under the setting's <code>[alerts]</code> quiet and cooldown.</p>"
+    )
     return intro + _table(header, cells)
 
 
+def _events_section(events: Mapping[str, Any] | None, flagged: int) -> str:
+    """The alert events: how many, how they fall on the labels, and the listed ones."""
+    if not events:
+        return ""
+    if events["mode"] == "windows":
+        return (
+            '<h2>Alert events</h2><p><code>[alerts] mode = "windows"</code>: one alert record '
+            f"per flagged window ({events['alert_records']:,}), no events.</p>"
+        )
+    text = (
+        f"{events['count']:,} events opened from {flagged:,} flagged windows: "
+        f"{events['closed']:,} closed, {events['open_at_end']:,} still open at the end "
+        f"(quiet {events['quiet']}, cooldown {events['cooldown']} windows of a key)."
+    )
+    labels = events.get("against_labels")
+    if labels:
+        text += " " + _events_on_labels(labels)
+    section = f"<h2>Alert events</h2><p>{escape(text)}</p>"
+    listed = events["list"][:SHOWN_EVENTS]
+    if not listed:
+        return section
+    surprise = any("surprise" in e for e in listed)
+    kind = any("kind" in e for e in listed)
+    header = ["event id", "key", "opened (UTC)", "last flagged (UTC)", "windows", "flagged"]
+    header += ["peak score", "threshold", *(["surprise"] if surprise else [])]
+    header += ["blamed features", *(["kind"] if kind else []), "verdict", "state"]
+    rows = []
+    for e in listed:
+        row = [e["event_id"], e["key"], _time(e["opened_utc"]), _time(e["last_flagged_utc"])]
+        row += [f"{e['windows']:,}", f"{e['flagged']:,}", f"{e['peak_score']:.2f}"]
+        row.append(f"{e['threshold']:.2f}")
+        if surprise:
+            row.append(f"{e['surprise']:.1f}" if "surprise" in e else "-")
+        row.append(", ".join(f"{f['name']} {f['share']:.0%}" for f in e["top_features"][:3]))
+        if kind:
+            row.append(e.get("kind", "-"))
+        row += [e["verdict"], "closed" if e["closed"] else "open"]
+        rows.append(row)
+    shown = (
+        f"<p>The {len(listed)} of {events['count']:,} with the highest peak scores "
+        f"(report.json lists {len(events['list'])}).</p>"
+    )
+    return section + shown + _table(header, rows)
+
+
+def _events_on_labels(labels: Mapping[str, Any]) -> str:
+    clauses = [
+        f"{labels['on_anomalies']:,} on labelled anomalies",
+        f"{labels['false_alarms']:,} false alarms "
+        f"({labels['false_alarms_per_10k']:.2f} per 10k normal windows)",
+    ]
+    if labels["unlabelled"]:
+        clauses.append(f"{labels['unlabelled']:,} on unlabelled windows only")
+    text = ", ".join(clauses) + "."
+    if labels["anomalies"]:
+        most = labels["most_events_on_one_anomaly"]
+        text += (
+            f" {labels['anomalies_caught']} of {labels['anomalies']} labelled anomalies fell in "
+            f"an event; none took more than {most} event{'' if most == 1 else 's'}."
+        )
+    return text
+
+
+def _time(iso: str) -> str:
+    return pd.Timestamp(iso).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _top_alerts(alerts: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
+    """The highest-scoring alert records of a ``windows``-mode run (one per flagged window)."""
     if not alerts:
         return "<h2>Alerts</h2><p>None.</p>"
     top = sorted(alerts, key=lambda a: -float(a["score"]))[:limit]

@@ -122,9 +122,10 @@ class Backtest:
 
     ``windows``: one row per scored window in stream order (``ScoreTrace.frame``: partition,
     offset, key, ts (epoch ms), label (-1 unknown), score, one column per score part, threshold,
-    flag). ``alerts``: the alert bodies the daemon would have published, in order.
-    ``dead_letters``: the records it would have dead-lettered. ``stage_seconds``: run-loop
-    seconds per stage, summed over batches; ``seconds``: wall time of the whole run."""
+    surprise, flag, event_id). ``alerts``: the alert bodies the daemon would have published, in
+    order, under ``alerting`` (the ``[alerts]`` section it ran with). ``dead_letters``: the
+    records it would have dead-lettered. ``stage_seconds``: run-loop seconds per stage, summed
+    over batches; ``seconds``: wall time of the whole run."""
 
     source: str
     windows: pd.DataFrame
@@ -136,6 +137,7 @@ class Backtest:
     model: dict[str, str]
     calibration: CalibrationConfig
     feature_names: tuple[str, ...]
+    alerting: AlertsConfig = field(default_factory=AlertsConfig)
     sweep: list[SweepResult] = field(default_factory=list)
 
 
@@ -152,6 +154,7 @@ def run_backtest(
     """Run every record of ``source`` through the daemon's run loop; ``on_batch`` is told after
     each batch (a progress bar). ``alerting`` is the ``[alerts]`` section (its defaults when
     None: events)."""
+    alerting = alerting or AlertsConfig()
     trace = ScoreTrace()
     alerts, dead = ListSink("alerts"), ListSink("dead_letters")
     runner = Runner(
@@ -163,7 +166,7 @@ def run_backtest(
         dead,
         NoCheckpoints(),
         EventTracker(
-            alerting or AlertsConfig(),
+            alerting,
             detector.feature_names,
             model=model,
             calibrator=calibrator_description(calibration),
@@ -192,6 +195,7 @@ def run_backtest(
         model=dict(model),
         calibration=calibration,
         feature_names=detector.feature_names,
+        alerting=alerting,
     )
 
 

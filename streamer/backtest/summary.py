@@ -1,6 +1,7 @@
-"""``report.json``'s content: counts, timings, thresholds over time, per-key summaries,
-dead-letter reasons, and with labels the detection metrics (``streamer.backtest.events``) and NAB's
-standard-profile score (``streamer.backtest.nab``), for the run and for every sweep setting."""
+"""``report.json``'s content: counts, timings, alert events (``streamer.backtest.event_counts``),
+thresholds over time, per-key summaries, dead-letter reasons, and with labels the detection metrics
+(``streamer.backtest.events``) and NAB's standard-profile score (``streamer.backtest.nab``), for the
+run and for every sweep setting."""
 
 from __future__ import annotations
 
@@ -14,10 +15,19 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from calibration.base import Flags
+from streamer.backtest.event_counts import (
+    EventWindows,
+    against_labels,
+    events_of_ids,
+    replay_events,
+    verdicts,
+)
 from streamer.backtest.events import evaluate
 from streamer.backtest.labels import labelled_spans
 from streamer.backtest.nab import STANDARD, nab_file_score, normalised_score
 from streamer.backtest.run import Backtest
+from streamer.backtest.sweep import SweepSetting
+from streamer.config import AlertsConfig
 
 WINDOW_STEP = re.compile(r"\[t-\d+\]$")
 """The step suffix of a feature of a series cut into windows (``streamer.windows``)."""
@@ -25,6 +35,8 @@ THRESHOLD_POINTS = 400
 """Points per threshold curve in report.json (evenly spaced over the run)."""
 REPORTED_KEYS = 1000
 """Per-key summaries kept in report.json (the keys with most alerts first)."""
+LISTED_EVENTS = 50
+"""Alert events listed in report.json (the highest peak scores first)."""
 
 
 def summarise(backtest: Backtest, ranges: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -37,6 +49,7 @@ def summarise(backtest: Backtest, ranges: pd.DataFrame | None = None) -> dict[st
         "model": backtest.model,
         "calibration": backtest.calibration.model_dump(),
         "counts": _counts(backtest, int(flags.sum())),
+        "events": _events(backtest, labelled),
         "timings": {
             "seconds": round(backtest.seconds, 3),
             "windows_per_s": round(len(windows) / backtest.seconds, 1)
@@ -53,7 +66,7 @@ def summarise(backtest: Backtest, ranges: pd.DataFrame | None = None) -> dict[st
         if any(WINDOW_STEP.search(name) for name in backtest.feature_names)
         else None,
         "sweep": [
-            _sweep_row(result.setting.name, windows, result.flags, labelled, ranges)
+            _sweep_row(result.setting, backtest.alerting, windows, result.flags, labelled, ranges)
             for result in backtest.sweep
         ],
     }
@@ -68,8 +81,102 @@ def _counts(backtest: Backtest, alerts: int) -> dict[str, Any]:
         "keys": int(backtest.windows["key"].nunique()),
         "alerts": alerts,
         "alerts_per_10k": round(1e4 * alerts / windows, 3) if windows else 0.0,
+        "alert_records": len(backtest.alerts),
         "dead_letters": len(backtest.dead_letters),
     }
+
+
+def _events(backtest: Backtest, labelled: bool) -> dict[str, Any]:
+    """The alert events of an ``events``-mode run: how many opened, closed and stayed open, how
+    they fall on the labels, and the ``LISTED_EVENTS`` with the highest peaks. A ``windows``-mode
+    run has no events: its mode and alert counts only."""
+    alerting, windows = backtest.alerting, backtest.windows
+    if alerting.mode == "windows":
+        return {
+            "mode": "windows",
+            "alerts": int(windows["flag"].sum()),
+            "alert_records": len(backtest.alerts),
+        }
+    latest = {alert["event_id"]: alert for alert in backtest.alerts if "event_id" in alert}
+    closed = {event_id for event_id, alert in latest.items() if alert["type"] == "closed"}
+    events, ids = events_of_ids(windows["event_id"].to_numpy(), closed)
+    return {
+        "mode": "events",
+        "quiet": alerting.quiet,
+        "update_every": alerting.update_every,
+        "cooldown": alerting.cooldown,
+        **_event_counts(events, windows, labelled),
+        "list": _event_list(events, ids, windows, latest, labelled),
+    }
+
+
+def _event_counts(events: EventWindows, windows: pd.DataFrame, labelled: bool) -> dict[str, Any]:
+    keys, labels = windows["key"].to_numpy(), windows["label"].to_numpy()
+    return {
+        **events.tally(),
+        "against_labels": against_labels(events, keys, labels) if labelled else None,
+    }
+
+
+def _event_list(
+    events: EventWindows,
+    ids: Sequence[str],
+    windows: pd.DataFrame,
+    latest: Mapping[str, Mapping[str, Any]],
+    labelled: bool,
+) -> list[dict[str, Any]]:
+    """The ``LISTED_EVENTS`` events with the highest peak scores, from their windows (times,
+    counts, the peak: the first of the highest-scoring flagged windows, as ``EventTracker``
+    keeps it) and their latest record (blame and kind, as of that record)."""
+    if not events.count:
+        return []
+    inside = windows.assign(event=events.member)[events.member >= 0].reset_index(drop=True)
+    grouped = inside.groupby("event", sort=True)
+    flagged = inside[inside["flag"]].groupby("event", sort=True)
+    peaks = inside.loc[flagged["score"].idxmax()].set_index("event")
+    table = pd.DataFrame(
+        {
+            "key": grouped["key"].first(),
+            "opened_ts": grouped["ts"].first(),
+            "last_flagged_ts": flagged["ts"].last(),
+            "windows": grouped.size(),
+            "flagged": flagged.size(),
+            "peak_score": peaks["score"],
+            "threshold": peaks["threshold"],
+            "surprise": peaks["surprise"],
+        }
+    )
+    verdict = verdicts(events, windows["label"].to_numpy()) if labelled else None
+    top = table.sort_values("peak_score", ascending=False, kind="stable").head(LISTED_EVENTS)
+    listed = []
+    numbers: list[int] = top.index.to_numpy(np.int64).tolist()
+    for number, row in zip(numbers, top.to_dict("records"), strict=True):
+        event_id = ids[number]
+        record = latest.get(event_id, {})
+        entry: dict[str, Any] = {
+            "event_id": event_id,
+            "key": str(row["key"]),
+            "opened_utc": _utc(row["opened_ts"]),
+            "last_flagged_utc": _utc(row["last_flagged_ts"]),
+            "windows": int(row["windows"]),
+            "flagged": int(row["flagged"]),
+            "peak_score": float(row["peak_score"]),
+            "threshold": float(row["threshold"]),
+        }
+        if np.isfinite(row["surprise"]):
+            entry["surprise"] = round(float(row["surprise"]), 4)
+        entry["top_features"] = list(record.get("top_features", []))
+        if "kind" in record:
+            entry["kind"] = record["kind"]
+            entry["kind_confidence"] = record.get("kind_confidence")
+        entry["verdict"] = "unlabelled" if verdict is None else str(verdict[number])
+        entry["closed"] = bool(events.closed[number])
+        listed.append(entry)
+    return listed
+
+
+def _utc(ts_ms: float) -> str:
+    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").isoformat()
 
 
 def _dead_letter_reasons(backtest: Backtest, examples: int = 20) -> dict[str, Any]:
@@ -116,17 +223,30 @@ def nab_standard(
 
 
 def _sweep_row(
-    name: str,
+    setting: SweepSetting,
+    run: AlertsConfig,
     windows: pd.DataFrame,
     flags: Flags,
     labelled: bool,
     ranges: pd.DataFrame | None,
 ) -> dict[str, Any]:
+    """A sweep setting's alerts, the events they would make under its ``[alerts]`` quiet and
+    cooldown (in either mode: what ``mode = "events"`` would open), and with labels its
+    metrics."""
     alerts = int(flags.flags.sum())
+    alerting = setting.alerting(run)
+    events = replay_events(
+        windows["key"].to_numpy(), flags.flags, alerting.quiet, alerting.cooldown
+    )
     row: dict[str, Any] = {
-        "setting": name,
+        "setting": setting.name,
         "alerts": alerts,
         "alerts_per_10k": round(1e4 * alerts / len(windows), 3) if len(windows) else 0.0,
+        "events": {
+            "quiet": alerting.quiet,
+            "cooldown": alerting.cooldown,
+            **_event_counts(events, windows, labelled),
+        },
     }
     if labelled:
         row["metrics"] = _metrics(windows, flags.flags, ranges)
@@ -216,16 +336,25 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
     """The sweep rows of a report as a header and formatted cells: for the terminal and the
     page alike."""
     labelled = bool(rows) and "metrics" in rows[0]
-    header = ["setting", "alerts", "per 10k"]
+    header = ["setting", "alerts", "per 10k", "events"]
     if labelled:
-        header += ["events caught", "event F1", "point F1", "false alarms /10k", "delay s", "NAB"]
+        header += ["on anomalies", "false-alarm events", "anomalies flagged", "event F1"]
+        header += ["point F1", "false alarms /10k", "delay s", "NAB"]
     cells = []
     for row in rows:
-        line = [str(row["setting"]), f"{row['alerts']:,}", f"{row['alerts_per_10k']:.1f}"]
+        events = row["events"]
+        line = [
+            str(row["setting"]),
+            f"{row['alerts']:,}",
+            f"{row['alerts_per_10k']:.1f}",
+            f"{events['count']:,}",
+        ]
         if labelled:
-            m = row["metrics"]
+            m, on_labels = row["metrics"], events["against_labels"]
             delay, nab = m.get("median_delay_ms"), m.get("nab_standard")
             line += [
+                f"{on_labels['on_anomalies']:,}",
+                f"{on_labels['false_alarms']:,}",
                 f"{m['events_detected']} / {m['events']}",
                 f"{m['event_f1']:.3f}",
                 f"{m['f1']:.3f}",

@@ -16,7 +16,7 @@ from detectors.cascade import CascadeDetector
 from streamer.backtest.labels import attach_labels
 from streamer.backtest.run import Backtest, run_backtest
 from streamer.backtest.sources import FileSource
-from streamer.backtest.summary import summarise
+from streamer.backtest.summary import summarise, sweep_table
 from streamer.backtest.sweep import parse_sweep, run_sweep
 from streamer.backtest.write import alerts_frame, write_report
 from streamer.cli.main import ExitCode, main
@@ -133,6 +133,10 @@ def test_a_sweep_at_the_runs_own_setting_reproduces_its_flags(
         ("calibration.nonsense=1,2", "KEY one of"),
         ("target_rate", "expected calibration.KEY"),
         ("calibration.checkpoint_interval_s=1,2", "does not change"),
+        ("alerts.update_every=1,2", "KEY one of quiet, cooldown"),
+        ("alerts.quiet=", "KEY one of quiet, cooldown"),
+        ("alerts.quiet=4,0", "alerts.quiet=0"),
+        ("alerts.cooldown=-1", "alerts.cooldown=-1"),
     ],
 )
 def test_a_bad_sweep_is_refused_naming_the_setting(text: str, named: str) -> None:
@@ -170,6 +174,12 @@ def test_the_report_files_say_what_the_backtest_found(
 
     saved = orjson.loads(paths[0].read_bytes())
     assert saved["counts"]["windows"] == 1200 and saved["counts"]["alerts"] == len(run.alerts)
+    assert saved["counts"]["alert_records"] == len(run.alerts)
+    assert saved["events"] == {
+        "mode": "windows",
+        "alerts": len(run.alerts),
+        "alert_records": len(run.alerts),
+    }
     metrics = saved["metrics"]
     assert metrics["events"] == 5, "keys alternate: 930, 931 and 932 are of three keys"
     assert metrics["anomalous_windows"] == len(ANOMALOUS_ROWS)
@@ -202,6 +212,100 @@ def test_the_report_files_say_what_the_backtest_found(
     html = paths[2].read_text()
     assert html.count("<img ") == 3, "timeline, score parts, blame"
     assert "event F1" in html and "Sweep" in html and "windows.csv/0/930" in html
+    assert "Highest-scoring alerts" in html and "one alert record per flagged window" in html
+
+
+def test_the_report_counts_and_lists_the_alert_events(
+    data_file: Path, tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    table = load_windows(data_file)
+    full = backtest(table, tiny_detector, 64, mode="events", quantile=0.97)
+    last_flag = int(full.windows["offset"][full.windows["flag"]].max())
+    table = table.select(np.arange(len(table)) <= last_flag + 1)  # an event is still open
+    run = backtest(table, tiny_detector, 64, mode="events", quantile=0.97)
+    assert attach_labels(run, table, None) is None
+    run.sweep = run_sweep(run.windows, parse_sweep("alerts.quiet=1,4,16", run.calibration))
+    report = summarise(run)
+    events, by_type = report["events"], pd.Series([a["type"] for a in run.alerts])
+    assert report["counts"]["alert_records"] == len(run.alerts)
+    assert report["counts"]["alerts"] == run.windows["flag"].sum(), "alerts: flagged windows"
+    assert (events["mode"], events["quiet"], events["cooldown"]) == ("events", 4, 0)
+    assert events["count"] == (by_type == "opened").sum() > 5
+    assert events["closed"] == (by_type == "closed").sum() > 0
+    assert events["open_at_end"] == events["count"] - events["closed"] > 0
+
+    labels = events["against_labels"]
+    metrics = report["metrics"]
+    assert labels["on_anomalies"] + labels["false_alarms"] + labels["unlabelled"] == events["count"]
+    assert labels["anomalies"] == metrics["events"] == 5
+    assert metrics["events_detected"] <= labels["anomalies_caught"], "no cooldown: flags are in"
+    assert labels["false_alarms"] > 0 and labels["most_events_on_one_anomaly"] == 1
+
+    listed = events["list"]
+    assert len(listed) == min(50, events["count"])
+    peaks = [entry["peak_score"] for entry in listed]
+    assert peaks == sorted(peaks, reverse=True)
+    latest = {a["event_id"]: a for a in run.alerts}
+    for entry in listed:
+        record = latest[entry["event_id"]]
+        members = run.windows[run.windows["event_id"] == entry["event_id"]]
+        assert entry["key"] == record["key"] == members["key"].iloc[0]
+        assert entry["windows"] == len(members) and entry["flagged"] == members["flag"].sum()
+        assert entry["peak_score"] == members["score"].max()
+        assert (
+            entry["opened_utc"]
+            == pd.Timestamp(record["event"]["opened_ts"], unit="ms", tz="UTC").isoformat()
+        )
+        assert entry["top_features"] == record["top_features"]
+        assert entry["closed"] == (record["type"] == "closed")
+        if entry["closed"]:
+            assert entry["windows"] == record["event"]["windows"]
+            assert entry["flagged"] == record["event"]["flagged"]
+            assert (entry["peak_score"], entry["threshold"]) == (
+                record["score"],
+                record["threshold"],
+            )
+        else:
+            assert entry["windows"] >= record["event"]["windows"], "records lag an open event"
+        anomalous = (members["label"] == 1).any()
+        assert entry["verdict"] == ("anomaly" if anomalous else "false alarm")
+
+    html = write_report(tmp_path / "out", run, report, None)[2].read_text()
+    assert "<h2>Alert events</h2>" in html and "Highest-scoring alerts" not in html
+    assert f"{events['count']:,} events opened" in html
+    assert listed[0]["event_id"] in html and ">false alarm<" in html and ">closed<" in html
+    assert "<th>false-alarm events</th>" in html and "alerts.quiet=16" in html
+
+
+def test_a_sweep_of_alert_settings_counts_their_events(
+    data_file: Path, tiny_detector: CascadeDetector
+) -> None:
+    table = load_windows(data_file)
+    run = backtest(table, tiny_detector, 64, mode="events", quantile=0.97)
+    settings = parse_sweep("alerts.quiet=4,1,64", run.calibration)
+    settings += parse_sweep("calibration.quantile=0.97", run.calibration)
+    settings += parse_sweep("alerts.cooldown=0,30", run.calibration)
+    run.sweep = run_sweep(run.windows, settings)
+    report = summarise(run)
+    rows = {row["setting"]: row for row in report["sweep"]}
+    assert list(rows) == [
+        "alerts.quiet=4", "alerts.quiet=1", "alerts.quiet=64", "quantile=0.97",
+        "alerts.cooldown=0", "alerts.cooldown=30",
+    ]  # fmt: skip
+    own = {key: report["events"][key] for key in ("count", "closed", "open_at_end")}
+    own["against_labels"] = report["events"]["against_labels"]
+    for name in ("alerts.quiet=4", "quantile=0.97", "alerts.cooldown=0"):
+        assert rows[name]["events"] == {"quiet": 4, "cooldown": 0, **own}, name
+        assert rows[name]["alerts"] == report["counts"]["alerts"]
+    counts = [rows[f"alerts.quiet={q}"]["events"]["count"] for q in (1, 4, 64)]
+    assert counts[0] > counts[1] > counts[2] >= 1, "a longer quiet joins events"
+    assert rows["alerts.cooldown=30"]["events"]["count"] < own["count"]
+    assert rows["alerts.quiet=64"]["events"]["quiet"] == 64
+
+    header, cells = sweep_table(report["sweep"])
+    assert header[3:6] == ["events", "on anomalies", "false-alarm events"]
+    assert cells[0][3] == str(own["count"])
+    assert cells[0][4] == str(own["against_labels"]["on_anomalies"])
 
 
 def test_labels_from_a_file_of_time_ranges_replace_the_column(
@@ -263,12 +367,19 @@ def test_a_spot_warmup_too_short_for_its_tail_is_warned_about() -> None:
     assert warning["peaks"] == 5.1 and warning["first_threshold_after"] == 500
 
 
+@pytest.mark.parametrize("mode", ["windows", "events"])
 def test_a_backtest_that_scored_nothing_still_writes_its_report(
-    data_file: Path, tiny_detector: CascadeDetector, tmp_path: Path
+    data_file: Path,
+    tiny_detector: CascadeDetector,
+    tmp_path: Path,
+    mode: Literal["events", "windows"],
 ) -> None:
     table = load_windows(data_file)
-    run = backtest(table.select(np.zeros(len(table), dtype=bool)), tiny_detector, 100)
+    run = backtest(table.select(np.zeros(len(table), dtype=bool)), tiny_detector, 100, mode)
+    run.sweep = run_sweep(run.windows, parse_sweep("alerts.quiet=2", run.calibration))
     paths = write_report(tmp_path / "out", run, summarise(run), None)
-    assert orjson.loads(paths[0].read_bytes())["counts"]["windows"] == 0
+    saved = orjson.loads(paths[0].read_bytes())
+    assert saved["counts"]["windows"] == 0 and saved["sweep"][0]["events"]["count"] == 0
+    assert saved["events"]["mode"] == mode and saved["events"].get("list", []) == []
     assert pd.read_parquet(paths[3]).empty
     assert "No window was scored" in paths[2].read_text()
