@@ -145,10 +145,21 @@ def _print_summary(report: dict[str, Any]) -> None:
     console.print(
         f"{counts['windows']:,} windows of {counts['keys']} keys scored in "
         f"{report['timings']['seconds']:.1f} s ({report['timings']['windows_per_s']:,.0f}/s): "
-        f"{counts['alerts']:,} alerts ({counts['alerts_per_10k']:.1f} per 10k), "
+        f"{counts['alerts']:,} flagged ({counts['alerts_per_10k']:.1f} per 10k), "
         f"{counts['dead_letters']:,} dead letters",
         markup=False,
     )
+    events = report.get("events") or {}
+    if events.get("mode") == "events":
+        told = f"{events['count']:,} alert events ({events['open_at_end']} still open at the end)"
+        labelled = events.get("against_labels")
+        if labelled:
+            told += (
+                f": {labelled['on_anomalies']} on labelled anomalies, "
+                f"{labelled['false_alarms']} false alarms; {labelled['anomalies_caught']} of "
+                f"{labelled['anomalies']} anomalies caught"
+            )
+        console.print(told, markup=False)
     metrics = report.get("metrics")
     if metrics:
         grid = Table(title="against the labels")
