@@ -1,4 +1,4 @@
-"""Turning a stream of scores into thresholds and flags, globally or per key.
+"""Turning a stream of scores into thresholds, flags and surprise, globally or per key.
 
 ``RollingQuantile`` (exact rolling quantile), ``Spot`` and ``Dspot`` (extreme-value thresholds
 for a target false-alarm rate) share one machinery (``calibration.window``): windows of accepted

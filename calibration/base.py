@@ -1,27 +1,40 @@
 """The calibrator protocol and what ``update`` returns.
 
 A calibrator turns a stream of scores (higher = more anomalous) into a threshold in force for each
-score and a flag (score above threshold). It learns only from scores it did not flag, so a burst
-of anomalies cannot raise its own threshold. Its state survives restarts through ``snapshot`` /
-``restore`` (bytes, versioned, no pickles).
+score, a flag (score above threshold) and a surprise (the score's tail probability under its
+entity's fitted distribution, in decades: comparable across keys). It learns only from scores it
+did not flag, so a burst of anomalies cannot raise its own threshold. Its state survives
+restarts through ``snapshot`` / ``restore`` (bytes, versioned, no pickles).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 
+def _unknown() -> NDArray[np.float64]:
+    return np.empty(0)
+
+
 @dataclass(frozen=True)
 class Flags:
     """For n scores: ``thresholds`` (n,) float64, the threshold in force for each (NaN while
-    warming up: no flag is possible then), and ``flags`` (n,) bool, score > threshold."""
+    warming up: no flag is possible then), ``flags`` (n,) bool, score > threshold, and
+    ``surprise`` (n,) float64, ``-log10 P(score >= s)`` under the tail fitted for the entity
+    whose threshold judged it (0 in the body, higher = rarer; NaN while warming up, and NaN for
+    all n when not given, so ``Flags(thresholds, flags)`` still builds)."""
 
     thresholds: NDArray[np.float64]
     flags: NDArray[np.bool_]
+    surprise: NDArray[np.float64] = field(default_factory=_unknown)
+
+    def __post_init__(self) -> None:
+        if len(self.surprise) == 0 and len(self.flags) != 0:
+            object.__setattr__(self, "surprise", np.full(len(self.flags), np.nan))
 
     def __len__(self) -> int:
         return int(self.flags.shape[0])

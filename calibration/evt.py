@@ -10,8 +10,10 @@ with probability ``target_rate`` (the paper's equation 1):
     z = t + sigma / xi * ((target_rate * n / N_t) ** -xi - 1)     (t - sigma * ln(...) as xi → 0)
 
 with ``n`` scores seen and ``N_t`` peaks over ``t``. Flagged scores are never learned but count
-as censored peaks, only as many as the normal tail explains (``_tail_allowance``). ``Dspot``
-applies the same to residuals from the mean of the ``depth`` previous accepted scores.
+as peaks censored where they were flagged (the threshold in force then), only as many as the
+normal tail explains (``_tail_allowance``). ``Dspot`` applies the same to residuals from the
+mean of the ``depth`` previous accepted scores. The same fit gives each score its surprise,
+``-log10 P(score >= s)``.
 
 Reasoning, departures from the paper and measurements: docs/calibration.md.
 """
@@ -23,17 +25,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from calibration import surprise
 from calibration.errors import CalibrationError
-from calibration.window import WindowCalibrator
+from calibration.window import Censored, Fit, WindowCalibrator, sorted_quantile
 
 MIN_PEAKS = 10
 """Fewer peaks than this give no fit: the entity keeps its threshold (or has none yet)."""
 
+IMPUTED_SHAPE_LIMIT = 0.5
+"""The largest shape a censored peak's imputed excess is computed with (see ``impute``)."""
+
 
 def fit_gpd(excesses: NDArray[np.float64]) -> tuple[float, float]:
     """Shape ``xi`` and scale ``sigma`` of a generalised Pareto distribution fitted to (m,)
-    positive excesses by probability-weighted moments (Hosking & Wallis 1987)."""
-    ordered = np.sort(excesses)
+    positive excesses by probability-weighted moments (Hosking & Wallis 1987). The shape is
+    always below 1 (``a1 > 0``), but its estimate has infinite variance from 1/2 up."""
+    return fit_sorted(np.sort(excesses))
+
+
+def fit_sorted(ordered: NDArray[np.float64]) -> tuple[float, float]:
+    """``fit_gpd`` for excesses (m,) already in ascending order."""
     m = len(ordered)
     plotting = (np.arange(1, m + 1) - 0.35) / m
     a0 = float(ordered.mean())
@@ -52,6 +63,18 @@ def gpd_threshold(
     if abs(xi) < 1e-9:
         return initial - sigma * float(np.log(ratio))
     return float(initial + sigma / xi * (ratio ** (-xi) - 1.0))
+
+
+def impute(cuts: NDArray[np.float64], xi: float, sigma: float) -> NDArray[np.float64]:
+    """Expected excesses (f,) of censored peaks known only to exceed ``cuts`` (f,) (excesses of
+    their censoring points over ``t``; negative ones count as 0) under a GPD: the cut plus the
+    mean residual life ``(sigma + xi * cut) / (1 - xi)``, with ``xi`` at most
+    ``IMPUTED_SHAPE_LIMIT``. Past 1/2 the fitted shape is noise (infinite-variance estimate) and
+    ``1 / (1 - xi)`` amplifies it without bound; capped, an imputed excess stays below
+    ``3 * cut + 2 * sigma``."""
+    shape = min(xi, IMPUTED_SHAPE_LIMIT)
+    cuts = np.maximum(cuts, 0.0)
+    return cuts + np.maximum(sigma + shape * cuts, 0.0) / (1.0 - shape)
 
 
 class Spot(WindowCalibrator):
@@ -79,37 +102,76 @@ class Spot(WindowCalibrator):
     def params(self) -> dict[str, Any]:
         return {"target_rate": self.target_rate, "init_level": self.init_level, **super().params()}
 
-    def threshold_from(self, window: NDArray[np.float64], seen: int, current: float) -> float:
-        return self._evt_threshold(window, seen, current)
+    def censor_capacity(self) -> int:
+        """Enough censoring points for every flagged score the normal tail may explain: the
+        ``f = allowance(target_rate * (window + f))`` of a full window (at most ``window``)."""
+        kept = 0
+        while kept < self.window:
+            wanted = _tail_allowance(self.target_rate * (self.window + kept))
+            if wanted <= kept:
+                break
+            kept = wanted
+        return min(kept, self.window)
 
-    def _evt_threshold(self, values: NDArray[np.float64], seen: int, current: float) -> float:
-        """Threshold from accepted ``values`` (k,) out of ``seen`` scores; ``current`` is where
-        the flagged ``seen - k`` were censored (NaN: none were).
+    def threshold_from(
+        self, window: NDArray[np.float64], seen: int, current: float, censored: Censored
+    ) -> Fit | None:
+        return self._tail_fit(np.sort(window), seen, censored.at, 0.0)
+
+    def _tail_fit(
+        self, ordered: NDArray[np.float64], seen: int, cuts: NDArray[np.float64], shift: float
+    ) -> Fit | None:
+        """Threshold and surprise model from accepted ``ordered`` (k,), ascending, out of
+        ``seen`` scores, the flagged ones censored at ``cuts`` (f,) (those kept), all relative
+        to ``shift`` (DSPOT's local mean; 0 for SPOT). None: too few peaks to fit.
+
+        Each flagged score counted as a peak is imputed beyond the threshold that was in force
+        when it was flagged, never beyond the current one: censoring every flagged score at the
+        latest threshold fed each refresh's threshold into the next one's imputations, and with a
+        heavy fitted tail that loop ratcheted the threshold up geometrically for as long as the
+        flagged scores stayed in the window (5.8 → 9,593 on a SKAB series; see
+        docs/calibration.md)."""
+        k = len(ordered)
+        counted = self._counted(seen - k, k, seen, cuts)
+        seen = k + len(counted)
+        level = min(self.init_level * seen / k, 1.0)
+        initial = sorted_quantile(ordered, level)
+        excesses = ordered[np.searchsorted(ordered, initial, side="right") :] - initial
+        if len(excesses) < MIN_PEAKS:
+            return None
+        xi, sigma = fit_sorted(excesses)
+        if len(counted):
+            imputed = impute(counted - initial, xi, sigma)
+            xi, sigma = fit_gpd(np.concatenate([excesses, imputed]))
+        peaks = len(excesses) + len(counted)
+        threshold = gpd_threshold(initial, xi, sigma, self.target_rate, seen, peaks)
+        knots, shares = surprise.body(
+            ordered, len(counted), seen, peaks / seen, initial, surprise.KNOTS - 1
+        )
+        tail = np.array([initial, xi, sigma, -np.log10(peaks / seen), shift, np.nan])
+        model = surprise.model(
+            np.append(knots, initial), -np.log10(np.append(shares, peaks / seen)), tail
+        )
+        return Fit(shift + threshold, model)
+
+    def _counted(
+        self, flagged: int, accepted: int, seen: int, cuts: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """The censoring points (ascending) of the flagged scores that count as censored peaks,
+        of ``flagged`` among ``seen`` (``accepted`` accepted) with kept censoring points
+        ``cuts``.
 
         When more scores were flagged than the normal tail can account for (``_tail_allowance``
         of the ``target_rate * seen`` expected), they are an anomaly, not the tail: only the
-        expected number are treated as censored peaks, and the rest count for nothing. Imputing
-        every one of a long anomaly (a level shift, a frozen sensor: hundreds of flagged
-        windows) made the fitted tail heavier at each refresh and ratcheted the threshold up by
-        orders of magnitude, hiding the anomalies after it."""
-        flagged = seen - len(values)
-        expected = self.target_rate * seen
-        explained = (
-            flagged if flagged <= _tail_allowance(expected) else min(flagged, round(expected))
-        )
-        seen -= flagged - explained
-        flagged = explained
-        level = min(self.init_level * seen / len(values), 1.0)
-        initial = float(np.quantile(values, level))
-        excesses = values[values > initial] - initial
-        if len(excesses) < MIN_PEAKS:
-            return current
-        xi, sigma = fit_gpd(excesses)
-        if flagged and not np.isnan(current) and current > initial:
-            cut = current - initial
-            beyond = cut + (sigma + xi * cut) / (1.0 - xi) if xi < 1.0 else 2.0 * cut
-            xi, sigma = fit_gpd(np.concatenate([excesses, np.full(flagged, beyond)]))
-        return gpd_threshold(initial, xi, sigma, self.target_rate, seen, len(excesses) + flagged)
+        normal exceedances expected among the accepted scores, ``target_rate * accepted /
+        (1 - target_rate)`` (not among all ``seen``, which would grow with the anomaly's
+        length), count, at the lowest censoring points; the rest count for nothing. So do
+        flagged scores whose censoring point was not kept (restored from an older snapshot)."""
+        if flagged <= _tail_allowance(self.target_rate * seen):
+            wanted = flagged
+        else:
+            wanted = round(self.target_rate * accepted / (1.0 - self.target_rate))
+        return np.sort(cuts)[: min(wanted, len(cuts))]
 
 
 def _tail_allowance(expected: float) -> int:
@@ -137,14 +199,20 @@ class Dspot(Spot):
     def params(self) -> dict[str, Any]:
         return {"depth": self.depth, **super().params()}
 
-    def threshold_from(self, window: NDArray[np.float64], seen: int, current: float) -> float:
+    def threshold_from(
+        self, window: NDArray[np.float64], seen: int, current: float, censored: Censored
+    ) -> Fit | None:
+        """SPOT on the residuals; a flagged score is censored at the threshold it exceeded less
+        the mean of the ``depth`` accepted scores before it (the first ``depth`` when fewer
+        remain in the window), and the model's shift is the mean of the last ``depth``."""
         if len(window) <= self.depth:
-            return current
+            return None
         sums = np.cumsum(np.concatenate(([0.0], window)))
         local_means = (sums[self.depth : -1] - sums[: -self.depth - 1]) / self.depth
         residuals = window[self.depth :] - local_means
         level_now = float(window[-self.depth :].mean())
+        after = censored.after if censored.after is not None else np.zeros(len(censored.at))
+        before = np.clip(after, self.depth, len(window)).astype(np.int64)
+        cuts = censored.at - (sums[before] - sums[before - self.depth]) / self.depth
         residual_seen = max(seen - self.depth, len(residuals))
-        censored_at = current - level_now if not np.isnan(current) else np.nan
-        threshold = self._evt_threshold(residuals, residual_seen, censored_at)
-        return current if np.isnan(threshold) else level_now + threshold
+        return self._tail_fit(np.sort(residuals), residual_seen, cuts, level_now)

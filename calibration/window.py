@@ -1,15 +1,20 @@
 """The machinery every windowed calibrator shares: per-entity windows of accepted scores, refresh
-blocks, per-key routing with a global fallback, and snapshots. A method only says how a threshold
-follows from an entity's window (``WindowCalibrator.threshold_from``).
+blocks, per-key routing with a global fallback, surprise, and snapshots. A method only says how
+a threshold and a surprise model follow from an entity's window
+(``WindowCalibrator.threshold_from``).
 
-Flagged scores never enter a window, so an anomaly burst cannot raise its own threshold.
-Thresholds are recomputed every ``refresh`` scores an entity has seen, not at batch boundaries,
-so the flags do not depend on how the stream is cut into ``update`` calls: a backtest reading the
-same scores in the same order, in any batches, flags exactly what the daemon flagged.
+Flagged scores never enter a window, so an anomaly burst cannot raise its own threshold; what is
+kept of them is where they were censored: the threshold each one exceeded, in force when it was
+flagged (SPOT and DSPOT use it, see ``calibration.evt``).
+Thresholds and surprise models are recomputed every ``refresh`` scores an entity has seen, not at
+batch boundaries, so neither the flags nor the surprise depend on how the stream is cut into
+``update`` calls: a backtest reading the same scores in the same order, in any batches, flags
+exactly what the daemon flagged.
 
 With ``per_key``, an entity whose own state has no threshold yet is judged by the global
-threshold in force for that score. The global state sees every score and learns from those it
-does not flag itself; each entity learns from its scores that were not flagged in the end.
+threshold (and surprise model) in force for that score. The global state sees every score and
+learns from those it does not flag itself; each entity learns from its scores that were not
+flagged in the end.
 
 All entities live in the rows of a few 2-D arrays (row 0 is the global state), so a batch is
 processed with array operations over all its keys at once; only entities completing a refresh
@@ -18,6 +23,7 @@ block recompute a threshold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +32,36 @@ from numpy.typing import ArrayLike, NDArray
 from calibration import state
 from calibration.base import Flags
 from calibration.errors import CalibrationError, SnapshotError
+from calibration.ring import Ring, runs
+from calibration.surprise import Model, ModelTable, evaluate
 
 GLOBAL_ROW = 0
+
+Judged = tuple[NDArray[np.float64], NDArray[np.float64]]
+"""Thresholds (n,) and surprise (n,) in force for n scores."""
+
+
+@dataclass(frozen=True)
+class Censored:
+    """The flagged scores since a window's oldest entry whose censoring point is kept, in any
+    order: ``at`` (f,) the threshold each exceeded (in force when it was flagged), and, for a
+    method that ``needs_order``, ``after`` (f,) how many of the window's entries arrived before
+    each (None for the others)."""
+
+    at: NDArray[np.float64]
+    after: NDArray[np.int64] | None
+
+
+_UNCENSORED = Censored(np.empty(0), None)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a refresh gives an entity: its new ``threshold`` and the ``model`` that its surprise
+    is computed under until the next refresh."""
+
+    threshold: float
+    model: Model
 
 
 class WindowCalibrator:
@@ -50,17 +84,27 @@ class WindowCalibrator:
         self.window, self.warmup = window, warmup
         self.refresh, self.per_key = refresh, per_key
         self._rows: dict[str, int] = {}
+        self._window = Ring(window)
+        self._cuts = Ring(self.censor_capacity())
+        self._models = ModelTable()
         self._allocate(1)
 
     def params(self) -> dict[str, Any]:
         """What the thresholds depend on; a snapshot under other params is re-thresholded."""
         return {"window": self.window, "warmup": self.warmup}
 
-    def threshold_from(self, window: NDArray[np.float64], seen: int, current: float) -> float:
-        """The new threshold of an entity from its accepted scores (k,) (oldest first when
-        ``needs_order``, else in any order; do not modify them), given that
-        it saw ``seen`` scores since the oldest of them arrived (``seen - k`` were flagged) and
-        its ``current`` threshold (NaN if none)."""
+    def censor_capacity(self) -> int:
+        """How many censoring points of flagged scores an entity keeps (the latest ones)."""
+        return 0
+
+    def threshold_from(
+        self, window: NDArray[np.float64], seen: int, current: float, censored: Censored
+    ) -> Fit | None:
+        """The new threshold and surprise model of an entity from its accepted scores (k,)
+        (oldest first when ``needs_order``, else in any order; do not modify them), given that
+        it saw ``seen`` scores since the oldest of them arrived (``seen - k`` were flagged, of
+        which ``censored`` are those whose censoring point is kept) and its ``current``
+        threshold (NaN if none). None keeps the threshold and model in force."""
         raise NotImplementedError
 
     @property
@@ -82,13 +126,14 @@ class WindowCalibrator:
         if np.isnan(values).any():
             raise CalibrationError("scores must not be NaN")
         if len(values) == 0:
-            return Flags(np.empty(0), np.empty(0, dtype=bool))
+            return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
         everyone = np.full(len(values), GLOBAL_ROW)
-        global_thresholds = self._advance(everyone, values, None)
-        if not self.per_key:
-            return Flags(global_thresholds, values > global_thresholds)
-        thresholds = self._advance(self._rows_of(names), values, global_thresholds)
-        return Flags(thresholds, values > thresholds)
+        overall = self._advance(everyone, values, None)
+        if self.per_key:
+            thresholds, surprise = self._advance(self._rows_of(names), values, overall)
+        else:
+            thresholds, surprise = overall
+        return Flags(thresholds, values > thresholds, surprise)
 
     def snapshot(self, keys: ArrayLike | None = None) -> bytes:
         """The global state and those of ``keys`` (all when None) as bytes."""
@@ -102,7 +147,10 @@ class WindowCalibrator:
         ``with_global`` is false (a daemon taking over a partition keeps its own global state).
 
         A snapshot taken under other parameters (say, another quantile) is restored with this
-        calibrator's parameters, and its thresholds are recomputed at once.
+        calibrator's parameters, and its thresholds are recomputed at once. One written before
+        censoring points and surprise models were kept restores without them: each entity's
+        surprise model is fitted on its window at once (its threshold stays as saved), and its
+        flagged scores without a censoring point count as anomalies (``calibration.evt``).
         """
         saved_params, states = state.unpack(data, self.method)
         for name, fields in states.items():
@@ -115,6 +163,8 @@ class WindowCalibrator:
             self._load(row, fields)
             if changed:
                 self._recompute(row, int(self._seen[row]))
+            elif "tail" not in fields and not np.isnan(self._threshold[row]):
+                self._refit_model(row)
 
     def _allocate(self, rows: int) -> None:
         """Grow the per-entity arrays to hold ``rows`` rows (new rows start empty)."""
@@ -123,19 +173,18 @@ class WindowCalibrator:
             return
         capacity = max(rows, 2 * old)
 
-        def grown(array: NDArray[Any] | None, shape: tuple[int, ...], fill: float) -> NDArray[Any]:
-            fresh = np.full(shape, fill)
+        def grown(array: NDArray[Any] | None, fill: float) -> NDArray[Any]:
+            fresh = np.full(capacity, fill)
             if array is not None:
                 fresh[:old] = array
             return fresh
 
-        self._values = grown(getattr(self, "_values", None), (capacity, self.window), 0.0)
-        self._arrived = grown(getattr(self, "_arrived", None), (capacity, self.window), 0.0)
-        self._filled = grown(getattr(self, "_filled", None), (capacity,), 0).astype(np.int64)
-        self._next = grown(getattr(self, "_next", None), (capacity,), 0).astype(np.int64)
-        self._accepted = grown(getattr(self, "_accepted", None), (capacity,), 0).astype(np.int64)
-        self._seen = grown(getattr(self, "_seen", None), (capacity,), 0).astype(np.int64)
-        self._threshold = grown(getattr(self, "_threshold", None), (capacity,), np.nan)
+        self._accepted = grown(getattr(self, "_accepted", None), 0).astype(np.int64)
+        self._seen = grown(getattr(self, "_seen", None), 0).astype(np.int64)
+        self._threshold = grown(getattr(self, "_threshold", None), np.nan)
+        self._window.grow(capacity)
+        self._cuts.grow(capacity)
+        self._models.grow(capacity)
 
     def _rows_of(self, names: NDArray[np.str_]) -> NDArray[np.int64]:
         unique, inverse = np.unique(names, return_inverse=True)
@@ -149,18 +198,16 @@ class WindowCalibrator:
         return rows[inverse]
 
     def _advance(
-        self,
-        rows: NDArray[np.int64],
-        values: NDArray[np.float64],
-        fallback: NDArray[np.float64] | None,
-    ) -> NDArray[np.float64]:
-        """Thresholds in force for scores (n,) of entity ``rows`` (n,), learning as it goes.
+        self, rows: NDArray[np.int64], values: NDArray[np.float64], fallback: Judged | None
+    ) -> Judged:
+        """Thresholds and surprise in force for scores (n,) of entity ``rows`` (n,), learning
+        as it goes; an entity without a threshold takes ``fallback``'s for that score.
 
         Phase ``b`` holds every entity's ``b``-th refresh block within this batch; between phases
         the entities that completed a block recompute their thresholds.
         """
         n = len(values)
-        order, sorted_rows, firsts, counts, sorted_rank = _runs(rows)
+        order, sorted_rows, firsts, counts, sorted_rank = runs(rows)
         if len(firsts) == 1:
             return self._advance_one(int(rows[0]), values, fallback)
         rank = np.empty(n, dtype=np.int64)
@@ -169,141 +216,187 @@ class WindowCalibrator:
         phase = (seen_before % self.refresh + rank) // self.refresh
         by_phase = np.argsort(phase, kind="stable")  # stream order kept within a phase
         bounds = np.searchsorted(phase[by_phase], np.arange(int(phase.max()) + 2))
-        thresholds = np.empty(n)
+        thresholds, surprise = np.empty(n), np.empty(n)
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             members = by_phase[lo:hi]
             member_rows = rows[members]
             in_force = self._threshold[member_rows]
-            if fallback is not None:
-                in_force = np.where(np.isnan(in_force), fallback[members], in_force)
+            warming = np.isnan(in_force)
+            if warming.any():
+                waiting = members[warming]
+                if fallback is None:
+                    surprise[waiting] = np.nan
+                else:
+                    in_force = np.where(warming, fallback[0][members], in_force)
+                    surprise[waiting] = fallback[1][waiting]
+                judged = members[~warming]
+            else:
+                judged = members
+            if len(judged):
+                surprise[judged] = self._models.surprise(rows[judged], values[judged])
             thresholds[members] = in_force
-            kept = members[~(values[members] > in_force)]
-            self._learn(rows[kept], values[kept], (seen_before + rank)[kept])
-            seen_after = seen_before[members] + rank[members] + 1
-            ends = np.flatnonzero(seen_after % self.refresh == 0)
+            over = values[members] > in_force
+            arrivals = seen_before[members] + rank[members]
+            self._learn(member_rows[~over], values[members][~over], arrivals[~over])
+            if self._cuts.capacity and over.any():
+                self._cuts.append(member_rows[over], in_force[over], arrivals[over])
+            ends = np.flatnonzero((arrivals + 1) % self.refresh == 0)
             for row, seen in zip(
-                member_rows[ends].tolist(), seen_after[ends].tolist(), strict=True
+                member_rows[ends].tolist(), (arrivals[ends] + 1).tolist(), strict=True
             ):
                 self._recompute(row, seen)
         self._seen[sorted_rows[firsts]] += counts
-        return thresholds
+        return thresholds, surprise
 
     def _advance_one(
-        self, row: int, values: NDArray[np.float64], fallback: NDArray[np.float64] | None
-    ) -> NDArray[np.float64]:
-        """``_advance`` for scores of a single entity: its refresh blocks are contiguous slices."""
-        thresholds = np.empty(len(values))
+        self, row: int, values: NDArray[np.float64], fallback: Judged | None
+    ) -> Judged:
+        """``_advance`` for scores of a single entity: its refresh blocks are contiguous slices.
+        The surprise is computed once at the end, each block under the model it had."""
+        thresholds, surprise = np.empty(len(values)), np.empty(len(values))
+        models: list[Model] = []
+        under = np.full(len(values), -1)
+        last_put = -1
         start = 0
         while start < len(values):
             seen = int(self._seen[row])
             stop = min(len(values), start + self.refresh - seen % self.refresh)
-            own = self._threshold[row]
-            if np.isnan(own) and fallback is not None:
-                thresholds[start:stop] = fallback[start:stop]
+            if np.isnan(self._threshold[row]) and fallback is not None:
+                thresholds[start:stop] = fallback[0][start:stop]
+                surprise[start:stop] = fallback[1][start:stop]
             else:
-                thresholds[start:stop] = own
-            kept = np.flatnonzero(~(values[start:stop] > thresholds[start:stop]))
-            self._learn_one(row, values[start:stop][kept], seen + kept)
+                thresholds[start:stop] = self._threshold[row]
+                if self._models.puts[row] != last_put:
+                    last_put = int(self._models.puts[row])
+                    models.append(self._models.get(row))
+                under[start:stop] = len(models) - 1
+            self._learn_block(row, values[start:stop], thresholds[start:stop], seen)
             self._seen[row] = seen = seen + stop - start
             if seen % self.refresh == 0:
                 self._recompute(row, seen)
             start = stop
-        return thresholds
+        if models:
+            own = np.flatnonzero(under >= 0)
+            tables = Model(
+                np.stack([m.knots for m in models]),
+                np.stack([m.decades for m in models]),
+                np.stack([m.slopes for m in models]),
+                np.stack([m.tail for m in models]),
+            )
+            blocks = np.searchsorted(under[own], np.arange(len(models) + 1))
+            surprise[own] = evaluate(tables, under[own], values[own], blocks)
+        return thresholds, surprise
 
-    def _learn_one(
-        self, row: int, values: NDArray[np.float64], arrivals: NDArray[np.int64]
+    def _learn_block(
+        self, row: int, values: NDArray[np.float64], thresholds: NDArray[np.float64], seen: int
     ) -> None:
-        k = len(values)
-        if k == 0:
+        """Learn one entity's scores (k,) judged by ``thresholds`` (k,), the first arriving
+        when it had seen ``seen``: the accepted into its window, the censoring points of the
+        flagged into its ring."""
+        over = values > thresholds
+        if not over.any():
+            self._window.append_one(row, values, seen + np.arange(len(values)))
+            self._accepted[row] += len(values)
             return
-        slots = (self._next[row] + np.arange(k)) % self.window
-        self._values[row, slots], self._arrived[row, slots] = values, arrivals
-        self._next[row] = (self._next[row] + k) % self.window
-        self._filled[row] = min(self._filled[row] + k, self.window)
-        self._accepted[row] += k
+        kept = np.flatnonzero(~over)
+        self._window.append_one(row, values[kept], seen + kept)
+        self._accepted[row] += len(kept)
+        if self._cuts.capacity:
+            flagged = np.flatnonzero(over)
+            self._cuts.append_one(row, thresholds[flagged], seen + flagged)
 
     def _learn(
         self, rows: NDArray[np.int64], values: NDArray[np.float64], arrivals: NDArray[np.int64]
     ) -> None:
-        """Append accepted scores (k,) to their entities' rings, in stream order."""
-        if len(values) == 0:
-            return
-        order, sorted_rows, firsts, counts, rank = _runs(rows)
-        slots = (self._next[sorted_rows] + rank) % self.window
-        self._values[sorted_rows, slots] = values[order]
-        self._arrived[sorted_rows, slots] = arrivals[order]
-        touched = sorted_rows[firsts]
-        self._next[touched] = (self._next[touched] + counts) % self.window
-        self._filled[touched] = np.minimum(self._filled[touched] + counts, self.window)
+        """Append accepted scores (k,) to their entities' windows, in stream order."""
+        touched, counts = self._window.append(rows, values, arrivals)
         self._accepted[touched] += counts
 
     def _recompute(self, row: int, seen: int) -> None:
         """Ask the method for a new threshold for one entity, given its seen count by now."""
-        filled = int(self._filled[row])
-        if self._accepted[row] < self.warmup or filled == 0:
+        if self._accepted[row] < self.warmup or self._window.filled[row] == 0:
             # Below the warm-up (a snapshot restored under a longer one): no threshold yet.
             self._threshold[row] = np.nan
+            self._models.put(row, None)
             return
-        oldest = int(self._next[row]) if filled == self.window else 0
-        span = int(seen - self._arrived[row, oldest])
-        window = self._values[row, :filled]
-        if self.needs_order and oldest:
-            window = np.roll(window, -oldest)
-        self._threshold[row] = self.threshold_from(
-            window, max(span, filled), float(self._threshold[row])
-        )
+        fit = self._fit(row, seen, float(self._threshold[row]))
+        if fit is not None:
+            self._threshold[row] = fit.threshold
+            self._models.put(row, fit.model)
+
+    def _fit(self, row: int, seen: int, current: float) -> Fit | None:
+        """``threshold_from`` on one entity's window, which must not be empty."""
+        filled = int(self._window.filled[row])
+        since = self._window.arrived[row, self._window.oldest(row)]
+        if self.needs_order:
+            window, arrived = self._window.ordered(row)
+        else:
+            window, arrived = self._window.values[row, :filled], None
+        censored = self._censored(row, since, arrived) if self._cuts.capacity else _UNCENSORED
+        return self.threshold_from(window, max(int(seen - since), filled), current, censored)
+
+    def _refit_model(self, row: int) -> None:
+        """Give an entity restored without a surprise model (from a snapshot written before
+        they were kept) one fitted on its window as if it had no threshold yet; its threshold
+        stays as saved until its next refresh."""
+        fit = self._fit(row, int(self._seen[row]), np.nan)
+        self._models.put(row, None if fit is None else fit.model)
+
+    def _censored(self, row: int, since: float, arrived: NDArray[np.float64] | None) -> Censored:
+        """The kept censoring points of a row's flagged scores that arrived at ``since`` or
+        later, placed among the window's (k,) arrivals ``arrived`` (oldest first) if given."""
+        at, when = self._cuts.since(row, since)
+        if arrived is None:
+            return Censored(at, None)
+        return Censored(at, np.searchsorted(arrived, when).astype(np.int64))
 
     def _fields(self, row: int) -> state.StateFields:
-        filled, start = int(self._filled[row]), int(self._next[row])
-        full = filled == self.window
-        order = np.roll(np.arange(self.window), -start) if full else np.arange(filled)
+        window, seen_at = self._window.ordered(row)
+        cuts, cut_at = self._cuts.ordered(row)
         counts = [self._accepted[row], self._seen[row], self._threshold[row]]
         return {
-            "window": self._values[row, order],
-            "seen_at": self._arrived[row, order],
+            "window": window,
+            "seen_at": seen_at,
             "counts": np.array(counts, dtype=np.float64),
+            "cuts": cuts,
+            "cut_at": cut_at,
+            **self._models.fields(row),
         }
 
     def _load(self, row: int, fields: state.StateFields) -> None:
-        values, arrived = fields["window"][-self.window :], fields["seen_at"][-self.window :]
-        k = len(values)
-        self._values[row, :k], self._arrived[row, :k] = values, arrived
-        self._filled[row], self._next[row] = k, k % self.window
+        self._window.load(row, fields["window"], fields["seen_at"])
         accepted, seen, threshold = fields["counts"]
         self._accepted[row], self._seen[row] = int(accepted), int(seen)
         self._threshold[row] = threshold
+        none = np.empty(0)
+        self._cuts.load(row, fields.get("cuts", none), fields.get("cut_at", none))
+        self._models.load(row, fields)
+
+
+def sorted_quantile(ordered: NDArray[np.float64], level: float) -> float:
+    """``numpy.quantile(values, level)`` (linear interpolation, numpy's arithmetic) from the
+    values already sorted, (k,): a refresh sorts its window once for the threshold and the
+    surprise model (numpy's sort is faster than its selection, 54 against 212 µs at 10,000)."""
+    position = (len(ordered) - 1) * level
+    below = int(np.floor(position))
+    above = min(below + 1, len(ordered) - 1)
+    gamma = position - below
+    low, high = float(ordered[below]), float(ordered[above])
+    if gamma >= 0.5:
+        return high - (high - low) * (1.0 - gamma)
+    return low + (high - low) * gamma
 
 
 def _check_fields(name: str, fields: state.StateFields) -> None:
     """Refuse an entity's snapshot state that ``_load`` could not read whole, before any entity
-    is loaded: a damaged snapshot must leave the calibrator as it was."""
+    is loaded: a damaged snapshot must leave the calibrator as it was. The censoring points and
+    the surprise model are optional (snapshots written before them lack them)."""
     missing = sorted({"window", "seen_at", "counts"} - set(fields))
     if missing:
         raise SnapshotError(f"snapshot state of {name!r} lacks {', '.join(missing)}")
-    if len(fields["window"]) != len(fields["seen_at"]) or len(fields["counts"]) != 3:
+    paired = [("window", "seen_at"), ("cuts", "cut_at"), ("knots", "decades")]
+    for first, second in paired:
+        if len(fields.get(first, ())) != len(fields.get(second, ())):
+            raise SnapshotError(f"snapshot state of {name!r} has fields of inconsistent lengths")
+    if len(fields["counts"]) != 3:
         raise SnapshotError(f"snapshot state of {name!r} has fields of inconsistent lengths")
-
-
-def _runs(
-    rows: NDArray[np.int64],
-) -> tuple[
-    NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]
-]:
-    """Group (n,) entity rows, keeping stream order within each entity.
-
-    Returns the stable sort order, the sorted rows, the start of each entity's run in them, the
-    run lengths, and each sorted item's rank within its run. One entity (the global pass) needs
-    no sort at all.
-    """
-    n = len(rows)
-    if n and rows[0] == rows[-1] and (rows == rows[0]).all():
-        order = np.arange(n)
-        return order, rows, np.zeros(1, dtype=np.int64), np.array([n]), order
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    change = np.empty(n, dtype=bool)
-    change[0] = True
-    np.not_equal(sorted_rows[1:], sorted_rows[:-1], out=change[1:])
-    firsts = np.flatnonzero(change)
-    counts = np.diff(np.append(firsts, n))
-    return order, sorted_rows, firsts, counts, np.arange(n) - np.repeat(firsts, counts)

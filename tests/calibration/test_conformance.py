@@ -147,16 +147,23 @@ def feed(calibrator: WindowCalibrator, stream: Stream, cuts: Sequence[int] = ())
     pieces = []
     for part in stream.split(cuts):
         result = calibrator.update(part.keys, part.scores)
-        assert result.thresholds.shape == result.flags.shape == (len(part),)
-        assert result.thresholds.dtype == np.float64 and result.flags.dtype == np.bool_
+        assert result.thresholds.shape == result.flags.shape == result.surprise.shape
+        assert result.flags.shape == (len(part),)
+        assert result.thresholds.dtype == result.surprise.dtype == np.float64
+        assert result.flags.dtype == np.bool_
         np.testing.assert_array_equal(result.flags, part.scores > result.thresholds)
+        # A surprise exactly where a threshold is in force (the same fit gave both), never < 0.
+        np.testing.assert_array_equal(np.isnan(result.surprise), np.isnan(result.thresholds))
+        assert not (result.surprise < 0).any()
         pieces.append(result)
     return joined(pieces)
 
 
 def joined(pieces: Sequence[Flags]) -> Flags:
     return Flags(
-        np.concatenate([p.thresholds for p in pieces]), np.concatenate([p.flags for p in pieces])
+        np.concatenate([p.thresholds for p in pieces]),
+        np.concatenate([p.flags for p in pieces]),
+        np.concatenate([p.surprise for p in pieces]),
     )
 
 
@@ -164,11 +171,17 @@ def bits(values: NDArray[np.float64] | float) -> NDArray[np.uint64]:
     return np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
 
 
-def assert_same_flags(actual: Flags, expected: Flags) -> None:
-    """Same flags and the same thresholds bit for bit (NaN where warming, in the same places)."""
+def assert_same_flags(
+    actual: Flags, expected: Flags, same_scores: NDArray[np.bool_] | None = None
+) -> None:
+    """Same flags and the same thresholds bit for bit (NaN where warming, in the same places),
+    and the same surprise bit for bit (only where ``same_scores``, when the scores differ)."""
     np.testing.assert_array_equal(actual.flags, expected.flags)
     np.testing.assert_array_equal(actual.thresholds, expected.thresholds)  # readable diff first
     np.testing.assert_array_equal(bits(actual.thresholds), bits(expected.thresholds))
+    where = np.ones(len(actual), bool) if same_scores is None else same_scores
+    np.testing.assert_array_equal(actual.surprise[where], expected.surprise[where])
+    np.testing.assert_array_equal(bits(actual.surprise[where]), bits(expected.surprise[where]))
 
 
 def states(calibrator: WindowCalibrator) -> tuple[dict[str, Any], dict[str, dict[str, bytes]]]:
@@ -356,7 +369,7 @@ def test_a_flagged_score_s_value_is_never_learned(
     lift = raise_by * (1.0 + np.arange(len(stream)) % 7)
     raised = Stream(stream.keys, np.where(flagged, stream.scores + lift, stream.scores))
     second = kind.make()
-    assert_same_flags(feed(second, raised), flags)
+    assert_same_flags(feed(second, raised), flags, same_scores=~flagged)
     assert states(second) == states(first)
 
 
@@ -371,7 +384,9 @@ def test_an_anomaly_burst_stays_flagged_whatever_its_size(kind: Kind) -> None:
         runs.append(feed(calibrator, before + Stream(burst.keys, burst.scores + level) + after))
     for run in runs:
         assert run.flags[600 : 600 + 2 * WINDOW].all()
-    assert_same_flags(runs[1], runs[0])
+    outside = np.ones(len(runs[0]), bool)
+    outside[600 : 600 + 2 * WINDOW] = False
+    assert_same_flags(runs[1], runs[0], same_scores=outside)
 
 
 # --- keys ---------------------------------------------------------------------------------------
