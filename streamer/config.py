@@ -189,7 +189,7 @@ class CalibrationConfig(_Section):
     refresh: Annotated[int, Field(ge=1)] = 256
     init_level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.98
     depth: Annotated[int, Field(ge=1)] = 50
-    per_key: bool = False
+    per_key: bool = True
     checkpoint_interval_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
 
     @model_validator(mode="after")
