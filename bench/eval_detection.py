@@ -316,6 +316,7 @@ def run_tandem(
     run.scores["tandem"] = windows["score"].to_numpy(dtype=np.float64)
     run.flags["tandem/spot_default"] = windows["flag"].to_numpy(dtype=bool)
     run.flags["tandem/events"] = opened_windows(backtest.alerts, len(table))
+    run.flags["tandem/defaults"] = default_events(windows)
     rates = ",".join(f"{rate:g}" for rate in args.sweep_rates)
     for result in run_sweep(windows, parse_sweep(f"calibration.target_rate={rates}", calibration)):
         run.sweep[result.setting.calibration.target_rate] = result.flags.flags
@@ -334,6 +335,25 @@ def opened_windows(alerts: Sequence[Mapping[str, Any]], windows: int) -> NDArray
         if alert["type"] == "opened":
             flags[int(alert["source"]["offset"])] = True
     return flags
+
+
+def default_events(windows: pd.DataFrame) -> NDArray[np.bool_]:
+    """(m,) True at the first window of each alert event that the built-in defaults
+    (``[calibration]`` and ``[alerts]`` of ``TandemConfig()``, as ``configs/default.toml`` writes
+    them) make of the backtest's scores: what a user gets who sets nothing but the model."""
+    from streamer.backtest.event_counts import replay_events
+    from streamer.backtest.sweep import SweepSetting, run_sweep
+
+    defaults = TandemConfig()
+    (result,) = run_sweep(windows, [SweepSetting("defaults", defaults.calibration)])
+    keys = windows["key"].to_numpy()
+    events = replay_events(
+        keys, result.flags.flags, defaults.alerts.quiet, defaults.alerts.cooldown
+    )
+    opened = np.zeros(len(windows), dtype=bool)
+    numbers, first = np.unique(events.member, return_index=True)
+    opened[first[numbers >= 0]] = True
+    return opened
 
 
 def run_river(run: SeriesRun, table: WindowTable, n_train: int, q: float) -> None:
@@ -526,6 +546,7 @@ def nab_best(runs: Sequence[SeriesRun], scorer: str) -> tuple[float, float] | No
 
 
 METHOD_ORDER = (
+    "tandem/defaults",
     "tandem/events",
     "tandem/spot_default",
     "tandem/spot_tuned",
@@ -571,6 +592,10 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
             for r in runs:
                 r.flags[f"{scorer}/raw_nab_best"] = r.scores[scorer] >= best[0]
     operating = {
+        "tandem/defaults": (
+            "built-in defaults (TandemConfig(): SPOT 1e-4, warm-up 1,000, window 10,000, "
+            "alert events): each event's first window"
+        ),
         "tandem/events": (
             f"alert events ([alerts] defaults) over SPOT, target_rate {args.target_rate:g}: "
             "each event's first window"
