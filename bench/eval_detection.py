@@ -7,7 +7,12 @@ stride 1, stamped with their last step: ``streamer.tables.windows_from_frame``) 
 - ``tandem``: a small cascade (``cascade_spec``) trained on the series' leading normal part, then
   the whole series backtested through the daemon's run loop (``run_backtest`` over a
   ``FileSource``, JSON codec, SPOT); the training part warms the calibrator up. Operating points:
-  ``spot_default`` (``--target-rate``); ``spot_tuned``, one target rate for the whole corpus, the
+  ``events``, the alerts as emitted: each alert event's first window (``[alerts]`` defaults over
+  SPOT at ``--target-rate``; NAB scores these as the detections); ``event_spans``, each event
+  from its first to its last flagged window (the events' point-wise view, for SKAB's metrics);
+  ``defaults``, the events the built-in ``[calibration]`` and ``[alerts]`` make of the same
+  scores (what a user who sets nothing gets); ``spot_default``, every flagged window
+  (``--target-rate``); ``spot_tuned``, one target rate for the whole corpus, the
   best of a ``run_sweep`` over ``--sweep-rates`` (by NAB score on NAB, by pooled event F1 on SKAB:
   chosen on the test labels, as NAB's own optimiser chooses its threshold); ``dspot_default``,
   the same scores recalibrated by DSPOT (drifting baselines); and on NAB ``raw_nab_best``, NAB's
@@ -50,7 +55,9 @@ false alarm runs) (``streamer.backtest.events``: an alarm flickering inside an e
 point precision and recall pool windows, false alarms per 10k pool normal windows, the median
 delay pools detected events; ``mean_file_event_f1`` averages the files holding an event.
 ``point_f1_rows`` is point-wise F1 over the evaluated rows with the files' own row labels (SKAB's
-published F1). ``per_file`` gives each file's counts per method.
+published F1), ``far_rows`` and ``mar_rows`` SKAB's false and missed alarm rates over the same
+rows. ``per_file`` gives each file's counts per method. ``--nab-export DIR`` writes NAB's results
+layout (``export_nab``) so NAB's own scorer can check the numbers.
 
 Published, for comparison: NAB standard profile on these 28 files, ARTime 76.2, Numenta HTM 65.8,
 Random Cut Forest 44.2, Windowed Gaussian 33.9; SKAB point F1, Conv-AE 0.78, MSET 0.78, PCA 0.76,
@@ -316,6 +323,7 @@ def run_tandem(
     run.scores["tandem"] = windows["score"].to_numpy(dtype=np.float64)
     run.flags["tandem/spot_default"] = windows["flag"].to_numpy(dtype=bool)
     run.flags["tandem/events"] = opened_windows(backtest.alerts, len(table))
+    run.flags["tandem/event_spans"] = event_spans(windows)
     run.flags["tandem/defaults"] = default_events(windows)
     rates = ",".join(f"{rate:g}" for rate in args.sweep_rates)
     for result in run_sweep(windows, parse_sweep(f"calibration.target_rate={rates}", calibration)):
@@ -335,6 +343,19 @@ def opened_windows(alerts: Sequence[Mapping[str, Any]], windows: int) -> NDArray
         if alert["type"] == "opened":
             flags[int(alert["source"]["offset"])] = True
     return flags
+
+
+def event_spans(windows: pd.DataFrame) -> NDArray[np.bool_]:
+    """(m,) True from each alert event's first window to its last flagged one: the stretch an
+    operator is told is anomalous (the ``closed`` record's ``last_flagged_ts`` ends it), the
+    events' point-wise view for SKAB's metrics."""
+    spans = np.zeros(len(windows), dtype=bool)
+    flagged = windows[(windows["event_id"] != "") & windows["flag"]]
+    rows = pd.Series(np.flatnonzero((windows["event_id"] != "") & windows["flag"]))
+    bounds = rows.groupby(flagged["event_id"].to_numpy()).agg(["min", "max"])
+    for first, last in bounds.itertuples(index=False):
+        spans[first : last + 1] = True
+    return spans
 
 
 def default_events(windows: pd.DataFrame) -> NDArray[np.bool_]:
@@ -467,13 +488,14 @@ def pooled_metrics(runs: Sequence[SeriesRun], pick: Pick) -> dict[str, Any]:
         for r in runs
     ]
     with_events = [m.event_f1 for m in per_file if m.events]
-    hits = alerts = positives = 0
+    hits = alerts = positives = rows = 0
     for r in runs:
         flagged = r.rows_of(pick(r), False)[r.train_rows :]
         truth = r.row_labels[r.train_rows :] == 1
         hits += int((flagged & truth).sum())
         alerts += int(flagged.sum())
         positives += int(truth.sum())
+        rows += len(truth)
     delays = out["delays_windows"]
     return {
         "event_f1": out["event_f1"],
@@ -484,6 +506,8 @@ def pooled_metrics(runs: Sequence[SeriesRun], pick: Pick) -> dict[str, Any]:
         "point_precision": out["precision"],
         "point_recall": out["recall"],
         "point_f1_rows": round(_f1(hits, alerts, positives), 4),
+        "far_rows": round((alerts - hits) / max(rows - positives, 1), 4),
+        "mar_rows": round((positives - hits) / max(positives, 1), 4),
         "false_alarms_per_10k": round(out["false_alarms_per_10k"], 2),
         "alert_rate": round(out["alerts"] / max(out["labelled_windows"], 1), 5),
         "alerts": out["alerts"],
@@ -548,6 +572,7 @@ def nab_best(runs: Sequence[SeriesRun], scorer: str) -> tuple[float, float] | No
 METHOD_ORDER = (
     "tandem/defaults",
     "tandem/events",
+    "tandem/event_spans",
     "tandem/spot_default",
     "tandem/spot_tuned",
     "tandem/dspot_default",
@@ -596,6 +621,7 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
             "built-in defaults (TandemConfig(): SPOT 1e-4, warm-up 1,000, window 10,000, "
             "alert events): each event's first window"
         ),
+        "tandem/event_spans": "alert events: every window from an event's first to its last flag",
         "tandem/events": (
             f"alert events ([alerts] defaults) over SPOT, target_rate {args.target_rate:g}: "
             "each event's first window"
