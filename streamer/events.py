@@ -174,13 +174,21 @@ class EventTracker:
 
     def restore(self, data: bytes) -> None:
         """Replace the states of the keys ``data`` (a ``snapshot``) holds."""
+        self.load(self.parse(data))
+
+    @staticmethod
+    def parse(data: bytes) -> dict[str, KeyEvents]:
+        """The key states of a ``snapshot``; ``EventStateError`` if it cannot be read whole."""
         try:
             document = orjson.loads(data)
             if document.get("format") != STATE_FORMAT:
                 raise EventStateError(f"event state format {document.get('format')!r} unknown")
-            states = {key: _decode(value) for key, value in document["keys"].items()}
+            return {str(key): _decode(value) for key, value in document["keys"].items()}
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
             raise EventStateError(f"event state unreadable: {error}") from error
+
+    def load(self, states: Mapping[str, KeyEvents]) -> None:
+        """Replace the states of ``states``' keys (``parse``'s result)."""
         self._set(states)
 
     def _set(self, states: Mapping[str, KeyEvents]) -> None:

@@ -10,7 +10,7 @@ snapshot (a zip archive); it restores with no open events.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Protocol
+from typing import Any, Protocol
 
 from calibration.base import Calibrator
 from calibration.state import GLOBAL, entity_names
@@ -24,7 +24,11 @@ class EventState(Protocol):
 
     def snapshot(self, keys: Collection[str]) -> bytes: ...
 
-    def restore(self, data: bytes) -> None: ...
+    def parse(self, data: bytes) -> Any:
+        """The states ``data`` holds; raises if it cannot be read whole."""
+        ...
+
+    def load(self, states: Any) -> None: ...
 
 
 class KeyState:
@@ -40,11 +44,14 @@ class KeyState:
         return MAGIC + length + calibrator + self.events.snapshot(keys)
 
     def restore(self, data: bytes, with_global: bool = True) -> None:
-        """Load a checkpoint (its global calibrator state only when ``with_global``)."""
+        """Load a checkpoint (its global calibrator state only when ``with_global``). The event
+        state is read first, so a damaged one changes nothing (the calibrator's restore refuses
+        damage before changing anything too)."""
         calibrator, events = split(data)
+        states = None if events is None else self.events.parse(events)
         self.calibrator.restore(calibrator, with_global=with_global)
-        if events is not None:
-            self.events.restore(events)
+        if states is not None:
+            self.events.load(states)
 
 
 def keys_in(data: bytes) -> list[str]:

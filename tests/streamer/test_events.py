@@ -224,3 +224,16 @@ def test_a_checkpoint_holds_calibrator_and_events_and_old_ones_still_restore() -
     old = calibrator.snapshot(["a"])
     assert split(old) == (old, None) and keys_in(old) == ["a"]
     KeyState(fresh_calibrator, tracker()).restore(old)
+
+
+def test_a_damaged_event_state_changes_nothing() -> None:
+    from calibration.quantile import RollingQuantile
+    from streamer.errors import EventStateError
+
+    calibrator = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
+    calibrator.update(["a"] * 20, np.arange(20.0))
+    saved = KeyState(calibrator, tracker()).snapshot(["a"])
+    fresh = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
+    with pytest.raises(EventStateError):
+        KeyState(fresh, tracker()).restore(saved[:-3])
+    assert fresh.keys == [], "the calibrator was left as it was"
