@@ -90,6 +90,7 @@ class Spot(WindowCalibrator):
         warmup: int = 1_000,
         refresh: int = 256,
         per_key: bool = False,
+        adapt_after: int = 0,
     ) -> None:
         if not 0.0 < target_rate < 1.0 - init_level:
             raise CalibrationError(
@@ -97,7 +98,9 @@ class Spot(WindowCalibrator):
                 f"({1.0 - init_level:g}): SPOT extrapolates beyond the initial threshold"
             )
         self.target_rate, self.init_level = target_rate, init_level
-        super().__init__(window=window, warmup=warmup, refresh=refresh, per_key=per_key)
+        super().__init__(
+            window=window, warmup=warmup, refresh=refresh, per_key=per_key, adapt_after=adapt_after
+        )
 
     def params(self) -> dict[str, Any]:
         return {"target_rate": self.target_rate, "init_level": self.init_level, **super().params()}

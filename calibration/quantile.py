@@ -43,11 +43,14 @@ class RollingQuantile(WindowCalibrator):
         warmup: int = 1_000,
         refresh: int = 256,
         per_key: bool = False,
+        adapt_after: int = 0,
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise CalibrationError(f"quantile must be inside (0, 1), not {quantile}")
         self.quantile = quantile
-        super().__init__(window=window, warmup=warmup, refresh=refresh, per_key=per_key)
+        super().__init__(
+            window=window, warmup=warmup, refresh=refresh, per_key=per_key, adapt_after=adapt_after
+        )
 
     def params(self) -> dict[str, Any]:
         return {"quantile": self.quantile, **super().params()}

@@ -1,8 +1,9 @@
 """Fixed-capacity rings of (value, arrival) pairs, one ring per entity row, kept in 2-D arrays so
 a batch appends to many entities with a few array operations.
 
-A calibrator keeps two: the window of accepted scores, and the censoring points of flagged
-scores (the threshold each one exceeded; see ``calibration.evt``).
+A calibrator keeps two or three: the window of accepted scores, the censoring points of flagged
+scores (the threshold each one exceeded; see ``calibration.evt``), and, when it adapts to new
+regimes, the recent flagged scores themselves (see ``calibration.window``).
 """
 
 from __future__ import annotations
@@ -60,15 +61,21 @@ class Ring:
     def append_one(
         self, row: int, values: NDArray[np.float64], arrivals: NDArray[np.int64]
     ) -> None:
-        """``append`` for values (k,) of one row."""
-        k = len(values)
-        if k == 0 or self.capacity == 0:
+        """``append`` for values (k,) of one row, written as at most two slices (a refresh
+        block's flagged scores are a few, and fancy indexing cost more than the copy)."""
+        k, capacity = len(values), self.capacity
+        if k == 0 or capacity == 0:
             return
-        last = min(k, self.capacity)
-        slots = (self.next[row] + np.arange(k - last, k)) % self.capacity
-        self.values[row, slots], self.arrived[row, slots] = values[-last:], arrivals[-last:]
-        self.next[row] = (self.next[row] + k) % self.capacity
-        self.filled[row] = min(self.filled[row] + k, self.capacity)
+        last = min(k, capacity)
+        start = (int(self.next[row]) + k - last) % capacity
+        head = min(last, capacity - start)
+        self.values[row, start : start + head] = values[k - last : k - last + head]
+        self.arrived[row, start : start + head] = arrivals[k - last : k - last + head]
+        if head < last:
+            self.values[row, : last - head] = values[k - last + head :]
+            self.arrived[row, : last - head] = arrivals[k - last + head :]
+        self.next[row] = (start + last) % capacity
+        self.filled[row] = min(int(self.filled[row]) + k, capacity)
 
     def oldest(self, row: int) -> int:
         """The slot of a row's oldest pair (0 until the ring has wrapped)."""
@@ -89,6 +96,15 @@ class Ring:
         arrived = self.arrived[row, :filled]
         recent = arrived >= first
         return self.values[row, :filled][recent], arrived[recent]
+
+    def count_since(self, row: int, first: float) -> int:
+        """How many of a row's pairs arrived at ``first`` or later."""
+        filled = int(self.filled[row])
+        return int(np.count_nonzero(self.arrived[row, :filled] >= first))
+
+    def clear(self, row: int) -> None:
+        """Empty a row's ring."""
+        self.filled[row] = self.next[row] = 0
 
     def load(self, row: int, values: NDArray[np.float64], arrivals: NDArray[np.float64]) -> None:
         """Replace a row's ring with the last ``capacity`` of (m,) pairs, oldest first."""

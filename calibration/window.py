@@ -11,6 +11,11 @@ batch boundaries, so neither the flags nor the surprise depend on how the stream
 ``update`` calls: a backtest reading the same scores in the same order, in any batches, flags
 exactly what the daemon flagged.
 
+Flagged scores are learned in one case only: a lasting change of regime (a level shift that
+stays, a new daily pattern). With ``adapt_after`` > 0, an entity more than half of whose last
+``adapt_after`` scores were flagged takes them as its new normal at a refresh boundary (see
+``WindowCalibrator._adapt``); otherwise it would flag the new regime for ever.
+
 With ``per_key``, an entity whose own state has no threshold yet is judged by the global
 threshold (and surprise model) in force for that score. The global state sees every score and
 learns from those it does not flag itself; each entity learns from its scores that were not
@@ -69,29 +74,41 @@ class WindowCalibrator:
 
     ``refresh`` is how many scores an entity sees between threshold recomputations (1 recomputes
     after every score); it may not exceed ``window``. No threshold until ``warmup`` scores have
-    been accepted.
+    been accepted, or the entity has adapted. ``adapt_after`` (scores of an entity; 0: never,
+    else at least ``refresh``): an entity more than half of whose last ``adapt_after`` scores
+    were flagged adapts to them at its next refresh boundary (``_adapt``).
     """
 
     method = "window"
     needs_order = False
     """Whether ``threshold_from`` needs the window oldest first (a quantile does not)."""
 
-    def __init__(self, window: int, warmup: int, refresh: int, per_key: bool) -> None:
+    def __init__(
+        self, window: int, warmup: int, refresh: int, per_key: bool, adapt_after: int = 0
+    ) -> None:
         if not 1 <= warmup <= window:
             raise CalibrationError(f"warmup ({warmup}) must be between 1 and window ({window})")
         if not 1 <= refresh <= window:
             raise CalibrationError(f"refresh ({refresh}) must be between 1 and window ({window})")
+        if adapt_after < 0 or 0 < adapt_after < refresh:
+            raise CalibrationError(
+                f"adapt_after ({adapt_after}) must be 0 (never adapt) or at least refresh "
+                f"({refresh}): adapting is decided at refresh boundaries"
+            )
         self.window, self.warmup = window, warmup
         self.refresh, self.per_key = refresh, per_key
+        self.adapt_after = adapt_after
         self._rows: dict[str, int] = {}
         self._window = Ring(window)
         self._cuts = Ring(self.censor_capacity())
+        self._flagged = Ring(adapt_after)
+        self._keeps_flagged = bool(self._cuts.capacity or self._flagged.capacity)
         self._models = ModelTable()
         self._allocate(1)
 
     def params(self) -> dict[str, Any]:
         """What the thresholds depend on; a snapshot under other params is re-thresholded."""
-        return {"window": self.window, "warmup": self.warmup}
+        return {"window": self.window, "warmup": self.warmup, "adapt_after": self.adapt_after}
 
     def censor_capacity(self) -> int:
         """How many censoring points of flagged scores an entity keeps (the latest ones)."""
@@ -116,6 +133,13 @@ class WindowCalibrator:
         row = self._rows.get(key, GLOBAL_ROW) if key is not None else GLOBAL_ROW
         own = float(self._threshold[row])
         return own if not np.isnan(own) else float(self._threshold[GLOBAL_ROW])
+
+    def adaptations(self, key: str | None = None) -> int:
+        """How many times ``key``'s state (the global state when None; 0 for a key never seen)
+        took its recent scores as its new normal (see ``adapt_after``)."""
+        if key is not None and key not in self._rows:
+            return 0
+        return int(self._adaptations[GLOBAL_ROW if key is None else self._rows[key]])
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn from them."""
@@ -150,12 +174,14 @@ class WindowCalibrator:
         calibrator's parameters, and its thresholds are recomputed at once. One written before
         censoring points and surprise models were kept restores without them: each entity's
         surprise model is fitted on its window at once (its threshold stays as saved), and its
-        flagged scores without a censoring point count as anomalies (``calibration.evt``).
+        flagged scores without a censoring point count as anomalies (``calibration.evt``). One
+        written before adapting existed was taken with ``adapt_after`` 0; its entities restore
+        with no recent flagged scores and no adaptation yet.
         """
         saved_params, states = state.unpack(data, self.method)
         for name, fields in states.items():
             _check_fields(name, fields)
-        changed = saved_params != self.params()
+        changed = {"adapt_after": 0, **saved_params} != self.params()
         if not with_global:
             states.pop(state.GLOBAL, None)
         for name, fields in states.items():
@@ -182,8 +208,11 @@ class WindowCalibrator:
         self._accepted = grown(getattr(self, "_accepted", None), 0).astype(np.int64)
         self._seen = grown(getattr(self, "_seen", None), 0).astype(np.int64)
         self._threshold = grown(getattr(self, "_threshold", None), np.nan)
+        self._adapted_at = grown(getattr(self, "_adapted_at", None), 0).astype(np.int64)
+        self._adaptations = grown(getattr(self, "_adaptations", None), 0).astype(np.int64)
         self._window.grow(capacity)
         self._cuts.grow(capacity)
+        self._flagged.grow(capacity)
         self._models.grow(capacity)
 
     def _rows_of(self, names: NDArray[np.str_]) -> NDArray[np.int64]:
@@ -235,16 +264,19 @@ class WindowCalibrator:
             if len(judged):
                 surprise[judged] = self._models.surprise(rows[judged], values[judged])
             thresholds[members] = in_force
-            over = values[members] > in_force
+            member_values = values[members]
+            over = member_values > in_force
             arrivals = seen_before[members] + rank[members]
-            self._learn(member_rows[~over], values[members][~over], arrivals[~over])
-            if self._cuts.capacity and over.any():
-                self._cuts.append(member_rows[over], in_force[over], arrivals[over])
+            self._learn(member_rows[~over], member_values[~over], arrivals[~over])
+            if self._keeps_flagged and over.any():
+                self._keep_flagged(
+                    member_rows[over], member_values[over], in_force[over], arrivals[over]
+                )
             ends = np.flatnonzero((arrivals + 1) % self.refresh == 0)
             for row, seen in zip(
                 member_rows[ends].tolist(), (arrivals[ends] + 1).tolist(), strict=True
             ):
-                self._recompute(row, seen)
+                self._refresh(row, seen)
         self._seen[sorted_rows[firsts]] += counts
         return thresholds, surprise
 
@@ -273,7 +305,7 @@ class WindowCalibrator:
             self._learn_block(row, values[start:stop], thresholds[start:stop], seen)
             self._seen[row] = seen = seen + stop - start
             if seen % self.refresh == 0:
-                self._recompute(row, seen)
+                self._refresh(row, seen)
             start = stop
         if models:
             own = np.flatnonzero(under >= 0)
@@ -291,8 +323,8 @@ class WindowCalibrator:
         self, row: int, values: NDArray[np.float64], thresholds: NDArray[np.float64], seen: int
     ) -> None:
         """Learn one entity's scores (k,) judged by ``thresholds`` (k,), the first arriving
-        when it had seen ``seen``: the accepted into its window, the censoring points of the
-        flagged into its ring."""
+        when it had seen ``seen``: the accepted into its window, the flagged into its rings
+        (their censoring points, and the scores themselves when it may adapt)."""
         over = values > thresholds
         if not over.any():
             self._window.append_one(row, values, seen + np.arange(len(values)))
@@ -301,9 +333,10 @@ class WindowCalibrator:
         kept = np.flatnonzero(~over)
         self._window.append_one(row, values[kept], seen + kept)
         self._accepted[row] += len(kept)
-        if self._cuts.capacity:
+        if self._keeps_flagged:
             flagged = np.flatnonzero(over)
             self._cuts.append_one(row, thresholds[flagged], seen + flagged)
+            self._flagged.append_one(row, values[flagged], seen + flagged)
 
     def _learn(
         self, rows: NDArray[np.int64], values: NDArray[np.float64], arrivals: NDArray[np.int64]
@@ -312,10 +345,67 @@ class WindowCalibrator:
         touched, counts = self._window.append(rows, values, arrivals)
         self._accepted[touched] += counts
 
+    def _keep_flagged(
+        self,
+        rows: NDArray[np.int64],
+        values: NDArray[np.float64],
+        cuts: NDArray[np.float64],
+        arrivals: NDArray[np.int64],
+    ) -> None:
+        """Keep what the rings keep of flagged scores (k,) of entity ``rows`` (k,), in stream
+        order: the thresholds ``cuts`` (k,) they exceeded, and the scores when adapting is on."""
+        if self._cuts.capacity:
+            self._cuts.append(rows, cuts, arrivals)
+        if self._flagged.capacity:
+            self._flagged.append(rows, values, arrivals)
+
+    def _refresh(self, row: int, seen: int) -> None:
+        """End one of an entity's refresh blocks, at its seen count ``seen``: adapt it to a new
+        regime when ``_adapts`` says so, else recompute its threshold."""
+        if self._adapts(row, seen):
+            self._adapt(row, seen)
+        else:
+            self._recompute(row, seen)
+
+    def _adapts(self, row: int, seen: int) -> bool:
+        """Whether an entity with seen count ``seen`` adapts now: more than half of its last
+        ``adapt_after`` scores were flagged, and it has seen at least that many since it last
+        adapted (or since it started), so no flagged score decides two adaptations. The
+        ring's fill decides most refreshes without counting."""
+        if 2 * self._flagged.filled[row] <= self.adapt_after:  # also when adapt_after is 0
+            return False
+        if seen - self._adapted_at[row] < self.adapt_after:
+            return False
+        return 2 * self._flagged.count_since(row, seen - self.adapt_after) > self.adapt_after
+
+    def _adapt(self, row: int, seen: int) -> None:
+        """Take an entity's last ``adapt_after`` scores, flagged and accepted alike, as its new
+        normal: its window becomes those from the earliest flagged one on, in arrival order
+        (the accepted scores before it belong to the old regime; at most ``window`` of the
+        latest), its censoring points and kept flagged scores are dropped, and its threshold
+        and surprise model are refitted on the new window at once, even if it holds fewer than
+        ``warmup`` scores. If the method cannot fit one (SPOT: too few peaks), the entity has no
+        threshold and is judged as a warming one is until a refresh can fit one."""
+        flagged, flagged_at = self._flagged.since(row, seen - self.adapt_after)
+        kept, kept_at = self._window.since(row, float(flagged_at.min()))
+        values, arrived = np.concatenate([kept, flagged]), np.concatenate([kept_at, flagged_at])
+        order = np.argsort(arrived, kind="stable")
+        self._window.load(row, values[order], arrived[order])
+        self._accepted[row] += len(flagged)
+        self._cuts.clear(row)
+        self._flagged.clear(row)
+        self._adapted_at[row] = seen
+        self._adaptations[row] += 1
+        fit = self._fit(row, seen, np.nan)
+        self._threshold[row] = np.nan if fit is None else fit.threshold
+        self._models.put(row, None if fit is None else fit.model)
+
     def _recompute(self, row: int, seen: int) -> None:
         """Ask the method for a new threshold for one entity, given its seen count by now."""
-        if self._accepted[row] < self.warmup or self._window.filled[row] == 0:
+        warming = self._accepted[row] < self.warmup and not self._adaptations[row]
+        if warming or self._window.filled[row] == 0:
             # Below the warm-up (a snapshot restored under a longer one): no threshold yet.
+            # An entity that adapted is past it: its window is the regime it adapted to.
             self._threshold[row] = np.nan
             self._models.put(row, None)
             return
@@ -353,13 +443,18 @@ class WindowCalibrator:
     def _fields(self, row: int) -> state.StateFields:
         window, seen_at = self._window.ordered(row)
         cuts, cut_at = self._cuts.ordered(row)
+        flagged, flagged_at = self._flagged.ordered(row)
         counts = [self._accepted[row], self._seen[row], self._threshold[row]]
+        adapted = [self._adapted_at[row], self._adaptations[row]]
         return {
             "window": window,
             "seen_at": seen_at,
             "counts": np.array(counts, dtype=np.float64),
             "cuts": cuts,
             "cut_at": cut_at,
+            "flagged": flagged,
+            "flagged_at": flagged_at,
+            "adapted": np.array(adapted, dtype=np.float64),
             **self._models.fields(row),
         }
 
@@ -370,6 +465,9 @@ class WindowCalibrator:
         self._threshold[row] = threshold
         none = np.empty(0)
         self._cuts.load(row, fields.get("cuts", none), fields.get("cut_at", none))
+        self._flagged.load(row, fields.get("flagged", none), fields.get("flagged_at", none))
+        adapted_at, adaptations = fields.get("adapted", np.zeros(2))
+        self._adapted_at[row], self._adaptations[row] = int(adapted_at), int(adaptations)
         self._models.load(row, fields)
 
 
@@ -389,14 +487,20 @@ def sorted_quantile(ordered: NDArray[np.float64], level: float) -> float:
 
 def _check_fields(name: str, fields: state.StateFields) -> None:
     """Refuse an entity's snapshot state that ``_load`` could not read whole, before any entity
-    is loaded: a damaged snapshot must leave the calibrator as it was. The censoring points and
-    the surprise model are optional (snapshots written before them lack them)."""
+    is loaded: a damaged snapshot must leave the calibrator as it was. The censoring points, the
+    surprise model and the adapting state are optional (snapshots written before them lack
+    them)."""
     missing = sorted({"window", "seen_at", "counts"} - set(fields))
     if missing:
         raise SnapshotError(f"snapshot state of {name!r} lacks {', '.join(missing)}")
-    paired = [("window", "seen_at"), ("cuts", "cut_at"), ("knots", "decades")]
+    paired = [
+        ("window", "seen_at"),
+        ("cuts", "cut_at"),
+        ("flagged", "flagged_at"),
+        ("knots", "decades"),
+    ]
     for first, second in paired:
         if len(fields.get(first, ())) != len(fields.get(second, ())):
             raise SnapshotError(f"snapshot state of {name!r} has fields of inconsistent lengths")
-    if len(fields["counts"]) != 3:
+    if len(fields["counts"]) != 3 or len(fields.get("adapted", (0, 0))) != 2:
         raise SnapshotError(f"snapshot state of {name!r} has fields of inconsistent lengths")

@@ -34,6 +34,7 @@ def build_calibrator(config: CalibrationConfig) -> WindowCalibrator:
         "warmup": config.warmup,
         "refresh": config.refresh,
         "per_key": config.per_key,
+        "adapt_after": config.adapt_after,
     }
     if config.method == "quantile":
         return RollingQuantile(config.quantile, **shared)

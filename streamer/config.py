@@ -178,7 +178,9 @@ class CalibrationConfig(_Section):
     ``target_rate`` is the wanted fraction of normal windows flagged (SPOT/DSPOT); ``quantile``
     is the rolling-quantile method's level. ``window`` and ``warmup`` count windows; ``refresh`` is
     how many windows an entity sees between threshold recomputations. ``checkpoint_interval_s``
-    is how often the state is saved to the state topic (0: after every batch).
+    is how often the state is saved to the state topic (0: after every batch). ``adapt_after``:
+    an entity more than half of whose last ``adapt_after`` windows were flagged takes them as its
+    new normal (0: never; else at least ``refresh``; why 2048: docs/calibration.md).
     """
 
     method: Literal["quantile", "spot", "dspot"] = "spot"
@@ -191,6 +193,7 @@ class CalibrationConfig(_Section):
     depth: Annotated[int, Field(ge=1)] = 50
     per_key: bool = True
     checkpoint_interval_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
+    adapt_after: Annotated[int, Field(ge=0, le=10_000_000)] = 2048
 
     @model_validator(mode="after")
     def _warmup_fits_window(self) -> Self:
@@ -198,6 +201,11 @@ class CalibrationConfig(_Section):
             raise ValueError(f"warmup ({self.warmup}) must not exceed window ({self.window})")
         if self.refresh > self.window:
             raise ValueError(f"refresh ({self.refresh}) must not exceed window ({self.window})")
+        if 0 < self.adapt_after < self.refresh:
+            raise ValueError(
+                f"adapt_after ({self.adapt_after}) must be 0 (never adapt) or at least refresh "
+                f"({self.refresh}): adapting is decided at refresh boundaries"
+            )
         return self
 
 

@@ -4,6 +4,10 @@ changes no flag, batching changes no flag, no threshold during warm-up, flagged 
 teach the calibrator anything, keys route to the global state as documented, and bad snapshots
 and bad calls are refused with the package's errors, leaving the calibrator as it was.
 
+Each kind also runs adapting (``ADAPTING``: ``adapt_after`` a couple of refreshes, where a
+shifted stretch makes entities take flagged scores as their new normal): restarts and batching
+still change nothing, bit for bit, with the adapting state in the snapshots.
+
 Windows are small (a few dozen scores) so a few hundred scores warm every entity up. Equality is
 bit for bit: a backtest must flag exactly what the daemon flagged.
 """
@@ -68,9 +72,29 @@ KINDS: dict[str, Kind] = {
 }
 
 
+ADAPT_AFTER = 2 * REFRESH
+"""Short enough that the shifted stretches of ``streams`` and ``regimes`` make entities adapt."""
+ADAPTING: dict[str, Kind] = {
+    f"{name}-adapting": Kind(
+        k.cls, {**k.options, "adapt_after": ADAPT_AFTER}, k.other_level, k.per_key
+    )
+    for name, k in KINDS.items()
+}
+EVERY_KIND = {**KINDS, **ADAPTING}
+
+
 @pytest.fixture(scope="module", params=list(KINDS))
 def kind(request: pytest.FixtureRequest) -> Kind:
-    return KINDS[request.param]
+    return EVERY_KIND[request.param]
+
+
+every_kind = pytest.mark.parametrize("kind", list(EVERY_KIND), indirect=True)
+"""For a test that must hold whether or not the calibrator adapts: ``kind`` over all of them."""
+
+
+@pytest.fixture(scope="module", params=list(ADAPTING))
+def adapting_kind(request: pytest.FixtureRequest) -> Kind:
+    return ADAPTING[request.param]
 
 
 @pytest.fixture(scope="module", params=[name for name, k in KINDS.items() if not k.per_key])
@@ -209,6 +233,7 @@ def restarted(kind: Kind, calibrator: WindowCalibrator) -> WindowCalibrator:
 # --- 1. restarts --------------------------------------------------------------------------------
 
 
+@every_kind
 @settings(max_examples=12, deadline=None)
 @given(stream=streams(), data=st.data())
 def test_restarting_from_a_snapshot_between_any_batches_changes_nothing(
@@ -228,6 +253,7 @@ def test_restarting_from_a_snapshot_between_any_batches_changes_nothing(
     assert_same_thresholds(calibrator, straight, [None, *straight.keys, "never seen"])
 
 
+@every_kind
 def test_restarts_after_the_warm_up_with_several_keys_change_nothing(kind: Kind) -> None:
     """The common case, pinned down: every entity has its own threshold when the daemon stops
     (checked), some scores are flagged afterwards, and restarts come one score apart too."""
@@ -252,6 +278,7 @@ def test_restarts_after_the_warm_up_with_several_keys_change_nothing(kind: Kind)
     assert_same_thresholds(calibrator, straight, warmed)
 
 
+@every_kind
 def test_a_partial_snapshot_hands_over_only_its_keys(kind: Kind) -> None:
     """A daemon taking over a partition restores that partition's keys and keeps its own global
     state (``with_global=False``); those keys then go on exactly as at their previous owner. A
@@ -290,6 +317,7 @@ def test_a_partial_snapshot_hands_over_only_its_keys(kind: Kind) -> None:
 # --- 2. batching --------------------------------------------------------------------------------
 
 
+@every_kind
 @settings(max_examples=20, deadline=None)
 @given(stream=streams(), data=st.data())
 def test_flags_do_not_depend_on_how_the_stream_is_batched(
@@ -306,6 +334,7 @@ def test_flags_do_not_depend_on_how_the_stream_is_batched(
     assert states(split) == states(whole)
 
 
+@every_kind
 def test_one_score_at_a_time_equals_one_batch(kind: Kind) -> None:
     """The extreme batching, too long for every Hypothesis example: n calls of one score."""
     stream = calm(4, 500, ["a", "b", "c"])
@@ -316,6 +345,7 @@ def test_one_score_at_a_time_equals_one_batch(kind: Kind) -> None:
     assert states(single) == states(whole)
 
 
+@every_kind
 def test_thresholds_change_only_when_a_refresh_block_ends(kind: Kind) -> None:
     """Thresholds are recomputed every ``refresh`` scores an entity sees; with one key, its
     blocks and the global state's coincide, so the threshold is constant within each block."""
@@ -430,6 +460,118 @@ def test_a_key_without_a_threshold_of_its_own_is_judged_by_the_global_one(
     first = feed(calibrator, late)
     assert (bits(first.thresholds) == bits(twin.threshold())).all()
     assert first.flags.tolist() == [False, True, False, False, True]
+
+
+# --- adapting to a new regime ------------------------------------------------------------------
+
+
+def regimes(seed: int) -> Stream:
+    """Calm scores of keys a, b and c; then "a" shifts up for good; then every key shifts far
+    higher. Each stretch holds several ``ADAPT_AFTER`` of every key's scores, so that per key
+    "a" adapts in the second and every entity in the third (a global state in the third)."""
+    names = ["a", "b", "c"]
+    shifted = calm(seed + 1, 240, names)
+    shifted = Stream(shifted.keys, shifted.scores + 50.0 * (shifted.keys == "a"))
+    higher = calm(seed + 2, 240, names)
+    return calm(seed, 300, names) + shifted + Stream(higher.keys, higher.scores + 1e3)
+
+
+def _adapted(kind: Kind, calibrator: WindowCalibrator) -> list[str | None]:
+    """The entities that ``regimes`` makes adapt, checked to have adapted."""
+    entities: list[str | None] = [None, "a"] if kind.per_key else [None]
+    assert all(calibrator.adaptations(key) > 0 for key in entities), "the stream adapts"
+    return entities
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), data=st.data())
+def test_adapting_changes_nothing_across_batches_and_restarts(
+    adapting_kind: Kind, seed: int, data: st.DataObject
+) -> None:
+    """Adapting is decided at refresh boundaries on each entity's own scores, and its state
+    (the recent flagged scores, when it last adapted, how often) is in the snapshot: any
+    batching, with restarts anywhere (before, during or after an adaptation), flags what a
+    straight run flagged and ends in the same state, adaptation counts included."""
+    stream = regimes(seed)
+    straight = adapting_kind.make()
+    expected = feed(straight, stream)
+    _adapted(adapting_kind, straight)
+    calibrator = adapting_kind.make()
+    pieces = []
+    for part in stream.split(data.draw(cut_points(len(stream), max_cuts=4), label="restarts")):
+        pieces.append(feed(calibrator, part, data.draw(cut_points(len(part)), label="cuts")))
+        calibrator = restarted(adapting_kind, calibrator)
+    assert_same_flags(joined(pieces), expected)
+    assert states(calibrator) == states(straight)
+    for key in [None, *straight.keys, "never seen"]:
+        assert calibrator.adaptations(key) == straight.adaptations(key), key
+
+
+def test_adapting_one_score_at_a_time_with_restarts_equals_one_batch(adapting_kind: Kind) -> None:
+    """The extreme batching again, on a stream that adapts, restarting every 37 scores."""
+    stream = regimes(0)
+    straight = adapting_kind.make()
+    expected = feed(straight, stream)
+    calibrator = adapting_kind.make()
+    pieces = []
+    for at, part in enumerate(stream.split(range(1, len(stream)))):
+        pieces.append(feed(calibrator, part))
+        if at % 37 == 0:
+            calibrator = restarted(adapting_kind, calibrator)
+    assert_same_flags(joined(pieces), expected)
+    assert states(calibrator) == states(straight)
+    for key in _adapted(adapting_kind, straight):
+        assert calibrator.adaptations(key) == straight.adaptations(key)
+
+
+def _before_adapting(data: bytes) -> bytes:
+    """``data`` as a snapshot written before adapting existed: no ``adapt_after`` parameter, no
+    kept flagged scores, no adapting counts."""
+
+    def edit(header: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> None:
+        header["params"].pop("adapt_after")
+        for field in ("flagged", "flagged_at", "adapted"):
+            del arrays[f"{field}.values"], arrays[f"{field}.lengths"]
+
+    return _rewritten(data, edit)
+
+
+@every_kind
+def test_a_snapshot_written_before_adapting_restores(kind: Kind) -> None:
+    """Such a snapshot was taken with ``adapt_after`` 0. A calibrator that does not adapt
+    restores it into exactly the state the full snapshot gives, and goes on as its source does;
+    one that adapts restores it with no adaptation yet, and adapts to the next lasting shift."""
+    source = kind.make()
+    feed(source, regimes(1))
+    restored = kind.make()
+    restored.restore(_before_adapting(source.snapshot()))
+    continuation = calm(2, 300, ["a", "b", "c"])
+    if kind.make().adapt_after == 0:
+        assert states(restored) == states(source)
+        assert_same_flags(feed(restored, continuation), feed(source, continuation))
+        return
+    assert not any(restored.adaptations(key) for key in [None, *restored.keys])
+    feed(restored, continuation + Stream(continuation.keys, continuation.scores + 1e6))
+    assert restored.adaptations() == 1
+
+
+def test_a_snapshot_under_another_adapt_after_restores(adapting_kind: Kind) -> None:
+    """``adapt_after`` is a parameter: a snapshot taken under another is re-thresholded like
+    one under another level, keeps its adaptation counts, and keeps as many of the latest
+    flagged scores as the new ``adapt_after`` holds (none at 0)."""
+    source = adapting_kind.make()
+    feed(source, regimes(3))
+    entities = _adapted(adapting_kind, source)
+    for adapt_after in (0, 4 * REFRESH):
+        target = adapting_kind.make(adapt_after=adapt_after)
+        target.restore(source.snapshot())
+        assert [target.adaptations(k) for k in entities] == [
+            source.adaptations(k) for k in entities
+        ]
+        again = adapting_kind.make(adapt_after=adapt_after)
+        again.restore(target.snapshot())
+        assert states(again) == states(target)
+        feed(target, calm(4, 200, ["a", "b", "c"], scale=1e3))
 
 
 # --- 4. refusals --------------------------------------------------------------------------------
@@ -662,8 +804,21 @@ def test_an_empty_update_answers_empty_flags(kind: Kind) -> None:
         ({"warmup": WINDOW + 1}, "warmup"),
         ({"refresh": 0}, "refresh"),
         ({"refresh": WINDOW + 1}, "refresh"),
+        ({"adapt_after": -1}, "adapt_after"),
+        (
+            {"adapt_after": REFRESH - 1},
+            rf"adapt_after \({REFRESH - 1}\) must be 0 \(never adapt\) or at least refresh "
+            rf"\({REFRESH}\)",
+        ),
     ],
-    ids=["no-warmup", "warmup-beyond-window", "no-refresh", "refresh-beyond-window"],
+    ids=[
+        "no-warmup",
+        "warmup-beyond-window",
+        "no-refresh",
+        "refresh-beyond-window",
+        "negative-adapt-after",
+        "adapt-after-below-refresh",
+    ],
 )
 def test_impossible_windowing_is_refused(
     kind: Kind, overrides: dict[str, int], message: str
@@ -675,6 +830,7 @@ def test_impossible_windowing_is_refused(
 # --- snapshots under other parameters -----------------------------------------------------------
 
 
+@every_kind
 def test_a_snapshot_under_another_level_is_rethresholded_at_once(kind: Kind) -> None:
     """``restore`` recomputes the thresholds of a snapshot taken under other parameters (another
     quantile, another target rate) at once, rather than flagging by the old level until the next
