@@ -84,6 +84,21 @@ def test_cross_field_rule_is_reported_against_its_section(tmp_path: Path) -> Non
         load_config(path, environ={})
 
 
+def test_adapting_faster_than_a_refresh_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[calibration]\nrefresh = 256\nadapt_after = 100\n")
+    with pytest.raises(ConfigError, match=r"adapt_after \(100\) must be 0 .* refresh"):
+        load_config(path, environ={})
+    assert load_config(write(tmp_path, "[calibration]\nadapt_after = 0\n"), environ={})
+
+
+def test_alert_events_are_the_default_and_windows_can_be_chosen(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).alerts.mode == "events"
+    chosen = load_config(write(tmp_path, '[alerts]\nmode = "windows"\nquiet = 4\n'), environ={})
+    assert (chosen.alerts.mode, chosen.alerts.quiet) == ("windows", 4)
+    with pytest.raises(ConfigError, match="quiet"):
+        load_config(write(tmp_path, "[alerts]\nquiet = 0\n"), environ={})
+
+
 def test_invalid_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[kafka\n"), environ={})
