@@ -1,6 +1,6 @@
 """Calibrator snapshots: versioned bytes, one entry per entity, no pickles.
 
-A snapshot is an ``.npz`` archive (numpy's zip of ``.npy`` arrays, read back with
+A snapshot is an ``.npz`` archive (numpy's zip of ``.npy`` arrays, stored uncompressed, read with
 ``allow_pickle=False``) holding a JSON header (format version, method, parameters, entity names)
 and, per state field, the values of all entities concatenated with a lengths array. Concatenating
 keeps a thousand entities to a handful of archive members, so snapshots stay small and fast.
@@ -42,7 +42,9 @@ def pack(method: str, params: Mapping[str, Any], states: Mapping[str, StateField
         arrays[f"{field}.values"] = np.concatenate(parts) if parts else np.empty(0)
         arrays[f"{field}.lengths"] = np.array([len(part) for part in parts], dtype=np.int64)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds
+    # Stored, not deflated: deflating float64 scores halves the bytes but took 20 of 21 ms for 25
+    # entities of 1,500 scores, and a checkpoint is written whenever an alert event opens or closes.
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds
     return buffer.getvalue()
 
 

@@ -81,10 +81,11 @@ class PartitionCheckpoints:
         state: Checkpointed,
         batch: WindowBatch,
         records: Sequence[SourceRecord],
-        force: bool = False,
+        force: Collection[Partition] = (),
     ) -> bool:
-        """Note what ``records`` (whose good part is ``batch``) brought; save if one is due or
-        ``force``d (an alert event opened or closed). Returns whether it saved."""
+        """Note what ``records`` (whose good part is ``batch``) brought; save every partition if a
+        save is due, else only those in ``force`` (an alert event of theirs opened or closed): a
+        checkpoint costs its partitions' whole calibrator state. Returns whether it saved."""
         seen = set(
             zip(((r.topic, r.partition) for r in batch.records), batch.keys.tolist(), strict=True)
         )
@@ -93,10 +94,13 @@ class PartitionCheckpoints:
         for partition, offset in next_offsets(records).items():
             self._offsets[partition] = max(self._offsets.get(partition, 0), offset)
             self._dirty.add(partition)
-        if not force and self.clock() - self._saved_at < self.interval_s:
-            return False
-        self.save(state)
-        return True
+        if self.clock() - self._saved_at >= self.interval_s:
+            self.save(state)
+            return True
+        if force:
+            self.save(state, force)
+            return True
+        return False
 
     def save(self, state: Checkpointed, partitions: Collection[Partition] | None = None) -> None:
         """Write the state of ``partitions`` (all held, when None) that changed since their last

@@ -13,7 +13,8 @@ records' ids are ``<event_id>`` (opened), ``<event_id>:u<n>`` (the n-th update) 
 
 Crash safety: ``judge`` changes nothing; the runner ``apply``s a batch's judgement once its
 records are acknowledged, before its checkpoint, so a checkpoint never holds an event whose
-opening was not delivered. A batch that opens or closes an event forces a checkpoint; windows
+opening was not delivered. A batch that opens or closes an event forces a checkpoint of those
+events' partitions; windows
 at offsets a restored checkpoint already reflects (``resume_after``) are skipped. Reasoning:
 docs/alerts.md.
 """
@@ -102,13 +103,10 @@ class Judgement:
     after: dict[str, KeyEvents] = field(default_factory=dict)
     opened: int = 0
     closed: int = 0
+    changed: set[Partition] = field(default_factory=set)
+    """The partitions whose events opened or closed: their checkpoints must not wait."""
     applied: bool = False
     floors_passed: list[Partition] = field(default_factory=list)
-
-    @property
-    def lifecycle_changed(self) -> bool:
-        """Whether an event opened or closed: the batch's checkpoint must not wait."""
-        return bool(self.opened or self.closed)
 
 
 class EventTracker:
@@ -297,6 +295,7 @@ class _BatchJudge:
             self._emit(key, event, "closed", row)
             state.open, state.cooldown = None, self.config.cooldown
             self.judgement.closed += 1
+            self.judgement.changed.add(_partition_of(self.batch.records[row]))
         elif event.changed and event.since_record >= self.config.update_every:
             event.updates += 1
             self._emit(key, event, "updated", row)
@@ -315,6 +314,7 @@ class _BatchJudge:
         self._count_kind(event, row)
         self.judgement.event_ids[row] = event.event_id
         self.judgement.opened += 1
+        self.judgement.changed.add(_partition_of(record))
         self._emit(key, event, "opened", row)
         return event
 
@@ -401,6 +401,10 @@ def event_body(
         body["kind"] = name
         body["kind_confidence"] = round(total / count, 4)
     return body
+
+
+def _partition_of(record: SourceRecord) -> Partition:
+    return (record.topic, record.partition)
 
 
 def _encode(state: KeyEvents | None) -> dict[str, Any] | None:

@@ -63,7 +63,11 @@ class Checkpoint(Protocol):
     (``streamer.checkpoints.PartitionCheckpoints``)."""
 
     def after_batch(
-        self, state: KeyState, batch: WindowBatch, records: Sequence[SourceRecord], force: bool
+        self,
+        state: KeyState,
+        batch: WindowBatch,
+        records: Sequence[SourceRecord],
+        force: Collection[Partition],
     ) -> bool: ...
 
     def save(self, state: KeyState, partitions: Collection[Partition] | None = None) -> None: ...
@@ -193,7 +197,7 @@ class Runner:
                 self.state,
                 outcome.batch,
                 records,
-                force=judgement is not None and judgement.lifecycle_changed,
+                force=() if judgement is None else judgement.changed,
             )
         with clock("commit"):
             self.source.commit(records)

@@ -90,7 +90,7 @@ class NoCheckpoints:
     need not be saved (the ``Checkpoint`` protocol of ``streamer.runner``)."""
 
     def after_batch(
-        self, state: Any, batch: Any, records: Sequence[SourceRecord], force: bool = False
+        self, state: Any, batch: Any, records: Sequence[SourceRecord], force: Any = ()
     ) -> bool:
         return False
 

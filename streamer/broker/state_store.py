@@ -22,7 +22,7 @@ log = structlog.get_logger(__name__)
 class KafkaStateStore:
     """Checkpoints on the compacted ``<group>.state`` topic.
 
-    A snapshot can exceed Kafka's 1 MB record limit (about 57 KB per entity at a 10,000-score
+    A snapshot can exceed Kafka's 1 MB record limit (about 330 KB per entity at a 10,000-score
     window), so it is cut into chunks of at most ``chunk_bytes``, keyed
     ``<group>|<topic>/<partition>|<slot>|<index>``. Generations alternate between slots 0 and 1,
     so compaction never removes the last complete generation while a newer one is half written

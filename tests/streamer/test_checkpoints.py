@@ -73,6 +73,18 @@ def test_with_an_interval_saves_wait_and_a_forced_save_writes_only_what_changed(
     assert store.journal[-1] == ("checkpoint", {}), "nothing changed since the last save"
 
 
+def test_an_event_that_opened_forces_a_save_of_its_partition_only() -> None:
+    store, cal, clock = MemoryStateStore(), calibrator(), FakeClock()
+    checkpoints = PartitionCheckpoints(store, interval_s=10.0, clock=clock)
+    records, batch = records_and_batch(8)
+    cal.update(batch.keys, np.ones(8))
+    assert checkpoints.after_batch(cal, batch, records, force={("in", 1)})
+    assert set(store.saved) == {("in", 1)}, "the other partition waits for its interval"
+    clock.now = 10.0
+    assert checkpoints.after_batch(cal, batch, records)
+    assert set(store.saved) == {("in", 0), ("in", 1)}
+
+
 def test_restore_resumes_thresholds_and_keeps_the_global_state_when_asked() -> None:
     store, cal = MemoryStateStore(), calibrator()
     records, batch = records_and_batch(400)
