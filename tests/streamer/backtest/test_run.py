@@ -200,7 +200,8 @@ def test_the_report_files_say_what_the_backtest_found(
     np.testing.assert_allclose(alerts["score"], flagged["score"], rtol=1e-6)
     quiet = dataclasses.replace(run, alerts=[])
     assert list(alerts_frame(quiet).columns) == list(alerts.columns), "one header, alerts or not"
-    assert saved["thresholds"]["global"], "the threshold curve is there"
+    assert sorted(saved["thresholds"]) == ["s0", "s1", "s2"], "a curve per key (per_key default)"
+    assert all(saved["thresholds"].values()), "the threshold curves are there"
 
     alerts = pd.read_csv(paths[1])
     assert alerts["alert_id"].tolist() == [a["alert_id"] for a in run.alerts]
