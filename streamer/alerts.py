@@ -101,7 +101,5 @@ def source_of(record: SourceRecord) -> dict[str, Any]:
 def surprise_of(flags: Flags, row: int) -> float | None:
     """Window ``row``'s surprise (``-log10`` of its tail probability, ``calibration``); None
     while the calibrator is warming up or gives none."""
-    values = getattr(flags, "surprise", None)
-    if values is None or not np.isfinite(values[row]):
-        return None
-    return round(float(values[row]), 4)
+    value = float(flags.surprise[row])
+    return round(value, 4) if np.isfinite(value) else None

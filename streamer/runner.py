@@ -26,9 +26,9 @@ import structlog
 from calibration.base import Calibrator, Flags
 from detectors.base import Detector, Scores
 from streamer.alerts import Alert
+from streamer.checkpoints import KeyState
 from streamer.codec import Codec
 from streamer.events import EventTracker, Judgement
-from streamer.keystate import KeyState
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 
 log = structlog.get_logger(__name__)

@@ -85,7 +85,7 @@ class ScoreTrace:
                 "score": np.asarray(scores.score, np.float64),
                 **{name: np.asarray(part, np.float64) for name, part in scores.parts.items()},
                 "threshold": flags.thresholds,
-                "surprise": _surprise(flags),
+                "surprise": np.asarray(flags.surprise, np.float64),
                 "flag": flags.flags,
                 "event_id": judgement.event_ids.astype(str),
             }
@@ -197,11 +197,3 @@ def run_backtest(
         feature_names=detector.feature_names,
         alerting=alerting,
     )
-
-
-def _surprise(flags: Flags) -> NDArray[np.float64]:
-    """Each window's surprise (NaN where the calibrator gives none)."""
-    values = getattr(flags, "surprise", None)
-    if values is None:
-        return np.full(len(flags), np.nan)
-    return np.asarray(values, np.float64)

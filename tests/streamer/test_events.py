@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from calibration.base import Flags
 from detectors.base import Scores
+from streamer.checkpoints import KeyState, keys_in, split
 from streamer.config import AlertsConfig
 from streamer.events import NO_EVENT, EventTracker, Judgement
-from streamer.keystate import KeyState, keys_in, split
 from streamer.records import SourceRecord, WindowBatch
 
 SCHEMA = json.loads(
