@@ -116,8 +116,6 @@ DEFAULT_WINDOW = {"nab": 16, "skab": 10}
 SCALER = {"nab": "robust", "skab": "standard"}
 SKAB_TRAIN_ROWS = 400
 SWEEP_RATES = (1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
-REFRESH = 64
-MIN_PEAKS_AT_WARMUP = 12
 SEED = 0
 PUBLISHED = {
     "nab": {
@@ -264,17 +262,11 @@ def cascade_spec(width: int, epochs: int, scaler: str) -> CascadeSpec:
     )
 
 
-def calibration_for(train_windows: int, target_rate: float) -> CalibrationConfig:
-    """SPOT for a series with ``train_windows`` training windows (module docstring)."""
-    warmup = max(REFRESH, train_windows - train_windows % REFRESH)
-    window = max(10_000, warmup)
-    return CalibrationConfig(
-        method="spot",
-        target_rate=target_rate,
-        window=window,
-        warmup=warmup,
-        refresh=REFRESH,
-        init_level=min(0.98, 1.0 - MIN_PEAKS_AT_WARMUP / warmup),
+def calibration_for(target_rate: float) -> CalibrationConfig:
+    """The built-in ``[calibration]`` (``configs/default.toml``) at ``target_rate``: SPOT, each
+    key started from the model's held-out scores (module docstring)."""
+    return CalibrationConfig.model_validate(
+        {**TandemConfig().calibration.model_dump(), "target_rate": target_rate}
     )
 
 
@@ -302,7 +294,7 @@ def run_tandem(
     }
     run.seconds["tandem_train"] = time.perf_counter() - started
     started = time.perf_counter()
-    calibration = calibration_for(int(train.sum()), args.target_rate)
+    calibration = calibration_for(args.target_rate)
     codec = JsonCodec(Limits(table.windows.shape[1]))
     backtest = run_backtest(
         FileSource(table, codec, run.name, 4096),
@@ -324,12 +316,13 @@ def run_tandem(
     run.flags["tandem/spot_default"] = windows["flag"].to_numpy(dtype=bool)
     run.flags["tandem/events"] = opened_windows(backtest.alerts, len(table))
     run.flags["tandem/event_spans"] = event_spans(windows)
-    run.flags["tandem/defaults"] = default_events(windows)
+    run.flags["tandem/events_warmup"] = events_after_warmup(windows, calibration)
     rates = ",".join(f"{rate:g}" for rate in args.sweep_rates)
-    for result in run_sweep(windows, parse_sweep(f"calibration.target_rate={rates}", calibration)):
+    settings = parse_sweep(f"calibration.target_rate={rates}", calibration)
+    for result in run_sweep(windows, settings, backtest.prior):
         run.sweep[result.setting.calibration.target_rate] = result.flags.flags
     dspot = CalibrationConfig.model_validate({**calibration.model_dump(), "method": "dspot"})
-    (result,) = run_sweep(windows, [SweepSetting("method=dspot", dspot)])
+    (result,) = run_sweep(windows, [SweepSetting("method=dspot", dspot)], backtest.prior)
     run.flags["tandem/dspot_default"] = result.flags.flags
     run.seconds["tandem_backtest"] = time.perf_counter() - started
     keras.backend.clear_session()
@@ -358,19 +351,18 @@ def event_spans(windows: pd.DataFrame) -> NDArray[np.bool_]:
     return spans
 
 
-def default_events(windows: pd.DataFrame) -> NDArray[np.bool_]:
-    """(m,) True at the first window of each alert event that the built-in defaults
-    (``[calibration]`` and ``[alerts]`` of ``TandemConfig()``, as ``configs/default.toml`` writes
-    them) make of the backtest's scores: what a user gets who sets nothing but the model."""
+def events_after_warmup(windows: pd.DataFrame, calibration: CalibrationConfig) -> NDArray[np.bool_]:
+    """(m,) True at the first window of each alert event that ``calibration`` would make of
+    the backtest's scores without the model's held-out scores (``from_held_out = false``): each
+    key warms up on its first ``warmup`` windows, judged by the global threshold meanwhile. What
+    starting from the held-out scores changed."""
     from streamer.backtest.event_counts import replay_events
     from streamer.backtest.sweep import SweepSetting, run_sweep
 
-    defaults = TandemConfig()
-    (result,) = run_sweep(windows, [SweepSetting("defaults", defaults.calibration)])
+    alerts = TandemConfig().alerts
+    (result,) = run_sweep(windows, [SweepSetting("warm-up", calibration)])
     keys = windows["key"].to_numpy()
-    events = replay_events(
-        keys, result.flags.flags, defaults.alerts.quiet, defaults.alerts.cooldown
-    )
+    events = replay_events(keys, result.flags.flags, alerts.quiet, alerts.cooldown)
     opened = np.zeros(len(windows), dtype=bool)
     numbers, first = np.unique(events.member, return_index=True)
     opened[first[numbers >= 0]] = True
@@ -570,7 +562,7 @@ def nab_best(runs: Sequence[SeriesRun], scorer: str) -> tuple[float, float] | No
 
 
 METHOD_ORDER = (
-    "tandem/defaults",
+    "tandem/events_warmup",
     "tandem/events",
     "tandem/event_spans",
     "tandem/spot_default",
@@ -617,14 +609,15 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
             for r in runs:
                 r.flags[f"{scorer}/raw_nab_best"] = r.scores[scorer] >= best[0]
     operating = {
-        "tandem/defaults": (
-            "built-in defaults (TandemConfig(): SPOT 1e-4, warm-up 1,000, window 10,000, "
-            "alert events): each event's first window"
+        "tandem/events_warmup": (
+            "tandem/events without the held-out start: each key warms up on its first 1,000 "
+            "windows (from_held_out = false)"
         ),
         "tandem/event_spans": "alert events: every window from an event's first to its last flag",
         "tandem/events": (
-            f"alert events ([alerts] defaults) over SPOT, target_rate {args.target_rate:g}: "
-            "each event's first window"
+            "the alerts as emitted by the built-in defaults ([calibration]: SPOT, target_rate "
+            f"{args.target_rate:g}, started from the held-out scores; [alerts]): each event's "
+            "first window"
         ),
         "tandem/spot_default": f"SPOT, target_rate {args.target_rate:g}",
         "tandem/spot_tuned": f"SPOT, target_rate {tuned:g} (corpus best {objective} of the sweep)",
@@ -741,7 +734,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N files of each dataset")
     parser.add_argument("--epochs", type=int, default=30, help="cascade epochs (early stopping)")
     parser.add_argument(
-        "--target-rate", type=float, default=1e-3, help="SPOT target of spot_default"
+        "--target-rate",
+        type=float,
+        default=TandemConfig().calibration.target_rate,
+        help="SPOT target of the backtest (default: the built-in one)",
     )
     parser.add_argument(
         "--sweep-rates",

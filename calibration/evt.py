@@ -32,6 +32,14 @@ from calibration.window import Censored, Fit, WindowCalibrator, sorted_quantile
 MIN_PEAKS = 10
 """Fewer peaks than this give no fit: the entity keeps its threshold (or has none yet)."""
 
+WANTED_PEAKS = 12
+"""A window too short to hold this many scores over ``init_level`` is fitted from a lower
+level, so a short warm-up or a model's few held-out scores still give a threshold."""
+
+LOWEST_INIT_LEVEL = 0.8
+"""The level is never lowered below this: a window needs ``MIN_PEAKS / (1 - 0.8)`` = 50 scores
+for a first fit (``first_fit_after``)."""
+
 IMPUTED_SHAPE_LIMIT = 0.5
 """The largest shape a censored peak's imputed excess is computed with (see ``impute``)."""
 
@@ -105,6 +113,12 @@ class Spot(WindowCalibrator):
     def params(self) -> dict[str, Any]:
         return {"target_rate": self.target_rate, "init_level": self.init_level, **super().params()}
 
+    def base_level(self, accepted: int) -> float:
+        """The level of the initial threshold ``t`` for a window of ``accepted`` scores:
+        ``init_level``, lowered (to ``LOWEST_INIT_LEVEL`` at most) for a window too short to hold
+        ``WANTED_PEAKS`` above it. From 600 scores on (at 0.98) it is ``init_level``."""
+        return min(self.init_level, max(LOWEST_INIT_LEVEL, 1.0 - WANTED_PEAKS / accepted))
+
     def censor_capacity(self) -> int:
         """Enough censoring points for every flagged score the normal tail may explain: the
         ``f = allowance(target_rate * (window + f))`` of a full window (at most ``window``)."""
@@ -137,7 +151,7 @@ class Spot(WindowCalibrator):
         k = len(ordered)
         counted = self._counted(seen - k, k, seen, cuts)
         seen = k + len(counted)
-        level = min(self.init_level * seen / k, 1.0)
+        level = min(self.base_level(k) * seen / k, 1.0)
         initial = sorted_quantile(ordered, level)
         excesses = ordered[np.searchsorted(ordered, initial, side="right") :] - initial
         if len(excesses) < MIN_PEAKS:
@@ -175,6 +189,12 @@ class Spot(WindowCalibrator):
         else:
             wanted = round(self.target_rate * accepted / (1.0 - self.target_rate))
         return np.sort(cuts)[: min(wanted, len(cuts))]
+
+
+def first_fit_after() -> int:
+    """The fewest accepted scores SPOT and DSPOT fit a threshold from: ``MIN_PEAKS`` above
+    ``LOWEST_INIT_LEVEL``."""
+    return int(np.ceil(MIN_PEAKS / (1.0 - LOWEST_INIT_LEVEL) - 1e-9))
 
 
 def _tail_allowance(expected: float) -> int:

@@ -17,7 +17,14 @@ stays, a new daily pattern). With ``adapt_after`` > 0, an entity more than half 
 ``WindowCalibrator._adapt``); otherwise it would flag the new regime for ever.
 
 With ``per_key``, an entity whose own state has no threshold yet is judged by the global
-threshold (and surprise model) in force for that score. The global state sees every score and
+threshold (and surprise model) in force for that score.
+
+A calibrator may start from a prior (``start_from``): scores of windows like the stream's that
+were not flagged, in practice a model's held-out scores. While the global state warms up, it is
+judged by a threshold fitted on them, so every score is judged from the first. With a prior, an
+entity learns every score until it has a threshold of its own, flagged or not: a prior that
+underestimates the stream's scores would otherwise keep the scores above it out of the window
+for good. The global state sees every score and
 learns from those it does not flag itself; each entity learns from its scores that were not
 flagged in the end.
 
@@ -104,11 +111,34 @@ class WindowCalibrator:
         self._flagged = Ring(adapt_after)
         self._keeps_flagged = bool(self._cuts.capacity or self._flagged.capacity)
         self._models = ModelTable()
+        self._prior = ModelTable()
+        self._prior.grow(1)
+        self._prior_threshold = np.nan
         self._allocate(1)
 
     def params(self) -> dict[str, Any]:
         """What the thresholds depend on; a snapshot under other params is re-thresholded."""
         return {"window": self.window, "warmup": self.warmup, "adapt_after": self.adapt_after}
+
+    def start_from(self, prior: ArrayLike) -> None:
+        """Judge the global state while it warms up (and so the keys judged by it) by the
+        threshold and surprise model fitted on (m,) ``prior`` scores, oldest first (the latest
+        ``window`` of them), instead of by none; an entity then learns every score until it has
+        a threshold of its own, flagged or not. Before any ``update``. A prior the method cannot
+        fit from (SPOT: under 50 scores) is not used."""
+        if self._rows or self._seen[GLOBAL_ROW]:
+            raise CalibrationError("a prior must be given before the first update")
+        values = np.asarray(prior, dtype=np.float64).ravel()[-self.window :] + 0.0
+        if not np.isfinite(values).all():
+            raise CalibrationError("prior scores must be finite")
+        fit = self._fit_prior(values) if len(values) else None
+        self._prior_threshold = np.nan if fit is None else fit.threshold
+        self._prior.put(0, None if fit is None else fit.model)
+
+    @property
+    def started(self) -> bool:
+        """Whether a prior judges the entities that are warming up (``start_from``)."""
+        return not np.isnan(self._prior_threshold)
 
     def censor_capacity(self) -> int:
         """How many censoring points of flagged scores an entity keeps (the latest ones)."""
@@ -129,10 +159,13 @@ class WindowCalibrator:
         return list(self._rows)
 
     def threshold(self, key: str | None = None) -> float:
-        """The threshold in force now for ``key`` (the global one when None, unknown or warming)."""
+        """The threshold in force now for ``key`` (the global one when None, unknown or warming;
+        the prior's while the global state warms, when there is one)."""
         row = self._rows.get(key, GLOBAL_ROW) if key is not None else GLOBAL_ROW
-        own = float(self._threshold[row])
-        return own if not np.isnan(own) else float(self._threshold[GLOBAL_ROW])
+        for candidate in (row, GLOBAL_ROW):
+            if not np.isnan(self._threshold[candidate]):
+                return float(self._threshold[candidate])
+        return float(self._prior_threshold)
 
     def adaptations(self, key: str | None = None) -> int:
         """How many times ``key``'s state (the global state when None; 0 for a key never seen)
@@ -143,7 +176,10 @@ class WindowCalibrator:
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn from them."""
-        values = np.asarray(scores, dtype=np.float64).ravel()
+        # + 0.0 makes -0.0 0.0: a window's sort would otherwise order the two by slot, and a
+        # restored window (slots in arrival order) could fit a knot of -0.0 where one never
+        # restored fits 0.0.
+        values = np.asarray(scores, dtype=np.float64).ravel() + 0.0
         names = np.asarray(keys).astype(str).ravel()
         if names.shape != values.shape:
             raise CalibrationError(f"{len(names)} keys for {len(values)} scores")
@@ -152,7 +188,8 @@ class WindowCalibrator:
         if len(values) == 0:
             return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
         everyone = np.full(len(values), GLOBAL_ROW)
-        overall = self._advance(everyone, values, None)
+        prior = self._judged_by_prior(values) if self.started else None
+        overall = self._advance(everyone, values, prior)
         if self.per_key:
             thresholds, surprise = self._advance(self._rows_of(names), values, overall)
         else:
@@ -226,6 +263,21 @@ class WindowCalibrator:
         self._allocate(len(self._rows) + 1)
         return rows[inverse]
 
+    def _fit_prior(self, prior: NDArray[np.float64]) -> Fit | None:
+        """The threshold and model fitted on the (m,) prior alone, in a scratch row (the next
+        entity's, still empty before the first update), as the method fits any window."""
+        scratch = len(self._rows) + 1
+        self._allocate(scratch + 1)
+        self._window.load(scratch, prior, np.arange(-len(prior), 0, dtype=np.float64))
+        fit = self._fit(scratch, 0, np.nan)
+        self._window.load(scratch, np.empty(0), np.empty(0))
+        return fit
+
+    def _judged_by_prior(self, values: NDArray[np.float64]) -> Judged:
+        """The prior's threshold and surprise for scores (n,)."""
+        rows = np.zeros(len(values), dtype=np.int64)
+        return np.full(len(values), self._prior_threshold), self._prior.surprise(rows, values)
+
     def _advance(
         self, rows: NDArray[np.int64], values: NDArray[np.float64], fallback: Judged | None
     ) -> Judged:
@@ -266,6 +318,8 @@ class WindowCalibrator:
             thresholds[members] = in_force
             member_values = values[members]
             over = member_values > in_force
+            if self.started and warming.any():
+                over &= ~warming  # flagged by the prior, learned all the same
             arrivals = seen_before[members] + rank[members]
             self._learn(member_rows[~over], member_values[~over], arrivals[~over])
             if self._keeps_flagged and over.any():
@@ -293,16 +347,20 @@ class WindowCalibrator:
         while start < len(values):
             seen = int(self._seen[row])
             stop = min(len(values), start + self.refresh - seen % self.refresh)
+            learn_under = None
             if np.isnan(self._threshold[row]) and fallback is not None:
                 thresholds[start:stop] = fallback[0][start:stop]
                 surprise[start:stop] = fallback[1][start:stop]
+                if self.started:  # flagged by the prior, learned all the same
+                    learn_under = np.full(stop - start, np.inf)
             else:
                 thresholds[start:stop] = self._threshold[row]
                 if self._models.puts[row] != last_put:
                     last_put = int(self._models.puts[row])
                     models.append(self._models.get(row))
                 under[start:stop] = len(models) - 1
-            self._learn_block(row, values[start:stop], thresholds[start:stop], seen)
+            judged = thresholds[start:stop] if learn_under is None else learn_under
+            self._learn_block(row, values[start:stop], judged, seen)
             self._seen[row] = seen = seen + stop - start
             if seen % self.refresh == 0:
                 self._refresh(row, seen)

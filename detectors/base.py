@@ -83,6 +83,13 @@ class Detector(Protocol):
         """The bundle's content hash once saved or loaded; None for an unsaved detector."""
         ...
 
+    @property
+    def held_out_scores(self) -> NDArray[np.float64]:
+        """(m,) scores of the last held-out windows of training (at most
+        ``HELD_OUT_SCORES_KEPT``), oldest first; empty when unknown (a bundle written before
+        they were kept). Calibrators start from them (``WindowCalibrator.start_from``)."""
+        ...
+
     def fit(self, windows: NDArray[np.floating]) -> Self: ...
 
     def fit_kinds(self, windows: NDArray[np.floating], kinds: KindLabels) -> Self:

@@ -32,6 +32,9 @@ from detectors.spec import TrainingSpec
 
 MIN_TRAINING_WINDOWS = 50
 
+HELD_OUT_SCORES_KEPT = 10_000
+"""The most held-out scores a bundle keeps (the latest): a default calibration window's worth."""
+
 ScoringModels = tuple[keras.Model, keras.Model, Callable[[], keras.Model]]
 """``(scores, blame, latent)`` from (B, D) raw windows: ``[*parts, *errors]``, each (B,); (B, D)
 blame shares; and a maker of the (B, L) latent model that kinds are read from, called only
@@ -42,7 +45,8 @@ class BundledDetector(ABC):
     """A ``Detector`` whose score is the sum of named parts (``parts``, in the scorer's order).
 
     Learned attributes end in ``_``: ``scaler_`` (the whole window's), ``normalisers_`` (one per
-    part), ``training_summary_``, ``kinds_`` and those of the kind.
+    part), ``training_summary_``, ``held_out_scores_`` (the bundle keeps them for calibrators to
+    start from), ``kinds_`` and those of the kind.
     """
 
     kind: str
@@ -64,6 +68,7 @@ class BundledDetector(ABC):
         self.callbacks = tuple(callbacks)
         self._version: str | None = None
         self._compiled: CompiledScorer | None = None
+        self.held_out_scores_: NDArray[np.float64] = np.empty(0)
         self.kinds_: KindClassifier | None = None
         self.name_ = "unsaved"
 
@@ -79,6 +84,10 @@ class BundledDetector(ABC):
     @property
     def version(self) -> str | None:
         return self._version
+
+    @property
+    def held_out_scores(self) -> NDArray[np.float64]:
+        return self.held_out_scores_
 
     @abstractmethod
     def fit(self, windows: NDArray[np.floating]) -> Self:
@@ -125,6 +134,7 @@ class BundledDetector(ABC):
             self.training_summary_,
             self.kinds_.manifest() if self.kinds_ else None,
             scaler=self.scaler_.to_dict(),
+            held_out_scores=self.held_out_scores_.tolist(),
             **self._bundle_entries(),
         )
         if self.kinds_ is not None:
@@ -152,6 +162,7 @@ class BundledDetector(ABC):
             part: LogRobustNormaliser.from_dict(norms[part]) for part in detector.parts
         }
         detector.training_summary_ = manifest.get("training", {})
+        detector.held_out_scores_ = np.asarray(manifest.get("held_out_scores", []), np.float64)
         detector.kinds_ = KindClassifier.from_bundle(path, manifest)
         detector._compiled = detector._compile(select_device(device))
         detector._compiled.warm_up()
@@ -190,6 +201,7 @@ class BundledDetector(ABC):
         self.kinds_ = None
         self._compiled = self._compile(select_device(self.device))
         held_out = self.score(data[n_train:])
+        self.held_out_scores_ = held_out.score[-HELD_OUT_SCORES_KEPT:].astype(np.float64)
         self.training_summary_ = {
             "windows": {"train": n_train, "held_out": n_val},
             **stages,

@@ -3,12 +3,13 @@ backtests and sweeps, so each way of running calibrates with the same object."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+import numpy as np
 import structlog
+from numpy.typing import NDArray
 
-from calibration.evt import MIN_PEAKS, Dspot, Spot
+from calibration.evt import Dspot, Spot, first_fit_after
 from calibration.quantile import RollingQuantile
 from calibration.window import WindowCalibrator
 from streamer.config import CalibrationConfig
@@ -16,18 +17,20 @@ from streamer.config import CalibrationConfig
 log = structlog.get_logger(__name__)
 
 
-def build_calibrator(config: CalibrationConfig) -> WindowCalibrator:
-    """The calibrator ``[calibration]`` asks for. A SPOT or DSPOT warm-up too short to hold
-    ``MIN_PEAKS`` scores over ``init_level`` is warned about: the first threshold then comes
-    only once that many have been accepted, later than ``warmup`` says."""
-    peaks = config.warmup * (1 - config.init_level)
-    if config.method != "quantile" and peaks < MIN_PEAKS - 1e-9:
+def build_calibrator(
+    config: CalibrationConfig, prior: NDArray[np.float64] | None = None
+) -> WindowCalibrator:
+    """The calibrator ``[calibration]`` asks for, started from ``prior`` (m,) scores (the
+    model's held-out scores, ``Detector.held_out_scores``) when ``from_held_out`` is on and
+    there are any. Without a prior, a SPOT or DSPOT warm-up too short to fit a threshold from
+    (``first_fit_after``) is warned about: the first threshold then comes only once that many
+    scores have been accepted, later than ``warmup`` says."""
+    starts = config.from_held_out and prior is not None and len(prior) > 0
+    if config.method != "quantile" and not starts and config.warmup < first_fit_after():
         log.warning(
             "calibration_warmup_short",
             warmup=config.warmup,
-            init_level=config.init_level,
-            peaks=round(peaks, 1),
-            first_threshold_after=math.ceil(MIN_PEAKS / (1 - config.init_level) - 1e-9),
+            first_threshold_after=first_fit_after(),
         )
     shared: dict[str, Any] = {
         "window": config.window,
@@ -36,12 +39,19 @@ def build_calibrator(config: CalibrationConfig) -> WindowCalibrator:
         "per_key": config.per_key,
         "adapt_after": config.adapt_after,
     }
-    if config.method == "quantile":
-        return RollingQuantile(config.quantile, **shared)
+    calibrator: WindowCalibrator
     evt = {"target_rate": config.target_rate, "init_level": config.init_level, **shared}
-    if config.method == "spot":
-        return Spot(**evt)
-    return Dspot(depth=config.depth, **evt)
+    if config.method == "quantile":
+        calibrator = RollingQuantile(config.quantile, **shared)
+    elif config.method == "spot":
+        calibrator = Spot(**evt)
+    else:
+        calibrator = Dspot(depth=config.depth, **evt)
+    if starts and prior is not None:
+        calibrator.start_from(prior)
+        used = calibrator.started
+        log.debug("calibration_prior", scores=len(prior), used=used)
+    return calibrator
 
 
 def calibrator_description(config: CalibrationConfig) -> dict[str, Any]:

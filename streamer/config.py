@@ -181,6 +181,9 @@ class CalibrationConfig(_Section):
     is how often the state is saved to the state topic (0: after every batch). ``adapt_after``:
     an entity more than half of whose last ``adapt_after`` windows were flagged takes them as its
     new normal (0: never; else at least ``refresh``; why 2048: docs/calibration.md).
+    ``from_held_out``: while the global state warms up, windows are judged by a threshold
+    fitted on the model's held-out scores (false, or a bundle without them: nothing is flagged
+    during the first ``warmup`` windows).
     """
 
     method: Literal["quantile", "spot", "dspot"] = "spot"
@@ -194,6 +197,7 @@ class CalibrationConfig(_Section):
     per_key: bool = True
     checkpoint_interval_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
     adapt_after: Annotated[int, Field(ge=0, le=10_000_000)] = 2048
+    from_held_out: bool = True
 
     @model_validator(mode="after")
     def _warmup_fits_window(self) -> Self:

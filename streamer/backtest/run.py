@@ -125,7 +125,8 @@ class Backtest:
     surprise, flag, event_id). ``alerts``: the alert bodies the daemon would have published, in
     order, under ``alerting`` (the ``[alerts]`` section it ran with). ``dead_letters``: the
     records it would have dead-lettered. ``stage_seconds``: run-loop seconds per stage, summed
-    over batches; ``seconds``: wall time of the whole run."""
+    over batches; ``seconds``: wall time of the whole run. ``prior``: the (m,) held-out scores
+    the calibrator started from (``Detector.held_out_scores``; sweeps start from them too)."""
 
     source: str
     windows: pd.DataFrame
@@ -139,6 +140,7 @@ class Backtest:
     feature_names: tuple[str, ...]
     alerting: AlertsConfig = field(default_factory=AlertsConfig)
     sweep: list[SweepResult] = field(default_factory=list)
+    prior: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
 
 
 def run_backtest(
@@ -161,7 +163,7 @@ def run_backtest(
         source,
         codec,
         detector,
-        build_calibrator(calibration),
+        build_calibrator(calibration, detector.held_out_scores),
         alerts,
         dead,
         NoCheckpoints(),
@@ -196,4 +198,5 @@ def run_backtest(
         calibration=calibration,
         feature_names=detector.feature_names,
         alerting=alerting,
+        prior=detector.held_out_scores,
     )

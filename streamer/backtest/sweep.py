@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from calibration.base import Flags
@@ -103,10 +104,15 @@ def _alert_settings(
     return settings
 
 
-def run_sweep(windows: pd.DataFrame, settings: Sequence[SweepSetting]) -> list[SweepResult]:
-    """Each setting's flags over ``windows`` (a ``Backtest.windows``): a fresh calibrator fed
-    the same scores of the same keys in the same order as the run loop fed its own, or, for an
-    alert setting, the run's own flags."""
+def run_sweep(
+    windows: pd.DataFrame,
+    settings: Sequence[SweepSetting],
+    prior: NDArray[np.float64] | None = None,
+) -> list[SweepResult]:
+    """Each setting's flags over ``windows`` (a ``Backtest.windows``): a fresh calibrator,
+    started from the same ``prior`` as the run's (``Backtest.prior``), fed the same scores of
+    the same keys in the same order as the run loop fed its own, or, for an alert setting, the
+    run's own flags."""
     keys = windows["key"].to_numpy()
     scores = windows["score"].to_numpy()
     own = Flags(
@@ -117,7 +123,7 @@ def run_sweep(windows: pd.DataFrame, settings: Sequence[SweepSetting]) -> list[S
     return [
         SweepResult(
             setting,
-            build_calibrator(setting.calibration).update(keys, scores)
+            build_calibrator(setting.calibration, prior).update(keys, scores)
             if setting.recalibrates
             else own,
         )

@@ -103,7 +103,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         source,
         codec,
         detector,
-        build_calibrator(config.calibration),
+        build_calibrator(config.calibration, detector.held_out_scores),
         AlertSink(producer, config.kafka.alerts_topic, transaction),
         DeadLetterSink(producer, config.kafka.dead_letter_topic, transaction),
         checkpoints,

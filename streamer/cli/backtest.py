@@ -103,7 +103,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
         if close is not None:
             close()
     ranges = attach_labels(backtest, table, args.labels)
-    backtest.sweep = run_sweep(backtest.windows, settings)
+    backtest.sweep = run_sweep(backtest.windows, settings, backtest.prior)
     report = summarise(backtest, ranges)
     _print_summary(report)
     if args.out:

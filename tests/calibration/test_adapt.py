@@ -203,17 +203,32 @@ def test_an_adapted_window_starts_at_the_first_flagged_score() -> None:
 
 
 def test_an_entity_that_cannot_fit_after_adapting_waits_like_a_warming_one() -> None:
-    """SPOT needs 10 peaks over its ``init_level`` quantile; an adapted window of 160 scores at
-    0.98 has 3. The entity then has no threshold (no flag: a global state has no fallback),
-    learns every score, and fits one at the first refresh that can, at the new level."""
+    """SPOT needs 50 scores to fit a tail (10 peaks over its lowest initial level, 0.8); an
+    adapted window of at most 32 scores has fewer. The entity then has no threshold (no flag: a
+    global state has no fallback), learns every score, and fits one at the first refresh that
+    can, at the new level."""
     rng = np.random.default_rng(5)
-    spot = Spot(target_rate=1e-3, window=W, warmup=WARMUP, refresh=REFRESH, adapt_after=256)
+    spot = Spot(target_rate=1e-3, window=W, warmup=WARMUP, refresh=16, adapt_after=32)
     feed(spot, rng.exponential(size=3_000))
     result = feed(spot, 50.0 + rng.exponential(size=3_000), batch=64)
     adapted = int(np.flatnonzero(~result.flags)[0])
     assert np.isnan(result.thresholds[adapted]) and spot.adaptations() == 1
     own = np.flatnonzero(np.isfinite(result.thresholds[adapted:]))
     assert len(own) and result.thresholds[adapted + own[0]] > 50.0
+    assert result.flags[adapted:].mean() < 0.01
+
+
+def test_a_short_adapted_window_fits_from_a_lower_level() -> None:
+    """An adapted window of about 160 scores holds 3 peaks over 0.98, too few to fit; the
+    initial level is lowered so that it holds 12 (``Spot.base_level``), and the entity has a
+    threshold above the new regime's body at once."""
+    rng = np.random.default_rng(5)
+    spot = Spot(target_rate=1e-3, window=W, warmup=WARMUP, refresh=REFRESH, adapt_after=256)
+    feed(spot, rng.exponential(size=3_000))
+    result = feed(spot, 50.0 + rng.exponential(size=3_000), batch=64)
+    adapted = int(np.flatnonzero(~result.flags)[0])
+    assert spot.adaptations() == 1
+    assert result.thresholds[adapted] > 50.0
     assert result.flags[adapted:].mean() < 0.01
 
 

@@ -48,13 +48,18 @@ class Kind:
     other_level: Mapping[str, Any]
     """Overrides that change the level (quantile, target rate) but not the window machinery."""
     per_key: bool
+    prior: NDArray[np.float64] | None = None
+    """Scores every entity starts from (``start_from``), or None."""
 
     @property
     def method(self) -> str:
         return self.cls.method
 
     def make(self, **overrides: Any) -> WindowCalibrator:
-        return self.cls(**{**self.options, "per_key": self.per_key, **overrides})
+        made = self.cls(**{**self.options, "per_key": self.per_key, **overrides})
+        if self.prior is not None:
+            made.start_from(self.prior)
+        return made
 
 
 _WINDOWING = {"window": WINDOW, "warmup": WARMUP, "refresh": REFRESH}
@@ -80,7 +85,13 @@ ADAPTING: dict[str, Kind] = {
     )
     for name, k in KINDS.items()
 }
-EVERY_KIND = {**KINDS, **ADAPTING}
+PRIOR = np.random.default_rng(99).exponential(size=60)
+"""A model's held-out scores, as many as SPOT needs to fit from (50) and fewer than a window."""
+STARTED: dict[str, Kind] = {
+    f"{name}-started": Kind(k.cls, k.options, k.other_level, k.per_key, PRIOR)
+    for name, k in {**KINDS, **ADAPTING}.items()
+}
+EVERY_KIND = {**KINDS, **ADAPTING, **STARTED}
 
 
 @pytest.fixture(scope="module", params=list(KINDS))

@@ -165,3 +165,27 @@ def test_models_load_in_safe_mode(tmp_path: Path) -> None:
     bundle.read_manifest(tmp_path / "b")
     with pytest.raises(BundleError, match="cannot be loaded safely"):
         bundle.load_model(tmp_path / "b", "ae1")
+
+
+def test_a_bundle_keeps_the_held_out_scores_calibrators_start_from(
+    trained: CascadeDetector, saved: Path, labelled: Labelled
+) -> None:
+    """``fit`` keeps the scores of its held-out windows, the bundle carries them exactly (JSON
+    numbers round-trip float64), and they are what scoring those windows again gives."""
+    held_out = trained.held_out_scores
+    n_val = trained.training_summary_["windows"]["held_out"]
+    assert held_out.shape == (n_val,) and held_out.dtype == np.float64
+    again = trained.score(labelled.train.windows[-n_val:]).score
+    np.testing.assert_array_equal(held_out, again.astype(np.float64))
+    loaded = CascadeDetector.load(saved, device="cpu")
+    np.testing.assert_array_equal(loaded.held_out_scores, held_out)
+
+
+def test_a_bundle_written_before_held_out_scores_were_kept_loads_without_them(
+    copy: Path,
+) -> None:
+    manifest = json.loads((copy / "bundle.json").read_text())
+    del manifest["held_out_scores"], manifest["version"]
+    manifest["version"] = bundle._manifest_hash(manifest)
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    assert len(CascadeDetector.load(copy, device="cpu").held_out_scores) == 0

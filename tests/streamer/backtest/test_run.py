@@ -32,6 +32,7 @@ CALIBRATION = {
     "window": 400,
     "warmup": 200,
     "refresh": 16,
+    "from_held_out": False,  # a warm-up: the tests below count on its first 200 windows
 }
 ANOMALOUS_ROWS = (930, 931, 932, 1050, 1110)
 
@@ -119,7 +120,7 @@ def test_a_sweep_at_the_runs_own_setting_reproduces_its_flags(
 ) -> None:
     run = backtest(load_windows(data_file), tiny_detector, 64)
     settings = parse_sweep("calibration.quantile=0.995,0.9", run.calibration)
-    same, looser = run_sweep(run.windows, settings)
+    same, looser = run_sweep(run.windows, settings, run.prior)
     np.testing.assert_array_equal(same.flags.flags, run.windows["flag"].to_numpy())
     np.testing.assert_array_equal(same.flags.thresholds, run.windows["threshold"].to_numpy())
     assert looser.flags.flags.sum() > 3 * same.flags.flags.sum()
@@ -165,7 +166,9 @@ def test_the_report_files_say_what_the_backtest_found(
 ) -> None:
     table = load_windows(data_file)
     run = backtest(table, tiny_detector, 128)
-    run.sweep = run_sweep(run.windows, parse_sweep("quantile=0.995,0.99", run.calibration))
+    run.sweep = run_sweep(
+        run.windows, parse_sweep("quantile=0.995,0.99", run.calibration), run.prior
+    )
     assert attach_labels(run, table, None) is None
     report = summarise(run)
     paths = write_report(tmp_path / "out", run, report, None)
@@ -225,7 +228,9 @@ def test_the_report_counts_and_lists_the_alert_events(
     table = table.select(np.arange(len(table)) <= last_flag + 1)  # an event is still open
     run = backtest(table, tiny_detector, 64, mode="events", quantile=0.97)
     assert attach_labels(run, table, None) is None
-    run.sweep = run_sweep(run.windows, parse_sweep("alerts.quiet=1,4,16", run.calibration))
+    run.sweep = run_sweep(
+        run.windows, parse_sweep("alerts.quiet=1,4,16", run.calibration), run.prior
+    )
     report = summarise(run)
     events, by_type = report["events"], pd.Series([a["type"] for a in run.alerts])
     assert report["counts"]["alert_records"] == len(run.alerts)
@@ -286,7 +291,7 @@ def test_a_sweep_of_alert_settings_counts_their_events(
     settings = parse_sweep("alerts.quiet=4,1,64", run.calibration)
     settings += parse_sweep("calibration.quantile=0.97", run.calibration)
     settings += parse_sweep("alerts.cooldown=0,30", run.calibration)
-    run.sweep = run_sweep(run.windows, settings)
+    run.sweep = run_sweep(run.windows, settings, run.prior)
     report = summarise(run)
     rows = {row["setting"]: row for row in report["sweep"]}
     assert list(rows) == [
@@ -356,16 +361,20 @@ def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
 
 
 def test_a_spot_warmup_too_short_for_its_tail_is_warned_about() -> None:
+    """SPOT fits from 50 accepted scores at the least (``first_fit_after``); a shorter warm-up
+    is warned about, unless the calibrator starts from held-out scores."""
     from structlog.testing import capture_logs
 
     from streamer.calibrators import build_calibrator
 
+    prior = np.random.default_rng(0).exponential(size=118)
     with capture_logs() as logs:
+        build_calibrator(CalibrationConfig(method="spot", warmup=20, refresh=64))
+        build_calibrator(CalibrationConfig(method="quantile", warmup=20, refresh=64))
         build_calibrator(CalibrationConfig(method="spot", warmup=256, refresh=64))
-        build_calibrator(CalibrationConfig(method="quantile", warmup=256, refresh=64))
-        build_calibrator(CalibrationConfig(method="spot", warmup=500, refresh=64))
+        build_calibrator(CalibrationConfig(method="spot", warmup=20, refresh=64), prior)
     (warning,) = [event for event in logs if event["event"] == "calibration_warmup_short"]
-    assert warning["peaks"] == 5.1 and warning["first_threshold_after"] == 500
+    assert warning["warmup"] == 20 and warning["first_threshold_after"] == 50
 
 
 @pytest.mark.parametrize("mode", ["windows", "events"])
@@ -377,10 +386,24 @@ def test_a_backtest_that_scored_nothing_still_writes_its_report(
 ) -> None:
     table = load_windows(data_file)
     run = backtest(table.select(np.zeros(len(table), dtype=bool)), tiny_detector, 100, mode)
-    run.sweep = run_sweep(run.windows, parse_sweep("alerts.quiet=2", run.calibration))
+    run.sweep = run_sweep(run.windows, parse_sweep("alerts.quiet=2", run.calibration), run.prior)
     paths = write_report(tmp_path / "out", run, summarise(run), None)
     saved = orjson.loads(paths[0].read_bytes())
     assert saved["counts"]["windows"] == 0 and saved["sweep"][0]["events"]["count"] == 0
     assert saved["events"]["mode"] == mode and saved["events"].get("list", []) == []
     assert pd.read_parquet(paths[3]).empty
     assert "No window was scored" in paths[2].read_text()
+
+
+def test_a_backtest_starts_from_the_models_held_out_scores(
+    data_file: Path, tiny_detector: CascadeDetector
+) -> None:
+    """Every key is judged from its first window (no warm-up to wait for) by a threshold fitted
+    on the bundle's held-out scores; ``from_held_out = false`` waits for the warm-up instead."""
+    table = load_windows(data_file)
+    run = backtest(table, tiny_detector, 64, from_held_out=True)
+    np.testing.assert_array_equal(run.prior, tiny_detector.held_out_scores)
+    assert len(run.prior) == 400
+    assert np.isfinite(run.windows["threshold"]).all()
+    waiting = backtest(table, tiny_detector, 64, from_held_out=False)
+    assert np.isnan(waiting.windows["threshold"].to_numpy()[:200]).all()
