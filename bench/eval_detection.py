@@ -171,6 +171,7 @@ class SeriesRun:
     flags: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
     scores: dict[str, NDArray[np.float64]] = field(default_factory=dict)
     sweep: dict[float, NDArray[np.bool_]] = field(default_factory=dict)
+    sweep_events: dict[float, NDArray[np.bool_]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -320,7 +321,9 @@ def run_tandem(
     rates = ",".join(f"{rate:g}" for rate in args.sweep_rates)
     settings = parse_sweep(f"calibration.target_rate={rates}", calibration)
     for result in run_sweep(windows, settings, backtest.prior):
-        run.sweep[result.setting.calibration.target_rate] = result.flags.flags
+        rate = result.setting.calibration.target_rate
+        run.sweep[rate] = result.flags.flags
+        run.sweep_events[rate] = event_openings(windows["key"].to_numpy(), result.flags.flags)
     dspot = CalibrationConfig.model_validate({**calibration.model_dump(), "method": "dspot"})
     (result,) = run_sweep(windows, [SweepSetting("method=dspot", dspot)], backtest.prior)
     run.flags["tandem/dspot_default"] = result.flags.flags
@@ -353,17 +356,22 @@ def event_spans(windows: pd.DataFrame) -> NDArray[np.bool_]:
 
 def events_after_warmup(windows: pd.DataFrame, calibration: CalibrationConfig) -> NDArray[np.bool_]:
     """(m,) True at the first window of each alert event that ``calibration`` would make of
-    the backtest's scores without the model's held-out scores (``from_held_out = false``): each
-    key warms up on its first ``warmup`` windows, judged by the global threshold meanwhile. What
-    starting from the held-out scores changed."""
-    from streamer.backtest.event_counts import replay_events
+    the backtest's scores without the model's held-out scores (``from_held_out = false``):
+    nothing is flagged during the warm-up. What judging the warm-up by them changed."""
     from streamer.backtest.sweep import SweepSetting, run_sweep
 
-    alerts = TandemConfig().alerts
     (result,) = run_sweep(windows, [SweepSetting("warm-up", calibration)])
-    keys = windows["key"].to_numpy()
-    events = replay_events(keys, result.flags.flags, alerts.quiet, alerts.cooldown)
-    opened = np.zeros(len(windows), dtype=bool)
+    return event_openings(windows["key"].to_numpy(), result.flags.flags)
+
+
+def event_openings(keys: NDArray[Any], flags: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(m,) True at the first window of each alert event the built-in ``[alerts]`` make of
+    windows of ``keys`` (m,) flagged ``flags`` (m,)."""
+    from streamer.backtest.event_counts import replay_events
+
+    alerts = TandemConfig().alerts
+    events = replay_events(keys, flags, alerts.quiet, alerts.cooldown)
+    opened = np.zeros(len(flags), dtype=bool)
     numbers, first = np.unique(events.member, return_index=True)
     opened[first[numbers >= 0]] = True
     return opened
@@ -564,6 +572,7 @@ def nab_best(runs: Sequence[SeriesRun], scorer: str) -> tuple[float, float] | No
 METHOD_ORDER = (
     "tandem/events_warmup",
     "tandem/events",
+    "tandem/events_tuned",
     "tandem/event_spans",
     "tandem/spot_default",
     "tandem/spot_tuned",
@@ -597,8 +606,19 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
         )
     objective = "nab_standard" if is_nab else "event_f1"
     tuned = max(sweep, key=lambda e: (e[objective] or 0.0, -e["target_rate"]))["target_rate"]
+    sweep_events = [
+        {
+            "target_rate": rate,
+            **scored(runs, lambda r, rate=rate: r.sweep_events[rate], is_nab),
+        }
+        for rate in args.sweep_rates
+    ]
+    events_tuned = max(sweep_events, key=lambda e: (e[objective] or 0.0, -e["target_rate"]))[
+        "target_rate"
+    ]
     for r in runs:
         r.flags["tandem/spot_tuned"] = r.sweep[tuned]
+        r.flags["tandem/events_tuned"] = r.sweep_events[events_tuned]
     thresholds: dict[str, Any] = {}
     if is_nab:
         for scorer in ("tandem", "river_hst", "pyod_iforest"):
@@ -621,6 +641,10 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
         ),
         "tandem/spot_default": f"SPOT, target_rate {args.target_rate:g}",
         "tandem/spot_tuned": f"SPOT, target_rate {tuned:g} (corpus best {objective} of the sweep)",
+        "tandem/events_tuned": (
+            f"alert events over SPOT, target_rate {events_tuned:g} (corpus best {objective} of "
+            "the events sweep: chosen on the test labels)"
+        ),
         "tandem/dspot_default": f"DSPOT (depth 50), target_rate {args.target_rate:g}",
         "river_hst/q95": f"QuantileFilter q={args.river_q:g}",
         "pyod_iforest/default": "predict, contamination 0.1",
@@ -639,7 +663,9 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
         "window": runs[0].window,
         "rows": rows,
         "tandem_sweep": sweep,
+        "tandem_sweep_events": sweep_events,
         "tuned_target_rate": tuned,
+        "events_tuned_target_rate": events_tuned,
         "tuned_by": objective,
         "nab_best_thresholds": thresholds or None,
         "published": PUBLISHED[dataset],
