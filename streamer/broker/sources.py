@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from streamer.broker.transactions import Transaction
@@ -131,14 +131,23 @@ class KafkaSource:
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, as of the last fetch (a partition
-        not fetched from yet is left out)."""
+        not fetched from yet is left out). A metric, so it never waits on the broker nor fails
+        for it: a position the consumer would have to ask a broker that does not answer for
+        (it may, during an outage: kafka-python refreshes positions over the network) leaves the
+        partition out this time; before this, the outage's connection error, raised here, killed
+        the fetch process and the daemon with it."""
         lags: dict[Partition, int] = {}
         for partition in self.consumer.assignment():
             end = self.consumer.highwater(partition)
-            if end is not None:
-                lags[(partition.topic, partition.partition)] = max(
-                    end - self.consumer.position(partition), 0
-                )
+            if end is None:
+                continue
+            try:
+                position = self.consumer.position(partition, timeout_ms=0)
+            except (KafkaError, OSError) as error:
+                log.debug("lag_unknown", partition=partition.partition, error=repr(error))
+                continue
+            if position is not None:
+                lags[(partition.topic, partition.partition)] = max(end - position, 0)
         return lags
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
