@@ -107,8 +107,52 @@ class AlertSink(ProducerSink):
 
 
 class DeadLetterSink(ProducerSink):
-    """Bad records on ``[kafka].dead_letter_topic``: original key and bytes, reason in headers."""
+    """Bad records on ``[kafka].dead_letter_topic``: original key and bytes, reason in headers,
+    cut to fit the producer's ``max_request_size`` (``fit_dead_letter``)."""
 
     def add(self, items: Sequence[DeadLetter]) -> None:
+        limit = int(self.producer.config.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
         for letter in items:
-            self.send(letter.record.key, letter.record.value, letter.headers())
+            self.send(*fit_dead_letter(letter, limit))
+
+
+DEFAULT_MAX_REQUEST_SIZE = 1_048_576
+"""kafka-python's ``max_request_size``: the largest record its producer sends."""
+
+FRAMING_BYTES = 4096
+"""Room left under that limit for the record's and its batch's framing (tens of bytes) with a
+wide margin."""
+
+REASON_BYTES = 4096
+"""The most of a reason an oversized dead letter keeps (a reason may quote a huge key)."""
+
+Fitted = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+"""A dead letter's key, value and headers as sent."""
+
+
+def fit_dead_letter(letter: DeadLetter, limit: int) -> Fitted:
+    """The key, value and headers of ``letter``, cut so that they fit a producer limit of
+    ``limit`` bytes: the value first, then (a key of 10s of KB) the original headers and the
+    key, never tandem's reason headers. A record the broker took may be too large to send back
+    with those headers added: sent whole, it failed on every retry and halted the pipeline. What
+    was cut is named in a ``tandem.truncated`` header (``value=<original bytes>`` ...)."""
+    key, value = letter.record.key or b"", letter.record.value or b""
+    ours = [
+        (name, text[:REASON_BYTES] if name == "tandem.error" else text)
+        for name, text in letter.headers()[len(letter.record.headers) :]
+    ]
+    original = list(letter.record.headers)
+    room = limit - FRAMING_BYTES - _header_bytes(ours) - 64  # 64: the truncated header itself
+    if len(key) + len(value) + _header_bytes(original) <= room + 64:
+        return letter.record.key, letter.record.value, letter.headers()
+    cuts = [f"value={len(value)}"]
+    value = value[: max(room - len(key) - _header_bytes(original), 0)]
+    if len(key) + _header_bytes(original) > room:
+        cuts += [f"headers={len(original)}", f"key={len(key)}"]
+        original, key = [], key[: max(room, 0)]
+    truncated = ("tandem.truncated", ",".join(cuts).encode())
+    return key or None, value, [*original, *ours, truncated]
+
+
+def _header_bytes(headers: Sequence[tuple[str, bytes]]) -> int:
+    return sum(len(name.encode()) + len(value) + 8 for name, value in headers)

@@ -139,3 +139,36 @@ def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
     # Not what a fresh start gives: the held-out scores' threshold, before any window.
     assert not np.isnan(second.calibrator.threshold())
     assert second.calibrator.threshold() != fresh.threshold()
+
+
+def test_a_record_too_large_to_dead_letter_whole_is_cut_and_the_stream_goes_on(
+    kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector
+) -> None:
+    """A 1,048,400-byte record the broker accepts, plus tandem's reason headers, is more than
+    the producer sends: it used to fail on every retry and halt the pipeline. Its value is cut
+    to fit, and everything after it is scored and committed."""
+    config = configure(kafka_broker, make_topic, prefetch=0)
+    built = build_pipeline(config, detector, name="tiny")
+    runner, source = built.runner, built.source
+    codec, topic = JsonCodec(Limits(8)), config.kafka.input_topic
+    producer = KafkaProducer(acks="all", **kafka_broker.client_options())
+    producer.send(topic, key=b"s0", value=b"x" * 1_048_400)
+    for i in range(1, 50):
+        window = np.zeros(8, np.float32)
+        producer.send(topic, key=b"s0", value=codec.encode("s0", 1_764_000_000_000 + i, window))
+    producer.flush()
+    producer.close()
+    processed = 0
+    for _ in range(200):
+        report = runner.step()
+        processed += report.records if report else 0
+        if processed >= 50:
+            break
+    source.close()
+    assert processed == 50
+    (dead,) = read_topic(kafka_broker, config.kafka.dead_letter_topic, lambda got: len(got) >= 1)
+    headers = dict(dead.headers)
+    assert headers["tandem.truncated"] == b"value=1048400"
+    assert headers["tandem.error"] and len(dead.value) > 1_000_000
+    committed = committed_offsets(kafka_broker.client_options(), config.kafka.group_id, topic)
+    assert sum(committed.values()) == 50
