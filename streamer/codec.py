@@ -62,11 +62,12 @@ class Codec(Protocol):
 @dataclass(frozen=True)
 class Limits:
     """What a record may be: ``window_length`` features, each within ``max_abs_value``, in a value
-    of at most ``max_record_bytes``."""
+    of at most ``max_record_bytes``, for an entity key of at most ``max_key_chars`` characters."""
 
     window_length: int
     max_abs_value: float = 1e12
     max_record_bytes: int = 1_048_576
+    max_key_chars: int = 256
 
 
 class _Candidates:
@@ -129,6 +130,21 @@ def _too_large(record: SourceRecord, limits: Limits) -> str | None:
     return None
 
 
+def _key_problem(key: str, limits: Limits) -> str | None:
+    """Why an entity key cannot be used, or None. A NUL would make two entities one (numpy's
+    string arrays drop trailing NULs: ``sensor-1\\x00`` fed ``sensor-1``'s threshold); a huge
+    key costs its length in memory for every window of its batch (keys become one fixed-width
+    array: one 40,000-character key took a batch of 3,813 from 1.2 to 3.6 GB)."""
+    if len(key) > limits.max_key_chars:
+        return (
+            f"key {key[:32]!r}... is {len(key)} characters, over the "
+            f"{limits.max_key_chars}-character limit"
+        )
+    if "\x00" in key:
+        return f"key {key!r} contains a NUL character"
+    return None
+
+
 def _record_key(record: SourceRecord) -> tuple[str | None, str | None]:
     """(key, problem): the UTF-8 record key, or why it cannot be used."""
     if record.key is None:
@@ -180,6 +196,7 @@ class JsonCodec:
         features: list[list[Any]] = []
         careful_rows = False  # whether any candidate's features are not known to be floats
         fast, largest = self._fast.decode, self.limits.max_record_bytes
+        largest_key = self.limits.max_key_chars
         add_record, add_key = candidates.records.append, candidates.keys.append
         add_ts, add_label, add_features = (
             candidates.ts_ms.append,
@@ -197,6 +214,8 @@ class JsonCodec:
                         raise ValueError("no key")
                     else:
                         key = window.key
+                    if len(key) > largest_key or "\x00" in key:
+                        raise ValueError("key")
                 except (msgspec.DecodeError, ValueError):
                     pass  # the careful path below says what is wrong
                 else:
@@ -253,6 +272,9 @@ class JsonCodec:
             return "no key: neither the record key nor field 'key' is set", None
         if not isinstance(key, str):
             return f"field 'key' is a {type(key).__name__}, not a string", None
+        key_problem = _key_problem(key, self.limits)
+        if key_problem:
+            return key_problem, None
         ts_ms = body.get("ts", record.timestamp_ms)
         if "ts" in body and (type(ts_ms) is not int or not INT64_MIN <= ts_ms <= INT64_MAX):
             ts_problem, ts_ms = _timestamp(ts_ms)
@@ -330,6 +352,8 @@ class F32Codec:
             problem = problem or key_problem
             if problem is None and key is None:
                 problem = "no key: f32 records carry the entity in the record key"
+            if problem is None and key is not None:
+                problem = _key_problem(key, self.limits)
             if problem is None and len(record.value or b"") != expected:
                 size = len(record.value or b"")
                 problem = (

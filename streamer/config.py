@@ -237,6 +237,7 @@ class CodecConfig(_Section):
     feature_names: tuple[str, ...] = ()
     max_abs_value: Annotated[float, Field(gt=0.0)] = 1e12
     max_record_bytes: Annotated[int, Field(ge=16)] = 1_048_576
+    max_key_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 256
 
     @field_validator("feature_names", mode="before")
     @classmethod

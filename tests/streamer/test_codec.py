@@ -359,3 +359,31 @@ def test_well_formed_records_take_the_fast_path() -> None:
     codec._parse = None  # type: ignore[assignment,method-assign]  # calling it would fail
     batch, dead = codec.decode([record(json_value(), offset=i) for i in range(3)])
     assert dead == [] and len(batch) == 3
+
+
+@pytest.mark.parametrize("codec", [JsonCodec(LIMITS), F32Codec(LIMITS)])
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (b"sensor-1\x00", "key 'sensor-1\\x00' contains a NUL character"),
+        (
+            b"k" * 300,
+            "key 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk'... is 300 characters, over the "
+            "256-character limit",
+        ),
+    ],
+    ids=["nul", "long"],
+)
+def test_keys_that_would_merge_entities_or_blow_up_memory_are_dead_letters(
+    codec: JsonCodec | F32Codec, key: bytes, reason: str
+) -> None:
+    """``sensor-1\\x00`` would be entity ``sensor-1`` once the batch's keys are a numpy string
+    array (it drops trailing NULs); a key of 10s of KB costs its length for every window of its
+    batch. Both are bad records, on either path of the JSON codec."""
+    value = json_value() if isinstance(codec, JsonCodec) else np.ones(4, "<f4").tobytes()
+    good = record(value, offset=1)
+    batch, dead = codec.decode([record(value, key=key), good])
+    assert [letter.reason for letter in dead] == [reason]
+    assert batch.keys.tolist() == ["sensor-1"]
+    in_body = JsonCodec(LIMITS).decode([record(json_value(key=key.decode()), key=None)])
+    assert [letter.reason for letter in in_body[1]] == [reason]
