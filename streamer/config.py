@@ -121,6 +121,12 @@ class KafkaConfig(_Section):
     def bootstrap_servers(self) -> list[str]:
         return [server.strip() for server in self.bootstrap.split(",")]
 
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values set (passwords), for ``configure_logging`` to redact wherever a
+        library logs them."""
+        values = (_reveal(self.sasl_plain_password), _reveal(self.ssl_password))
+        return tuple(value for value in values if value)
+
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments shared by every kafka-python client: servers, identity, security.
 

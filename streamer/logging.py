@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -32,12 +33,18 @@ _LEVELS = {
 
 
 def configure_logging(
-    level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+    secrets: Sequence[str] = (),
 ) -> None:
     """Configure structlog and the standard library's root logger to write to ``stream``.
 
     ``level`` is one of debug, info, warning, error; ``fmt`` ``auto`` picks JSON unless ``stream``
     is a terminal. kafka-python's own loggers are held at WARNING unless ``level`` is debug.
+    Every occurrence of a ``secrets`` value in a standard-library record is written as ``***``
+    (``Redactor``): at debug level kafka-python logs its clients' whole configuration,
+    passwords included.
     """
     stream = sys.stderr if stream is None else stream
     numeric_level = _LEVELS[level]
@@ -64,6 +71,8 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
+    if secrets:
+        handler.addFilter(Redactor(secrets))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -74,6 +83,25 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
     logging.getLogger("kafka").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+class Redactor(logging.Filter):
+    """Writes ``***`` for each secret value in a standard-library record's message (its
+    arguments merged in first). structlog's own events pass untouched: tandem never logs a
+    secret, and its config is masked where shown (``streamer.config.masked``)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            message = record.getMessage()
+            if any(secret in message for secret in self.secrets):
+                for secret in self.secrets:
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, None
+        return True
 
 
 def _orjson_dumps(event: Any, **_: Any) -> str:

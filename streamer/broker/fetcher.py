@@ -277,7 +277,7 @@ def serve(conn: Connection) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     kafka, batch, log_level, log_format = conn.recv()
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, secrets=kafka.secrets())
     structlog.contextvars.bind_contextvars(
         input_topic=kafka.input_topic, group=kafka.group_id, process="fetcher"
     )

@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.CONFIG
     configure_logging(
-        level=args.log_level or config.log.level, fmt=args.log_format or config.log.format
+        level=args.log_level or config.log.level,
+        fmt=args.log_format or config.log.format,
+        secrets=config.kafka.secrets(),
     )
     command: Callable[[argparse.Namespace, TandemConfig], int] = args.command
     try:

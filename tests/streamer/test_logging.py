@@ -81,3 +81,30 @@ def test_console_format_is_not_json() -> None:
     assert "hello" in text and "answer=42" in text
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(text)
+
+
+def test_secrets_are_redacted_from_what_kafka_python_logs_at_debug() -> None:
+    """kafka-python's admin client logs its whole configuration at debug level, passwords
+    included; the real client, pointed at a port nobody listens on, logs it before it fails."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from streamer.config import KafkaConfig
+
+    kafka = KafkaConfig.model_validate(
+        {
+            "bootstrap": "127.0.0.1:9",
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "tandem",
+            "sasl_plain_password": "pa55-w0rd-in-clear",
+        }
+    )
+    stream = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=stream, secrets=kafka.secrets())
+    options = {**kafka.client_options(), "request_timeout_ms": 1000, "bootstrap_timeout_ms": 500}
+    with pytest.raises(KafkaError):
+        KafkaAdminClient(**{k: v for k, v in options.items() if v is not None})
+    written = stream.getvalue()
+    assert "Starting KafkaAdminClient with configuration" in written
+    assert "pa55-w0rd-in-clear" not in written and "'sasl_plain_password': '***'" in written
