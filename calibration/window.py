@@ -17,16 +17,16 @@ stays, a new daily pattern). With ``adapt_after`` > 0, an entity more than half 
 ``WindowCalibrator._adapt``); otherwise it would flag the new regime for ever.
 
 With ``per_key``, an entity whose own state has no threshold yet is judged by the global
-threshold (and surprise model) in force for that score.
+threshold (and surprise model) in force for that score. The global state sees every score and
+learns from those it does not flag itself; each entity learns from its scores that were not
+flagged in the end.
 
 A calibrator may start from a prior (``start_from``): scores of windows like the stream's that
 were not flagged, in practice a model's held-out scores. While the global state warms up, it is
 judged by a threshold fitted on them, so every score is judged from the first. With a prior, an
 entity learns every score until it has a threshold of its own, flagged or not: a prior that
 underestimates the stream's scores would otherwise keep the scores above it out of the window
-for good. The global state sees every score and
-learns from those it does not flag itself; each entity learns from its scores that were not
-flagged in the end.
+for good (docs/calibration.md).
 
 All entities live in the rows of a few 2-D arrays (row 0 is the global state), so a batch is
 processed with array operations over all its keys at once; only entities completing a refresh
