@@ -131,7 +131,7 @@ class WindowCalibrator:
         values = np.asarray(prior, dtype=np.float64).ravel()[-self.window :] + 0.0
         if not np.isfinite(values).all():
             raise CalibrationError("prior scores must be finite")
-        fit = self._fit_prior(values) if len(values) else None
+        fit = self.threshold_from(values, len(values), np.nan, _UNCENSORED) if len(values) else None
         self._prior_threshold = np.nan if fit is None else fit.threshold
         self._prior.put(0, None if fit is None else fit.model)
 
@@ -188,8 +188,7 @@ class WindowCalibrator:
         if len(values) == 0:
             return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
         everyone = np.full(len(values), GLOBAL_ROW)
-        prior = self._judged_by_prior(values) if self.started else None
-        overall = self._advance(everyone, values, prior)
+        overall = self._advance(everyone, values, None)
         if self.per_key:
             thresholds, surprise = self._advance(self._rows_of(names), values, overall)
         else:
@@ -263,16 +262,6 @@ class WindowCalibrator:
         self._allocate(len(self._rows) + 1)
         return rows[inverse]
 
-    def _fit_prior(self, prior: NDArray[np.float64]) -> Fit | None:
-        """The threshold and model fitted on the (m,) prior alone, in a scratch row (the next
-        entity's, still empty before the first update), as the method fits any window."""
-        scratch = len(self._rows) + 1
-        self._allocate(scratch + 1)
-        self._window.load(scratch, prior, np.arange(-len(prior), 0, dtype=np.float64))
-        fit = self._fit(scratch, 0, np.nan)
-        self._window.load(scratch, np.empty(0), np.empty(0))
-        return fit
-
     def _judged_by_prior(self, values: NDArray[np.float64]) -> Judged:
         """The prior's threshold and surprise for scores (n,)."""
         rows = np.zeros(len(values), dtype=np.int64)
@@ -338,7 +327,9 @@ class WindowCalibrator:
         self, row: int, values: NDArray[np.float64], fallback: Judged | None
     ) -> Judged:
         """``_advance`` for scores of a single entity: its refresh blocks are contiguous slices.
-        The surprise is computed once at the end, each block under the model it had."""
+        The surprise is computed once at the end, each block under the model it had. Without a
+        ``fallback`` (the global state, always one entity), a block it starts warming is judged
+        by the prior, when there is one."""
         thresholds, surprise = np.empty(len(values)), np.empty(len(values))
         models: list[Model] = []
         under = np.full(len(values), -1)
@@ -348,9 +339,13 @@ class WindowCalibrator:
             seen = int(self._seen[row])
             stop = min(len(values), start + self.refresh - seen % self.refresh)
             learn_under = None
-            if np.isnan(self._threshold[row]) and fallback is not None:
-                thresholds[start:stop] = fallback[0][start:stop]
-                surprise[start:stop] = fallback[1][start:stop]
+            if np.isnan(self._threshold[row]) and (fallback is not None or self.started):
+                if fallback is not None:
+                    thresholds[start:stop] = fallback[0][start:stop]
+                    surprise[start:stop] = fallback[1][start:stop]
+                else:  # the global state, warming: the prior's, computed only then
+                    prior = self._judged_by_prior(values[start:stop])
+                    thresholds[start:stop], surprise[start:stop] = prior
                 if self.started:  # flagged by the prior, learned all the same
                     learn_under = np.full(stop - start, np.inf)
             else:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 import numpy as np
@@ -37,6 +37,9 @@ import orjson
 from numpy.typing import NDArray
 
 from streamer.records import NO_LABEL, DeadLetter, SourceRecord, WindowBatch
+
+if TYPE_CHECKING:
+    from streamer.config import CodecConfig
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The types orjson gives JSON numbers. ``type(True)`` is ``bool``, not ``int``, so checking types
@@ -68,6 +71,11 @@ class Limits:
     max_abs_value: float = 1e12
     max_record_bytes: int = 1_048_576
     max_key_chars: int = 256
+
+    @classmethod
+    def of(cls, window_length: int, codec: CodecConfig) -> Limits:
+        """The limits ``[codec]`` sets, for windows of ``window_length`` features."""
+        return cls(window_length, codec.max_abs_value, codec.max_record_bytes, codec.max_key_chars)
 
 
 class _Candidates:
@@ -214,8 +222,8 @@ class JsonCodec:
                         raise ValueError("no key")
                     else:
                         key = window.key
-                    if len(key) > largest_key or "\x00" in key:
-                        raise ValueError("key")
+                    if len(key) > largest_key or "\x00" in key:  # _key_problem, inlined
+                        raise ValueError("key")  # the careful path below says what is wrong
                 except (msgspec.DecodeError, ValueError):
                     pass  # the careful path below says what is wrong
                 else:

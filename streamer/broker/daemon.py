@@ -93,12 +93,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         source = KafkaSource(config.kafka, config.batch, transaction=transaction)
     codec = make_codec(
         config.codec.format,
-        Limits(
-            detector.window_length,
-            config.codec.max_abs_value,
-            config.codec.max_record_bytes,
-            config.codec.max_key_chars,
-        ),
+        Limits.of(detector.window_length, config.codec),
     )
     checkpoints = PartitionCheckpoints(
         KafkaStateStore(producer, config.kafka, transaction),

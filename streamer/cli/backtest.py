@@ -81,12 +81,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     detector = load_detector(Path(bundle), device=config.model.device)
     codec = make_codec(
         config.codec.format,
-        Limits(
-            detector.window_length,
-            config.codec.max_abs_value,
-            config.codec.max_record_bytes,
-            config.codec.max_key_chars,
-        ),
+        Limits.of(detector.window_length, config.codec),
     )
     source, name, table = _open_source(args, config, codec, batch_size)
     console = Console(stderr=True)

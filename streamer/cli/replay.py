@@ -62,12 +62,7 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     create_topics(options, [TopicSpec(topic, args.partitions, configs=NO_TIME_RETENTION)])
     codec = make_codec(
         config.codec.format,
-        Limits(
-            table.windows.shape[1],
-            config.codec.max_abs_value,
-            config.codec.max_record_bytes,
-            config.codec.max_key_chars,
-        ),
+        Limits.of(table.windows.shape[1], config.codec),
     )
     console = Console(stderr=True)
     span_s = (int(table.ts_ms[-1]) - int(table.ts_ms[0])) / 1000 if len(table) else 0.0
