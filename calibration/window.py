@@ -16,17 +16,19 @@ stays, a new daily pattern). With ``adapt_after`` > 0, an entity more than half 
 ``adapt_after`` scores were flagged takes them as its new normal at a refresh boundary (see
 ``WindowCalibrator._adapt``); otherwise it would flag the new regime for ever.
 
-With ``per_key``, an entity whose own state has no threshold yet is judged by the global
-threshold (and surprise model) in force for that score. The global state sees every score and
-learns from those it does not flag itself; each entity learns from its scores that were not
-flagged in the end.
+With ``per_key``, an entity whose own state has no threshold yet is judged by the prior (below)
+when there is one, else by the global threshold (and surprise model) in force for that score.
+The global state sees every score and learns from those it does not flag itself; each entity
+learns from its scores that were not flagged in the end. With a prior, what judges a score thus
+depends only on its own entity's scores and the prior, not on how the entities' scores were
+interleaved (a daemon's fetch order across partitions).
 
 A calibrator may start from a prior (``start_from``): scores of windows like the stream's that
-were not flagged, in practice a model's held-out scores. While the global state warms up, it is
-judged by a threshold fitted on them, so every score is judged from the first. With a prior, an
-entity learns every score until it has a threshold of its own, flagged or not: a prior that
-underestimates the stream's scores would otherwise keep the scores above it out of the window
-for good (docs/calibration.md).
+were not flagged, in practice a model's held-out scores. While the global state warms up, and
+while an entity does per key, it is judged by a threshold fitted on them, so every score is
+judged from the first. With a prior, an entity learns every score until it has a threshold of
+its own, flagged or not: a prior that underestimates the stream's scores would otherwise keep
+the scores above it out of the window for good (docs/calibration.md).
 
 All entities live in the rows of a few 2-D arrays (row 0 is the global state), so a batch is
 processed with array operations over all its keys at once; only entities completing a refresh
@@ -35,6 +37,7 @@ block recompute a threshold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +68,15 @@ class Censored:
 
 
 _UNCENSORED = Censored(np.empty(0), None)
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    """What judges a batch's scores whose entity has no threshold yet: ``judge`` gives the
+    threshold and surprise (k,) for the scores at positions (k,) of the batch, so a fallback
+    that costs something (the prior's surprise) is computed only for the scores that need it."""
+
+    judge: Callable[[NDArray[np.int64]], Judged]
 
 
 @dataclass(frozen=True)
@@ -160,9 +172,12 @@ class WindowCalibrator:
 
     def threshold(self, key: str | None = None) -> float:
         """The threshold in force now for ``key`` (the global one when None, unknown or warming;
-        the prior's while the global state warms, when there is one)."""
+        the prior's instead of the global one's while that warms, and for a key warming or
+        unknown when per key with a prior)."""
         row = self._rows.get(key, GLOBAL_ROW) if key is not None else GLOBAL_ROW
-        for candidate in (row, GLOBAL_ROW):
+        own_only = key is not None and self.per_key and self.started
+        candidates = (row,) if own_only else (row, GLOBAL_ROW)
+        for candidate in candidates:
             if not np.isnan(self._threshold[candidate]):
                 return float(self._threshold[candidate])
         return float(self._prior_threshold)
@@ -189,10 +204,14 @@ class WindowCalibrator:
             return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
         everyone = np.full(len(values), GLOBAL_ROW)
         overall = self._advance(everyone, values, None)
-        if self.per_key:
-            thresholds, surprise = self._advance(self._rows_of(names), values, overall)
-        else:
+        if not self.per_key:
             thresholds, surprise = overall
+        elif self.started:  # a key warming up is judged by the prior, never by the others
+            rows = self._rows_of(names)
+            thresholds, surprise = self._advance(rows, values, self._by_prior(values))
+        else:
+            fallback = _Fallback(lambda at: (overall[0][at], overall[1][at]))
+            thresholds, surprise = self._advance(self._rows_of(names), values, fallback)
         return Flags(thresholds, values > thresholds, surprise)
 
     def snapshot(self, keys: ArrayLike | None = None) -> bytes:
@@ -267,8 +286,12 @@ class WindowCalibrator:
         rows = np.zeros(len(values), dtype=np.int64)
         return np.full(len(values), self._prior_threshold), self._prior.surprise(rows, values)
 
+    def _by_prior(self, values: NDArray[np.float64]) -> _Fallback:
+        """The prior's judgement of a batch's scores (n,), computed only for those asked."""
+        return _Fallback(lambda at: self._judged_by_prior(values[at]))
+
     def _advance(
-        self, rows: NDArray[np.int64], values: NDArray[np.float64], fallback: Judged | None
+        self, rows: NDArray[np.int64], values: NDArray[np.float64], fallback: _Fallback | None
     ) -> Judged:
         """Thresholds and surprise in force for scores (n,) of entity ``rows`` (n,), learning
         as it goes; an entity without a threshold takes ``fallback``'s for that score.
@@ -297,8 +320,7 @@ class WindowCalibrator:
                 if fallback is None:
                     surprise[waiting] = np.nan
                 else:
-                    in_force = np.where(warming, fallback[0][members], in_force)
-                    surprise[waiting] = fallback[1][waiting]
+                    in_force[warming], surprise[waiting] = fallback.judge(waiting)
                 judged = members[~warming]
             else:
                 judged = members
@@ -324,7 +346,7 @@ class WindowCalibrator:
         return thresholds, surprise
 
     def _advance_one(
-        self, row: int, values: NDArray[np.float64], fallback: Judged | None
+        self, row: int, values: NDArray[np.float64], fallback: _Fallback | None
     ) -> Judged:
         """``_advance`` for scores of a single entity: its refresh blocks are contiguous slices.
         The surprise is computed once at the end, each block under the model it had. Without a
@@ -341,8 +363,8 @@ class WindowCalibrator:
             learn_under = None
             if np.isnan(self._threshold[row]) and (fallback is not None or self.started):
                 if fallback is not None:
-                    thresholds[start:stop] = fallback[0][start:stop]
-                    surprise[start:stop] = fallback[1][start:stop]
+                    block = np.arange(start, stop)
+                    thresholds[start:stop], surprise[start:stop] = fallback.judge(block)
                 else:  # the global state, warming: the prior's, computed only then
                     prior = self._judged_by_prior(values[start:stop])
                     thresholds[start:stop], surprise[start:stop] = prior

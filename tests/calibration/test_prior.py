@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from calibration.base import Flags
 from calibration.errors import CalibrationError
 from calibration.evt import Dspot, Spot, first_fit_after
 from calibration.quantile import RollingQuantile
@@ -32,9 +33,9 @@ def prior(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_every_entity_has_a_threshold_from_its_first_score(make) -> None:  # type: ignore[no-untyped-def]
-    """118 held-out scores (a NAB file's) judge the global state until it has warmed up on
-    1,000 of its own, and so the keys judged by it; then the keys still warming are judged by
-    the global threshold, and a key with 1,000 of its own by its own."""
+    """118 held-out scores (a NAB file's) judge every key until it has warmed up on 1,000 of
+    its own, even once the global state has (a key is never judged by the others' scores);
+    then a key is judged by its own threshold."""
     calibrator: WindowCalibrator = make()
     calibrator.start_from(prior(118))
     assert calibrator.started and np.isfinite(calibrator.threshold())
@@ -43,8 +44,57 @@ def test_every_entity_has_a_threshold_from_its_first_score(make) -> None:  # typ
     assert first.flags.tolist() == [False, True]
     calibrator.update(np.repeat(["a"], 3000), 0.1 * prior(3000, seed=1))
     late = calibrator.update(["late"], [0.5])
-    assert late.thresholds[0] == calibrator.threshold(None) != first.thresholds[1]
+    assert calibrator.threshold(None) != first.thresholds[1], "the global state warmed up"
+    assert late.thresholds[0] == first.thresholds[1] == calibrator.threshold("late")
+    assert late.surprise[0] == calibrator.update(["b"], [0.5]).surprise[0]
     assert calibrator.threshold("a") < first.thresholds[0] / 2, "a has its own threshold"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_with_a_prior_the_interleaving_of_keys_changes_nothing(make, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """Per key with a prior, a key's thresholds, flags and surprise depend only on its own
+    scores: four keys (a daemon's four partitions) read partition by partition, or interleaved
+    at random in random batches, give every score the same judgement bit for bit."""
+    rng = np.random.default_rng(seed)
+    keys = np.repeat(np.array(["p0", "p1", "p2", "p3"]), 1500)
+    scale = np.array([1.0, 3.0, 0.2, 10.0])[np.searchsorted(["p0", "p1", "p2", "p3"], keys)]
+    scores = scale * rng.exponential(size=len(keys))
+    scores[rng.choice(len(keys), 40, replace=False)] *= 30
+    by_partition: WindowCalibrator = make()
+    by_partition.start_from(prior(500, seed=seed))
+    first = by_partition.update(keys, scores)
+    shuffled = _interleave(rng, keys)
+    interleaved: WindowCalibrator = make()
+    interleaved.start_from(prior(500, seed=seed))
+    cuts = np.sort(rng.choice(np.arange(1, len(keys)), 12, replace=False))
+    parts = [interleaved.update(keys[p], scores[p]) for p in np.split(shuffled, cuts)]
+    flags = _in_stream_order(shuffled, parts)
+    np.testing.assert_array_equal(flags[0], first.thresholds)
+    np.testing.assert_array_equal(flags[1], first.flags)
+    np.testing.assert_array_equal(flags[2], first.surprise)
+    assert first.flags.sum() > 0
+
+
+def _interleave(rng: np.random.Generator, keys: np.ndarray) -> np.ndarray:
+    """Positions (n,) of a random interleaving of ``keys`` that keeps each key's own order."""
+    draws = keys[rng.permutation(len(keys))]
+    positions = {k: iter(np.flatnonzero(keys == k).tolist()) for k in np.unique(keys)}
+    return np.array([next(positions[k]) for k in draws])
+
+
+def _in_stream_order(positions: np.ndarray, parts: list[Flags]) -> tuple[np.ndarray, ...]:
+    """The thresholds, flags and surprise of ``parts`` (judged in the order ``positions``)
+    put back at those positions."""
+    judged = [
+        np.concatenate([getattr(p, name) for p in parts])
+        for name in ("thresholds", "flags", "surprise")
+    ]
+    out = []
+    for values in judged:
+        placed = np.empty_like(values)
+        placed[positions] = values
+        out.append(placed)
+    return tuple(out)
 
 
 def test_a_warm_up_judged_by_a_prior_learns_every_score() -> None:
