@@ -16,6 +16,8 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from streamer.backtest.times import FIRST_MS, LAST_MS, shown, utc_times
+
 MAX_POINTS = 3000
 """Points per plotted line: longer series are cut into this many bins, each drawn at its max,
 so a one-window spike survives the thinning."""
@@ -31,8 +33,9 @@ def timeline_png(
     figure = Figure(figsize=(11, 2.3 * len(keys) + 0.6), layout="constrained")
     axes = figure.subplots(len(keys), 1, sharex=False, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys, strict=True):
-        rows = windows[windows["key"] == key]
-        times = pd.to_datetime(rows["ts"].to_numpy(), unit="ms", utc=True)
+        mine = windows[windows["key"] == key]
+        rows = mine[shown(mine["ts"].to_numpy())]  # a time axis cannot place the others
+        times = utc_times(rows["ts"].to_numpy())
         t, score = _thinned(times.to_numpy(), rows["score"].to_numpy())
         ax.plot(t, score, lw=0.7, color="#1f77b4", label="score")
         ax.plot(
@@ -52,15 +55,22 @@ def timeline_png(
         least_ms = (int(ts[-1]) - int(ts[0])) / 300 if len(ts) else 0.0
         for start, end in spans.get(key, ()):
             middle, half = (start + end) / 2, max(end - start, least_ms) / 2
+            first, last = max(middle - half, FIRST_MS), min(middle + half, LAST_MS)
+            if first > last:
+                continue
             ax.axvspan(
-                pd.Timestamp(middle - half, unit="ms", tz="UTC"),
-                pd.Timestamp(middle + half, unit="ms", tz="UTC"),
+                pd.Timestamp(first, unit="ms", tz="UTC"),
+                pd.Timestamp(last, unit="ms", tz="UTC"),
                 color=LABEL,
                 alpha=0.25,
                 lw=0,
             )
+        hidden = len(mine) - len(rows)
+        untimed = f" ({hidden:,} timed before 1677 or after 2262 not drawn)" if hidden else ""
         ax.set_title(
-            f"{key}: {len(rows):,} windows, {int(flagged.sum()):,} alerts", loc="left", fontsize=10
+            f"{key}: {len(mine):,} windows, {int(mine['flag'].sum()):,} alerts{untimed}",
+            loc="left",
+            fontsize=10,
         )
         ax.set_ylabel("score (tail decades)")
         locator = AutoDateLocator()  # type: ignore[no-untyped-call]

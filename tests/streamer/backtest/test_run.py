@@ -395,6 +395,32 @@ def test_a_backtest_that_scored_nothing_still_writes_its_report(
     assert "No window was scored" in paths[2].read_text()
 
 
+def test_an_alert_stamped_at_the_end_of_int64_is_reported_without_a_time(
+    tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    """The daemon accepts any int64 ``ts``; the report keeps it and leaves its time empty."""
+    frame = windows_frame(300)
+    frame.loc[299, "ts"] = 2**63 - 1
+    frame.loc[299, "x0"] += 50.0
+    frame.loc[299, "label"] = 1
+    path = tmp_path / "windows.csv"
+    frame.to_csv(path, index=False)
+    table = load_windows(path)
+    run = backtest(table, tiny_detector, 100, mode="events")
+    assert run.windows["flag"].to_numpy()[-1], "the last window opens an event"
+    assert attach_labels(run, table, None) is None
+    paths = write_report(tmp_path / "out", run, summarise(run), None)
+    listed = orjson.loads(paths[0].read_bytes())["events"]["list"]
+    last = next(e for e in listed if e["opened_utc"] is None)
+    assert last["last_flagged_utc"] is None and last["verdict"] == "anomaly"
+    alerts = pd.read_csv(paths[1])
+    assert alerts["time_utc"].isna().tolist() == (alerts["event_ts"] == 2**63 - 1).tolist()
+    windows = pd.read_parquet(paths[3])
+    assert windows["ts"].iloc[-1] == 2**63 - 1 and pd.isna(windows["time_utc"].iloc[-1])
+    assert windows["time_utc"].iloc[:-1].notna().all()
+    assert "<img " in paths[2].read_text()
+
+
 def test_a_backtest_starts_from_the_models_held_out_scores(
     data_file: Path, tiny_detector: CascadeDetector
 ) -> None:
