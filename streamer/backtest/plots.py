@@ -68,7 +68,7 @@ def timeline_png(
         hidden = len(mine) - len(rows)
         untimed = f" ({hidden:,} timed before 1677 or after 2262 not drawn)" if hidden else ""
         ax.set_title(
-            f"{key}: {len(mine):,} windows, {int(mine['flag'].sum()):,} alerts{untimed}",
+            f"{_literal(key)}: {len(mine):,} windows, {int(mine['flag'].sum()):,} alerts{untimed}",
             loc="left",
             fontsize=10,
         )
@@ -106,7 +106,7 @@ def parts_png(windows: pd.DataFrame, parts: Sequence[str]) -> bytes:
         else:
             ax.hist(values, bins=bins, color="#1f77b4")
         ax.set_yscale("log")
-        ax.set_title(f"{part}: score part", loc="left", fontsize=10)
+        ax.set_title(f"{_literal(part)}: score part", loc="left", fontsize=10)
         ax.set_xlabel("tail decades")
         ax.grid(alpha=0.3)
     return _png(figure)
@@ -114,7 +114,7 @@ def parts_png(windows: pd.DataFrame, parts: Sequence[str]) -> bytes:
 
 def blame_png(top_features: Sequence[Mapping[str, Any]]) -> bytes:
     """The most blamed features over all alerts, as horizontal bars of summed shares."""
-    names = [str(f["feature"]) for f in top_features][::-1]
+    names = [_literal(str(f["feature"])) for f in top_features][::-1]
     shares = [float(f["share_sum"]) for f in top_features][::-1]
     figure = Figure(figsize=(8, 0.32 * len(names) + 1.0), layout="constrained")
     ax = figure.subplots()
@@ -133,6 +133,12 @@ def _thinned(
         return times, values
     edges = np.linspace(0, len(values), MAX_POINTS + 1).astype(int)[:-1]
     return times[edges], np.maximum.reduceat(values, edges)
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so a key or feature name
+    such as ``$x^{$`` is not parsed as mathtext (which fails, or draws something else)."""
+    return text.replace("$", r"\$")
 
 
 def _png(figure: Figure) -> bytes:

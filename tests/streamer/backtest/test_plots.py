@@ -1,11 +1,11 @@
-"""The report's plots draw any time the daemon accepts."""
+"""The report's plots draw any key, feature name and time the daemon accepts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from streamer.backtest.plots import timeline_png
+from streamer.backtest.plots import blame_png, parts_png, timeline_png
 
 PNG = b"\x89PNG"
 
@@ -25,6 +25,15 @@ def trace(keys: list[str], ts: list[int]) -> pd.DataFrame:
             "flag": np.arange(n) % 3 == 0,
         }
     )
+
+
+def test_keys_and_feature_names_are_drawn_literally_not_as_mathtext() -> None:
+    key = "$x^{$"
+    windows = trace([key] * 6, [1000 * i for i in range(6)])
+    windows = windows.rename(columns={"ae1": "$a^{$"})
+    assert timeline_png(windows, {key: [(1000, 2000)]}, [key]).startswith(PNG)
+    assert parts_png(windows, ["$a^{$"]).startswith(PNG)
+    assert blame_png([{"feature": "$b_{$", "share_sum": 1.5}]).startswith(PNG)
 
 
 def test_windows_stamped_beyond_pandas_times_are_left_off_the_timeline() -> None:
