@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamer.errors import TableError
+from streamer.errors import MissingFileError, TableError
 from streamer.tables import load_windows, write_table
 
 
@@ -77,7 +77,7 @@ def test_missing_value_names_the_row(tmp_path: Path) -> None:
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(TableError, match="unknown format"):
         load_windows(tmp_path / "data.xlsx")
-    with pytest.raises(TableError, match="no such file"):
+    with pytest.raises(MissingFileError, match=r"absent\.csv: no such file"):
         load_windows(tmp_path / "absent.csv")
 
 

@@ -345,8 +345,29 @@ def test_backtest_command_refuses_contradicting_sources(tiny_bundle: Path, data_
     assert main(["backtest", *model]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--topic", "t"]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--sweep", "x=1"]) == ExitCode.CONFIG
-    assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 1
+    assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 2
     assert main(["backtest", *model, "--topic", "t", "--labels", "label"]) == ExitCode.CONFIG
+
+
+@pytest.mark.parametrize("missing", ["data", "labels"])
+def test_a_missing_data_or_labels_file_is_a_usage_error_naming_it(
+    tiny_bundle: Path,
+    data_file: Path,
+    tmp_path: Path,
+    missing: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    absent = tmp_path / "absent.csv"
+    argv = ["backtest", "--model", str(tiny_bundle)]
+    if missing == "data":
+        argv += ["--data", str(absent)]
+        said = f"{absent}: no such file"
+    else:
+        argv += ["--data", str(data_file), "--labels", str(absent)]
+        said = f"--labels {absent}: no such file (nor a column of {data_file})"
+    assert main(argv) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"tandem: {said}" and "Traceback" not in err
 
 
 def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
