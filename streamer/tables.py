@@ -129,6 +129,8 @@ def windows_from_frame(
         alias = next((c for c in TIME_ALIASES if c in frame.columns), None)
         if alias is not None:
             frame = frame.rename(columns={alias: "ts"})
+    if not len(frame):  # before the dtype checks: a header-only CSV's columns are all text
+        raise TableError(f"{path}: no rows, only column names")
     features = [column for column in frame.columns if column not in RESERVED]
     if not features:
         raise TableError(f"{path}: no feature columns besides {', '.join(RESERVED)}")

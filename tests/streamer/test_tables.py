@@ -81,6 +81,16 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
         load_windows(tmp_path / "absent.csv")
 
 
+@pytest.mark.parametrize("name", ["empty.csv", "empty.parquet"])
+def test_a_file_with_columns_but_no_rows_says_so(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_table(pd.DataFrame({"ts": pd.Series([], dtype="int64"), "temp": []}), path)
+    with pytest.raises(TableError, match=f"{name}: no rows, only column names"):
+        load_windows(path)
+    with pytest.raises(TableError, match="no rows"):
+        load_windows(path, window=4)
+
+
 def test_semicolon_files_and_a_timestamp_column_read_as_nab_and_skab_write_them(
     tmp_path: Path,
 ) -> None:
