@@ -16,6 +16,11 @@ class ConfigError(TandemError):
     """The configuration is unreadable or invalid; the message names file, key and expected type."""
 
 
+class MissingFileError(ConfigError):
+    """A file the command was told to read does not exist. A usage error like a bad option
+    (exit status 2), not a failure of the command; the message names the path."""
+
+
 class BrokerUnavailableError(TandemError):
     """No broker answered in time. Retriable: the cluster may come back."""
 

@@ -32,6 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from streamer.errors import ConfigError
 from streamer.records import BatchReport
 
 log = structlog.get_logger(__name__)
@@ -304,11 +305,21 @@ class MetricsServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        """Bind ``host:port`` and serve from a daemon thread; ``OSError`` if the port is taken."""
+        """Bind ``host:port`` and serve from a daemon thread. A port that is taken (or a host
+        that is not this machine's) is a ``ConfigError`` naming the setting to change: the
+        operator must act, and the CLI exits with its configuration status."""
         if self._server is not None:
             raise RuntimeError("MetricsServer already started; call stop() before starting again")
         handler = partial(_Handler, self.metrics, self.health)
-        server = ThreadingHTTPServer((self.host, self._requested_port), handler)
+        address = f"{self.host}:{self._requested_port}"
+        try:
+            server = ThreadingHTTPServer((self.host, self._requested_port), handler)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot serve metrics and health on {address}: {error.strerror or error}; "
+                "set [metrics].port (TANDEM_METRICS_PORT) to a free port (0: any), or fix "
+                "[metrics].host, or set [metrics].enabled = false"
+            ) from None
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(

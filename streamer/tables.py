@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from streamer.errors import TableError
+from streamer.errors import MissingFileError, TableError
 from streamer.windows import sliding_windows, window_any, window_feature_names, window_last_steps
 
 RESERVED = ("key", "ts", "label", "kind")
@@ -82,7 +82,8 @@ class WindowTable:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) file as a DataFrame."""
+    """A CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) file as a DataFrame;
+    ``MissingFileError`` when there is no such file, ``TableError`` when it cannot be read."""
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
@@ -90,7 +91,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if name.endswith((".csv", ".csv.gz")):
             return pd.read_csv(path, sep=_separator(path))
     except FileNotFoundError:
-        raise TableError(f"{path}: no such file") from None
+        raise MissingFileError(f"{path}: no such file") from None
     except (OSError, ValueError) as error:
         raise TableError(f"{path}: cannot be read: {error}") from None
     raise TableError(f"{path}: unknown format; use .csv, .csv.gz, .parquet or .pq")
@@ -128,6 +129,8 @@ def windows_from_frame(
         alias = next((c for c in TIME_ALIASES if c in frame.columns), None)
         if alias is not None:
             frame = frame.rename(columns={alias: "ts"})
+    if not len(frame):  # before the dtype checks: a header-only CSV's columns are all text
+        raise TableError(f"{path}: no rows, only column names")
     features = [column for column in frame.columns if column not in RESERVED]
     if not features:
         raise TableError(f"{path}: no feature columns besides {', '.join(RESERVED)}")

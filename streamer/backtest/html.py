@@ -14,6 +14,7 @@ from streamer.backtest.labels import labelled_spans
 from streamer.backtest.plots import blame_png, parts_png, timeline_png
 from streamer.backtest.run import TRACE_COLUMNS, Backtest
 from streamer.backtest.summary import sweep_table
+from streamer.backtest.times import utc_iso
 
 TIMELINE_KEYS = 4
 """Keys drawn on the timeline: those with the most labelled events, then the most alerts."""
@@ -229,8 +230,9 @@ def _events_on_labels(labels: Mapping[str, Any]) -> str:
     return text
 
 
-def _time(iso: str) -> str:
-    return pd.Timestamp(iso).strftime("%Y-%m-%d %H:%M:%S")
+def _time(iso: str | None) -> str:
+    """An ISO-8601 time to the second; ``-`` for a stamp the report cannot show as a time."""
+    return "-" if iso is None else pd.Timestamp(iso).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _top_alerts(alerts: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
@@ -242,7 +244,7 @@ def _top_alerts(alerts: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
         (
             a["alert_id"],
             a["key"],
-            pd.Timestamp(a["event_ts"], unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M:%S"),
+            _time(utc_iso(a["event_ts"])),
             f"{a['score']:.2f}",
             f"{a['threshold']:.2f}",
             ", ".join(f"{f['name']} {f['share']:.0%}" for f in a["top_features"]),

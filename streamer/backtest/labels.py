@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from streamer.backtest.events import find_events
 from streamer.backtest.run import Backtest
-from streamer.errors import LabelError
+from streamer.errors import LabelError, MissingFileError
 from streamer.tables import WindowTable, read_table, windows_from_frame
 
 
@@ -28,13 +28,11 @@ def load_labelled_windows(
     path: Path, window: int | None, stride: int, labels: str | None
 ) -> WindowTable:
     """``path`` as windows, with the column ``labels`` (when it names a column, not a file)
-    read as the 0/1 label instead of ``label``."""
+    read as the 0/1 label instead of ``label``; ``MissingFileError`` when it names neither."""
     frame = read_table(Path(path))
     if labels is not None and not Path(labels).is_file():
         if labels not in frame.columns:
-            raise LabelError(
-                f"--labels {labels!r} is neither a column of {path} nor a file of time ranges"
-            )
+            raise MissingFileError(f"--labels {labels}: no such file (nor a column of {path})")
         frame = frame.drop(columns=["label"], errors="ignore").rename(columns={labels: "label"})
     return windows_from_frame(frame, window, stride, source=str(path))
 
@@ -95,7 +93,7 @@ def read_label_ranges(path: Path, data_name: str | None = None) -> pd.DataFrame:
     say ``nyc_taxi.csv``) only the entry of that file is read (``realKnownCause/nyc_taxi.csv``)."""
     path = Path(path)
     if not path.is_file():
-        raise LabelError(f"{path}: no such file of labelled ranges")
+        raise MissingFileError(f"{path}: no such file of labelled ranges")
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
         frame = _csv_ranges(path)

@@ -16,6 +16,8 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from streamer.backtest.times import FIRST_MS, LAST_MS, shown, utc_times
+
 MAX_POINTS = 3000
 """Points per plotted line: longer series are cut into this many bins, each drawn at its max,
 so a one-window spike survives the thinning."""
@@ -31,8 +33,9 @@ def timeline_png(
     figure = Figure(figsize=(11, 2.3 * len(keys) + 0.6), layout="constrained")
     axes = figure.subplots(len(keys), 1, sharex=False, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys, strict=True):
-        rows = windows[windows["key"] == key]
-        times = pd.to_datetime(rows["ts"].to_numpy(), unit="ms", utc=True)
+        mine = windows[windows["key"] == key]
+        rows = mine[shown(mine["ts"].to_numpy())]  # a time axis cannot place the others
+        times = utc_times(rows["ts"].to_numpy())
         t, score = _thinned(times.to_numpy(), rows["score"].to_numpy())
         ax.plot(t, score, lw=0.7, color="#1f77b4", label="score")
         ax.plot(
@@ -52,15 +55,22 @@ def timeline_png(
         least_ms = (int(ts[-1]) - int(ts[0])) / 300 if len(ts) else 0.0
         for start, end in spans.get(key, ()):
             middle, half = (start + end) / 2, max(end - start, least_ms) / 2
+            first, last = max(middle - half, FIRST_MS), min(middle + half, LAST_MS)
+            if first > last:
+                continue
             ax.axvspan(
-                pd.Timestamp(middle - half, unit="ms", tz="UTC"),
-                pd.Timestamp(middle + half, unit="ms", tz="UTC"),
+                pd.Timestamp(first, unit="ms", tz="UTC"),
+                pd.Timestamp(last, unit="ms", tz="UTC"),
                 color=LABEL,
                 alpha=0.25,
                 lw=0,
             )
+        hidden = len(mine) - len(rows)
+        untimed = f" ({hidden:,} timed before 1677 or after 2262 not drawn)" if hidden else ""
         ax.set_title(
-            f"{key}: {len(rows):,} windows, {int(flagged.sum()):,} alerts", loc="left", fontsize=10
+            f"{_literal(key)}: {len(mine):,} windows, {int(mine['flag'].sum()):,} alerts{untimed}",
+            loc="left",
+            fontsize=10,
         )
         ax.set_ylabel("score (tail decades)")
         locator = AutoDateLocator()  # type: ignore[no-untyped-call]
@@ -96,7 +106,7 @@ def parts_png(windows: pd.DataFrame, parts: Sequence[str]) -> bytes:
         else:
             ax.hist(values, bins=bins, color="#1f77b4")
         ax.set_yscale("log")
-        ax.set_title(f"{part}: score part", loc="left", fontsize=10)
+        ax.set_title(f"{_literal(part)}: score part", loc="left", fontsize=10)
         ax.set_xlabel("tail decades")
         ax.grid(alpha=0.3)
     return _png(figure)
@@ -104,7 +114,7 @@ def parts_png(windows: pd.DataFrame, parts: Sequence[str]) -> bytes:
 
 def blame_png(top_features: Sequence[Mapping[str, Any]]) -> bytes:
     """The most blamed features over all alerts, as horizontal bars of summed shares."""
-    names = [str(f["feature"]) for f in top_features][::-1]
+    names = [_literal(str(f["feature"])) for f in top_features][::-1]
     shares = [float(f["share_sum"]) for f in top_features][::-1]
     figure = Figure(figsize=(8, 0.32 * len(names) + 1.0), layout="constrained")
     ax = figure.subplots()
@@ -123,6 +133,12 @@ def _thinned(
         return times, values
     edges = np.linspace(0, len(values), MAX_POINTS + 1).astype(int)[:-1]
     return times[edges], np.maximum.reduceat(values, edges)
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so a key or feature name
+    such as ``$x^{$`` is not parsed as mathtext (which fails, or draws something else)."""
+    return text.replace("$", r"\$")
 
 
 def _png(figure: Figure) -> bytes:

@@ -27,6 +27,7 @@ from streamer.backtest.labels import labelled_spans
 from streamer.backtest.nab import STANDARD, nab_file_score, normalised_score
 from streamer.backtest.run import Backtest
 from streamer.backtest.sweep import SweepSetting
+from streamer.backtest.times import utc_iso
 from streamer.config import AlertsConfig
 
 WINDOW_STEP = re.compile(r"\[t-\d+\]$")
@@ -156,8 +157,8 @@ def _event_list(
         entry: dict[str, Any] = {
             "event_id": event_id,
             "key": str(row["key"]),
-            "opened_utc": _utc(row["opened_ts"]),
-            "last_flagged_utc": _utc(row["last_flagged_ts"]),
+            "opened_utc": utc_iso(row["opened_ts"]),
+            "last_flagged_utc": utc_iso(row["last_flagged_ts"]),
             "windows": int(row["windows"]),
             "flagged": int(row["flagged"]),
             "peak_score": float(row["peak_score"]),
@@ -173,10 +174,6 @@ def _event_list(
         entry["closed"] = bool(events.closed[number])
         listed.append(entry)
     return listed
-
-
-def _utc(ts_ms: float) -> str:
-    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").isoformat()
 
 
 def _dead_letter_reasons(backtest: Backtest, examples: int = 20) -> dict[str, Any]:

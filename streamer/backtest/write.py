@@ -13,6 +13,7 @@ import pandas as pd
 
 from streamer.backtest.html import render_html
 from streamer.backtest.run import TRACE_COLUMNS, Backtest
+from streamer.backtest.times import utc_iso, utc_times
 
 ALERT_COLUMNS_BEFORE_PARTS = (
     "alert_id",
@@ -58,7 +59,7 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
                 "event_id": alert.get("event_id", ""),
                 "key": alert["key"],
                 "event_ts": alert["event_ts"],
-                "time_utc": pd.Timestamp(alert["event_ts"], unit="ms", tz="UTC").isoformat(),
+                "time_utc": utc_iso(alert["event_ts"]),
                 "score": alert["score"],
                 "threshold": alert["threshold"],
                 "surprise": alert.get("surprise", float("nan")),
@@ -77,14 +78,15 @@ def alerts_frame(backtest: Backtest) -> pd.DataFrame:
 
 def windows_frame(backtest: Backtest) -> pd.DataFrame:
     """``windows.parquet``: every window scored, in stream order: its position, ``key``, ``ts``
-    (epoch ms) and ``time_utc``, ``label`` (-1 unknown), ``score`` and one column per score
-    part, the ``threshold`` in force (NaN in warm-up), ``surprise`` (NaN where none), ``flag``
-    and ``event_id`` (the alert event the window belongs to; empty if none)."""
+    (epoch ms) and ``time_utc`` (NaT where ``streamer.backtest.times`` cannot show it),
+    ``label`` (-1 unknown), ``score`` and one column per score part, the ``threshold`` in force
+    (NaN in warm-up), ``surprise`` (NaN where none), ``flag`` and ``event_id`` (the alert event
+    the window belongs to; empty if none)."""
     windows = backtest.windows.copy()
     windows.insert(
         list(windows.columns).index("ts") + 1,
         "time_utc",
-        pd.to_datetime(windows["ts"].to_numpy(), unit="ms", utc=True),
+        utc_times(windows["ts"].to_numpy()),
     )
     return windows
 

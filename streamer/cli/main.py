@@ -32,16 +32,43 @@ from streamer.logging import configure_logging
 
 
 class ExitCode(IntEnum):
-    """Process exit statuses; orchestrators restart on BROKER, a human must act on CONFIG."""
+    """Process exit statuses; orchestrators restart on BROKER, a human must act on CONFIG.
+    STDOUT_CLOSED is what a shell reports for a program ended by SIGPIPE (128 + 13), as
+    ``yes | head`` does: the reader went away, nothing went wrong here."""
 
     OK = 0
     FAILURE = 1
     CONFIG = 2
     BROKER = 3
+    STDOUT_CLOSED = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status.
+
+    A reader that closes stdout early (``tandem config show | head``) ends the command quietly
+    with ``STDOUT_CLOSED``, following Python's recipe for SIGPIPE: no traceback, and stdout
+    pointed at /dev/null so the interpreter's last flush does not fail again."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # output that fitted the buffer meets the closed pipe only here
+    except BrokenPipeError:
+        _point_stdout_at_devnull()
+        return ExitCode.STDOUT_CLOSED
+    return code
+
+
+def _point_stdout_at_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # a stdout with no file descriptor (tests)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -19,6 +19,20 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> 
         "--data", type=Path, required=required, help="windows, or a series with --window"
     )
     parser.add_argument(
-        "--window", type=int, help="cut a raw series into windows of this many steps"
+        "--window", type=positive_int, help="cut a raw series into windows of this many steps"
     )
-    parser.add_argument("--stride", type=int, default=1, help="steps between window starts")
+    parser.add_argument(
+        "--stride", type=positive_int, default=1, help="steps between window starts"
+    )
+
+
+def positive_int(text: str) -> int:
+    """An option's whole number of 1 or more; argparse turns the error into a one-line usage
+    error (exit status 2), where a 0 would otherwise fail deep in the windowing."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value

@@ -5,7 +5,8 @@ partition's calibrator state, leave the group, exit 0. A second signal exits at 
 A broker that does not answer at start is retried with backoff for ``--broker-wait-s`` seconds
 (logged), then the exit status is 3. A broker lost mid-run is waited for
 (``streamer.broker.daemon``).
-Metrics and health are served on ``[metrics].host``/``port`` unless ``[metrics].enabled`` is off.
+Metrics and health are served on ``[metrics].host``/``port`` unless ``[metrics].enabled`` is off;
+a port that cannot be bound is a ``ConfigError`` (exit status 2).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from structlog.testing import capture_logs
 
+from streamer.errors import ConfigError
 from streamer.metrics import Health, Metrics, MetricsServer
 from streamer.records import BatchReport
 
@@ -217,3 +218,16 @@ def test_start_logs_and_stop_releases_the_port(metrics: Metrics, health: Health)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not LISTEN
         probe.bind(("127.0.0.1", port))
         probe.listen()
+
+
+def test_a_port_already_taken_is_a_config_error_naming_the_setting(
+    metrics: Metrics, health: Health
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = MetricsServer(metrics, health, "127.0.0.1", port)
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: .*set \\[metrics\\].port"):
+            served.start()
+    served.stop()  # nothing was started: nothing to stop

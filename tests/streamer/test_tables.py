@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamer.errors import TableError
+from streamer.errors import MissingFileError, TableError
 from streamer.tables import load_windows, write_table
 
 
@@ -77,8 +77,18 @@ def test_missing_value_names_the_row(tmp_path: Path) -> None:
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(TableError, match="unknown format"):
         load_windows(tmp_path / "data.xlsx")
-    with pytest.raises(TableError, match="no such file"):
+    with pytest.raises(MissingFileError, match=r"absent\.csv: no such file"):
         load_windows(tmp_path / "absent.csv")
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.parquet"])
+def test_a_file_with_columns_but_no_rows_says_so(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_table(pd.DataFrame({"ts": pd.Series([], dtype="int64"), "temp": []}), path)
+    with pytest.raises(TableError, match=f"{name}: no rows, only column names"):
+        load_windows(path)
+    with pytest.raises(TableError, match="no rows"):
+        load_windows(path, window=4)
 
 
 def test_semicolon_files_and_a_timestamp_column_read_as_nab_and_skab_write_them(

@@ -13,7 +13,7 @@ import pytest
 
 from streamer.backtest.events import Event, evaluate, find_events
 from streamer.backtest.labels import labels_from_ranges, read_label_ranges
-from streamer.errors import LabelError
+from streamer.errors import LabelError, MissingFileError
 
 # Two keys interleaved, one window per key per second. Per key, in its own order:
 #   a: labels 0 1 1 0 1   flags 0 0 1 1 0   (events a@2000-3000, a@5000; a flag on the first
@@ -296,8 +296,8 @@ def test_bad_range_files_raise_label_error_naming_the_problem(
     assert str(path) in str(caught.value)
 
 
-def test_missing_range_file_raises_label_error(tmp_path: Path) -> None:
-    with pytest.raises(LabelError, match="no such file"):
+def test_missing_range_file_is_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(MissingFileError, match=r"absent\.csv: no such file"):
         read_label_ranges(tmp_path / "absent.csv")
 
 

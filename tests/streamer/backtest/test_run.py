@@ -345,8 +345,29 @@ def test_backtest_command_refuses_contradicting_sources(tiny_bundle: Path, data_
     assert main(["backtest", *model]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--topic", "t"]) == ExitCode.CONFIG
     assert main(["backtest", *model, "--data", str(data_file), "--sweep", "x=1"]) == ExitCode.CONFIG
-    assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 1
+    assert main(["backtest", *model, "--data", str(data_file), "--labels", "nope"]) == 2
     assert main(["backtest", *model, "--topic", "t", "--labels", "label"]) == ExitCode.CONFIG
+
+
+@pytest.mark.parametrize("missing", ["data", "labels"])
+def test_a_missing_data_or_labels_file_is_a_usage_error_naming_it(
+    tiny_bundle: Path,
+    data_file: Path,
+    tmp_path: Path,
+    missing: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    absent = tmp_path / "absent.csv"
+    argv = ["backtest", "--model", str(tiny_bundle)]
+    if missing == "data":
+        argv += ["--data", str(absent)]
+        said = f"{absent}: no such file"
+    else:
+        argv += ["--data", str(data_file), "--labels", str(absent)]
+        said = f"--labels {absent}: no such file (nor a column of {data_file})"
+    assert main(argv) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"tandem: {said}" and "Traceback" not in err
 
 
 def test_nab_scores_a_key_whose_clock_steps_back_in_its_row_order() -> None:
@@ -393,6 +414,32 @@ def test_a_backtest_that_scored_nothing_still_writes_its_report(
     assert saved["events"]["mode"] == mode and saved["events"].get("list", []) == []
     assert pd.read_parquet(paths[3]).empty
     assert "No window was scored" in paths[2].read_text()
+
+
+def test_an_alert_stamped_at_the_end_of_int64_is_reported_without_a_time(
+    tiny_detector: CascadeDetector, tmp_path: Path
+) -> None:
+    """The daemon accepts any int64 ``ts``; the report keeps it and leaves its time empty."""
+    frame = windows_frame(300)
+    frame.loc[299, "ts"] = 2**63 - 1
+    frame.loc[299, "x0"] += 50.0
+    frame.loc[299, "label"] = 1
+    path = tmp_path / "windows.csv"
+    frame.to_csv(path, index=False)
+    table = load_windows(path)
+    run = backtest(table, tiny_detector, 100, mode="events")
+    assert run.windows["flag"].to_numpy()[-1], "the last window opens an event"
+    assert attach_labels(run, table, None) is None
+    paths = write_report(tmp_path / "out", run, summarise(run), None)
+    listed = orjson.loads(paths[0].read_bytes())["events"]["list"]
+    last = next(e for e in listed if e["opened_utc"] is None)
+    assert last["last_flagged_utc"] is None and last["verdict"] == "anomaly"
+    alerts = pd.read_csv(paths[1])
+    assert alerts["time_utc"].isna().tolist() == (alerts["event_ts"] == 2**63 - 1).tolist()
+    windows = pd.read_parquet(paths[3])
+    assert windows["ts"].iloc[-1] == 2**63 - 1 and pd.isna(windows["time_utc"].iloc[-1])
+    assert windows["time_utc"].iloc[:-1].notna().all()
+    assert "<img " in paths[2].read_text()
 
 
 def test_a_backtest_starts_from_the_models_held_out_scores(

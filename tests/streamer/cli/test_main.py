@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -86,3 +88,16 @@ def test_broker_check_without_a_broker_exits_with_the_broker_code(
     )
     assert code == ExitCode.BROKER
     assert "no broker answered at ['127.0.0.1:1']" in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_stdout_ends_the_command_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tandem config show --json | head``: no traceback, the status a shell gives SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert main(["config", "show", "--json"]) == ExitCode.STDOUT_CLOSED == 141
+        print("after the reader left", file=closed, flush=True)  # now /dev/null: no error
+    assert capsys.readouterr().err == ""

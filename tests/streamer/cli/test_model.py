@@ -179,3 +179,14 @@ def small_config(directory: Path) -> Path:
         "[train.ae2]\nhidden = [4]\nlatent = 2\n"
     )
     return path
+
+
+@pytest.mark.parametrize("command", ["train", "score"])
+def test_a_missing_data_file_is_a_usage_error_naming_it(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = tmp_path / "absent.csv"
+    given = {"train": ["--out", str(tmp_path / "b")], "score": ["--model", str(tmp_path / "b")]}
+    assert main([command, "--data", str(absent), *given[command]]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"tandem: {absent}: no such file" and "Traceback" not in err
