@@ -5,9 +5,9 @@ An entity's windows all arrive on one partition, so a partition's checkpoint is 
 state and open events of the entities it carried (``KeyState``) plus the offset after
 the last record it reflects; it is restored when the partition is assigned. Saved after every
 batch when ``interval_s`` is 0, else at most every ``interval_s`` seconds, and always after a batch
-that opened or closed an alert event, for partitions being revoked and at a graceful stop.
-Alerts and offsets never depend on checkpoints: a crash costs at most an interval's learning
-(and an open event's counts over that interval; never its opening or closing).
+that opened or closed an alert event, with a partition's first batch, for partitions being
+revoked and at a graceful stop. Alerts and offsets never depend on checkpoints, and a crash costs
+no learning: a restored partition replays from its checkpoint's offset (``streamer.resume``).
 
 Reasoning: docs/delivery.md.
 """
@@ -157,6 +157,9 @@ class PartitionCheckpoints:
         if self.clock() - self._saved_at >= self.interval_s:
             self.save(state)
             return True
+        # A partition never saved is saved with its first batch, before its first commit: so
+        # every committed offset has a checkpoint to resume from (``streamer.resume``).
+        force = {*force, *(p for p in self._dirty if p not in self._generations)}
         if force:
             self.save(state, force)
             return True

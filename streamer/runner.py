@@ -30,6 +30,7 @@ from streamer.checkpoints import KeyState
 from streamer.codec import Codec
 from streamer.events import EventTracker, Judgement
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
+from streamer.resume import Resumption
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,11 @@ class Source(Protocol):
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         """Serve ``records`` again from the next poll on (their batch failed before its commit)."""
+        ...
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Serve each partition of ``offsets`` from that offset on; what was fetched of it
+        beyond is dropped (a partition resumed from its checkpoint, ``streamer.resume``)."""
         ...
 
 
@@ -97,6 +103,8 @@ class _Outcome:
 
     records: Sequence[SourceRecord]
     report: BatchReport
+    done: Sequence[SourceRecord] = ()
+    """Records counted as done without being computed (already learned before a crash)."""
     batch: WindowBatch = field(default_factory=lambda: WindowBatch.empty(0))
     dead: list[DeadLetter] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
@@ -125,6 +133,7 @@ class Runner:
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
         self.scored_any = False
+        self.resumption = Resumption()
         self.pending: _Outcome | None = None
         """A batch computed but not delivered (its sinks failed); ``step`` delivers it first."""
 
@@ -133,13 +142,21 @@ class Runner:
         run it through. None when the source had nothing."""
         if self.pending is not None:
             return self._deliver(self.pending)
-        records = self.source.poll()
-        if not records:
-            return None
-        return self.process(records)
+        while True:
+            records = self.source.poll()
+            if not records:
+                return None
+            plan = self.resumption.plan(records)
+            if plan.seek:  # a restored partition first seen: its records come again, replayed
+                self.source.seek(plan.seek)
+            if plan.process or plan.skipped:
+                return self.process(plan.process, plan.skipped)
 
-    def process(self, records: Sequence[SourceRecord]) -> BatchReport:
-        """The whole order for one batch.
+    def process(
+        self, records: Sequence[SourceRecord], done: Sequence[SourceRecord] = ()
+    ) -> BatchReport:
+        """The whole order for one batch (and ``done``: records learned before a crash,
+        committed with it; see ``streamer.resume``).
 
         If decoding, scoring or calibrating fails, the source is rewound to serve ``records``
         again. If delivery fails (a sink cannot flush: the broker is gone), the batch's alerts
@@ -150,8 +167,9 @@ class Runner:
         try:
             outcome = self._compute(records)
         except Exception:
-            self.source.rewind(records)
+            self.source.rewind([*done, *records])
             raise
+        outcome.done = done
         return self._deliver(outcome)
 
     def _compute(self, records: Sequence[SourceRecord]) -> _Outcome:
@@ -171,6 +189,8 @@ class Runner:
                 outcome.alerts = outcome.judgement.records
             if self.observer is not None:
                 self.observer.observe(batch, scores, flags, outcome.judgement)
+        if not self.resumption.idle:
+            self._leave_out_replayed(outcome)
         for letter in outcome.dead:
             log.warning(
                 "dead_letter",
@@ -179,6 +199,13 @@ class Runner:
                 error=letter.reason,
             )
         return outcome
+
+    def _leave_out_replayed(self, outcome: _Outcome) -> None:
+        """Drop the alert records and dead letters of replayed records: they were delivered
+        before the crash that made the replay (``streamer.resume``)."""
+        replayed = self.resumption.replayed
+        outcome.alerts = [a for a in outcome.alerts if not replayed(*_made_at(a))]
+        outcome.dead = [d for d in outcome.dead if not replayed(*_address(d.record))]
 
     def _deliver(self, outcome: _Outcome) -> BatchReport:
         self.pending = outcome
@@ -196,11 +223,11 @@ class Runner:
             report.checkpointed = self.checkpoint.after_batch(
                 self.state,
                 outcome.batch,
-                records,
+                [*outcome.done, *records],
                 force=() if judgement is None else judgement.changed,
             )
         with clock("commit"):
-            self.source.commit(records)
+            self.source.commit(self.resumption.to_commit([*outcome.done, *records]))
         self.pending = None
         report.scored, report.alerts = len(outcome.batch), len(outcome.alerts)
         report.dead_letters = len(outcome.dead)
@@ -226,14 +253,17 @@ class Runner:
         self.checkpoint.save(self.state, partitions)
         self.source.commit(())  # a transactional source commits the saved state; others no-op
         self.checkpoint.forget(partitions)
+        self.resumption.forget(partitions)
         log.info("partitions_revoked", partitions=_names(partitions))
 
     def partitions_assigned(self, partitions: Collection[Partition]) -> None:
         """The source now owns ``partitions``: resume their calibrator state. The global state
         comes from a checkpoint only while this runner has scored nothing of its own."""
         found = self.checkpoint.restore(self.state, partitions, with_global=not self.scored_any)
+        self.resumption.forget(partitions)
         for partition, saved in found.items():
             self.events.resume_after(partition, saved.offset)
+            self.resumption.restored(partition, saved.offset)
         log.info(
             "partitions_assigned",
             partitions=_names(partitions),
@@ -254,6 +284,17 @@ class Runner:
         """Save every partition's state (a graceful stop; offsets are already committed)."""
         self.checkpoint.save(self.state)
         self.source.commit(())
+
+
+def _made_at(alert: Alert) -> tuple[str, int, int]:
+    """The topic, partition and offset of the window that made ``alert`` (an event record's
+    ``at``, a window alert's ``source``)."""
+    made = alert.body.get("at") or alert.body["source"]
+    return made["topic"], made["partition"], made["offset"]
+
+
+def _address(record: SourceRecord) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def _names(partitions: Collection[Partition]) -> list[str]:

@@ -7,7 +7,7 @@ and commits can be checked.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from streamer.checkpoints import SavedState
@@ -40,6 +40,24 @@ class ListSource:
         if records:
             self.cursor = min(self.cursor, self.records.index(records[0]))
         self.journal.append(("rewind", records[0].offset if records else None))
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Serve each partition of ``offsets`` from that offset on, as a consumer does: its
+        records already served from there come next (in order), the others stay where they are.
+        """
+        for partition, offset in offsets.items():
+            served, ahead = self.records[: self.cursor], self.records[self.cursor :]
+            again = [r for r in served if _of(r, partition) and r.offset >= offset]
+            self.records = [r for r in served if r not in again]
+            self.cursor = len(self.records)
+            self.records += again + [
+                r for r in ahead if not (_of(r, partition) and r.offset < offset)
+            ]
+        self.journal.append(("seek", dict(offsets)))
+
+
+def _of(record: SourceRecord, partition: Partition) -> bool:
+    return (record.topic, record.partition) == partition
 
 
 class ListSink:

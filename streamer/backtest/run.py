@@ -26,7 +26,7 @@ from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.codec import Codec
 from streamer.config import AlertsConfig, CalibrationConfig
 from streamer.events import EventTracker, Judgement
-from streamer.records import BatchReport, DeadLetter, SourceRecord, WindowBatch
+from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 from streamer.runner import Runner
 from streamer.testing import ListSink, NoCheckpoints
 
@@ -62,6 +62,8 @@ class FiniteSource(Protocol):
     def commit(self, records: Sequence[SourceRecord]) -> None: ...
 
     def rewind(self, records: Sequence[SourceRecord]) -> None: ...
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None: ...
 
 
 class ScoreTrace:

@@ -8,10 +8,10 @@ nothing: a backtest is not resumed. (A topic range is ``streamer.broker.range_so
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from streamer.codec import Codec
-from streamer.records import SourceRecord
+from streamer.records import Partition, SourceRecord
 from streamer.tables import WindowTable
 
 
@@ -63,3 +63,8 @@ class FileSource:
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         if records:
             self.cursor = min(self.cursor, records[0].offset)
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Serve from row ``offsets[(name, 0)]`` on (the file's only partition)."""
+        if (self.name, 0) in offsets:
+            self.cursor = offsets[(self.name, 0)]

@@ -19,7 +19,7 @@ import multiprocessing
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -106,8 +106,13 @@ class PrefetchingSource:
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         """Serve ``records`` again from the next poll on; the batches fetched ahead of them are
         dropped when they arrive, and fetched again."""
+        self.seek(first_offsets(records))
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Serve each partition of ``offsets`` from that offset on; the batches fetched ahead
+        are dropped when they arrive, and fetched again."""
         self.epoch += 1
-        self._send(("rewind", self.epoch, first_offsets(records)))
+        self._send(("rewind", self.epoch, dict(offsets)))
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, as of the last batch fetched."""

@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streamer.broker.sources import source_record
 from streamer.errors import TandemError, TopicError
-from streamer.records import SourceRecord, first_offsets
+from streamer.records import Partition, SourceRecord, first_offsets
 
 log = structlog.get_logger(__name__)
 
@@ -154,7 +154,10 @@ class TopicRangeSource:
         """Nothing to commit: the range is read without a consumer group."""
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
-        for (topic, number), offset in first_offsets(records).items():
+        self.seek(first_offsets(records))
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        for (topic, number), offset in offsets.items():
             partition = TopicPartition(topic, number)
             self.consumer.resume(partition)
             self.consumer.seek(partition, offset)

@@ -171,6 +171,10 @@ class KafkaSource:
         """Seek each partition still owned back to the first of ``records`` in it."""
         self.seek_owned(first_offsets(records))
 
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Serve each partition of ``offsets`` from that offset on (see ``seek_owned``)."""
+        self.seek_owned(offsets)
+
     def seek_owned(self, offsets: Mapping[Partition, int]) -> None:
         """Seek each partition of ``offsets`` still owned to its offset (the others are left to
         their new owner)."""

@@ -60,12 +60,16 @@ def test_each_partition_saves_its_own_keys_and_offset() -> None:
 
 
 def test_with_an_interval_saves_wait_and_a_forced_save_writes_only_what_changed() -> None:
+    """A partition's first batch is saved at once (no offset is committed without a checkpoint
+    to resume from); after that, saves wait for the interval."""
     store, cal, clock = MemoryStateStore(), calibrator(), FakeClock()
     checkpoints = PartitionCheckpoints(store, interval_s=10.0, clock=clock)
     records, batch = records_and_batch(8)
     cal.update(batch.keys, np.ones(8))
+    assert checkpoints.after_batch(cal, batch, records)
+    assert {p: s.generation for p, s in store.saved.items()} == {("in", 0): 1, ("in", 1): 1}
     assert not checkpoints.after_batch(cal, batch, records)
-    assert store.saved == {}
+    assert {s.generation for s in store.saved.values()} == {1}
     clock.now = 10.0
     assert checkpoints.after_batch(cal, batch, records)
     assert set(store.saved) == {("in", 0), ("in", 1)}
@@ -78,8 +82,10 @@ def test_an_event_that_opened_forces_a_save_of_its_partition_only() -> None:
     checkpoints = PartitionCheckpoints(store, interval_s=10.0, clock=clock)
     records, batch = records_and_batch(8)
     cal.update(batch.keys, np.ones(8))
+    checkpoints.after_batch(cal, batch, records)  # the first batch: saved at once
     assert checkpoints.after_batch(cal, batch, records, force={("in", 1)})
-    assert set(store.saved) == {("in", 1)}, "the other partition waits for its interval"
+    generations = {p: s.generation for p, s in store.saved.items()}
+    assert generations == {("in", 0): 1, ("in", 1): 2}, "the other waits for its interval"
     clock.now = 10.0
     assert checkpoints.after_batch(cal, batch, records)
     assert set(store.saved) == {("in", 0), ("in", 1)}
@@ -143,7 +149,8 @@ def test_a_revoked_partition_saves_its_state_and_its_next_owner_resumes_its_thre
     first, source, _ = make_runner(tiny_detector, two_partition_feed, store)
     while first.step() is not None:
         pass
-    assert store.saved == {}, "the interval has not passed: nothing saved yet"
+    first_batch = {p: (s.offset, s.generation) for p, s in store.saved.items()}
+    assert first_batch == {("in", 0): (62, 1), ("in", 1): (64, 1)}, "the interval has not passed"
     first.partitions_revoked([("in", 0), ("in", 1)])
     assert source.committed == {("in", 0): 510, ("in", 1): 512}
     assert store.saved[("in", 1)].offset == 512
