@@ -199,3 +199,17 @@ def _committed_or_zero(setup: Setup) -> int:
         return sum(committed(setup.bootstrap, setup.group, setup.input_topic).values())
     except KafkaError:
         return 0
+
+
+def calm_feed(n: int, anomalies: Iterable[int] = (), seed: int = 3) -> np.ndarray:
+    """``n`` windows (n, WIDTH) like the tiny bundle's training data (its two latent factors
+    plus noise; tests/conftest.py), so the bundle's held-out scores describe them, with
+    ``anomalies`` (row indices) that break the factors."""
+    tiny = np.random.default_rng(0)  # the tiny bundle's factors
+    tiny.normal(size=(2000, 2))
+    rng = np.random.default_rng(seed)
+    windows = rng.normal(size=(n, 2)) @ tiny.normal(size=(2, WIDTH))
+    windows += rng.normal(0, 0.05, size=windows.shape)
+    for row in anomalies:
+        windows[row] += rng.normal(0, 3, size=WIDTH)
+    return windows.astype(np.float32)

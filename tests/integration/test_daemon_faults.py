@@ -57,20 +57,6 @@ def assert_alerted(alerts: list[dict[str, Any]], indices: list[int]) -> None:
     assert not missing, f"anomalies never alerted: {missing}"
 
 
-@pytest.fixture
-def setup(
-    kafka_broker: Broker, make_topic: Callable[..., str], tiny_bundle: Path, tmp_path: Path
-) -> Setup:
-    return Setup(
-        kafka_broker.bootstrap,
-        input_topic=make_topic(partitions=2),
-        alerts_topic=make_topic(partitions=2),
-        dead_letter_topic=make_topic(),
-        bundle=tiny_bundle,
-        workdir=tmp_path,
-    )
-
-
 @pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
 def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
     setup: Setup, transactional: bool
