@@ -133,13 +133,21 @@ def wait_for_broker(
 def create_topics(
     client_options: Mapping[str, Any], specs: Sequence[TopicSpec], timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet and wait until every partition has a leader.
+    """Create the topics that do not exist yet and wait until each created one has a leader for
+    every partition.
 
-    Returns the names that were created (existing ones are left as they are).
+    The topics are listed first and only the missing ones are asked for: a locked-down cluster
+    grants a daemon DESCRIBE on its topics but not CREATE, so asking to create one that exists
+    would fail there. Returns the names that were created (existing ones are left as they are).
     """
     created: list[str] = []
     with admin_client(client_options, timeout_s) as admin:
-        for spec in specs:
+        try:
+            existing = set(admin.list_topics())
+        except KafkaError as error:
+            raise TopicError(f"could not list the topics: {error!r}") from error
+        missing = [spec for spec in specs if spec.name not in existing]
+        for spec in missing:
             request = {
                 spec.name: {
                     "num_partitions": spec.partitions,
@@ -151,11 +159,11 @@ def create_topics(
                 admin.create_topics(request, timeout_ms=int(timeout_s * 1000))
                 created.append(spec.name)
             except TopicAlreadyExistsError:
-                continue
+                continue  # created meanwhile by someone else (another daemon of the group)
             except KafkaError as error:
                 raise TopicError(f"could not create topic {spec.name!r}: {error!r}") from error
         try:
-            admin.wait_for_topics([spec.name for spec in specs], timeout_ms=int(timeout_s * 1000))
+            admin.wait_for_topics([spec.name for spec in missing], timeout_ms=int(timeout_s * 1000))
         except KafkaError as error:
             raise TopicError(f"topics not ready within {timeout_s:g}s: {error!r}") from error
     if created:
