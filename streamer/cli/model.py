@@ -7,7 +7,6 @@ stdout, and returns an exit status.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from detectors.base import Scores
 from detectors.spec import DETECTOR_KINDS, TrainingSpec
+from streamer.backtest.times import utc_text
 from streamer.cli.options import add_config_option, add_data_options
 from streamer.config import TandemConfig
 from streamer.demo.synthetic import injected_events, sensor_series
@@ -237,7 +237,7 @@ def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
     for row in top.to_dict("records"):
         grid.add_row(
             str(row["key"]),
-            datetime.fromtimestamp(int(row["ts"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            utc_text(row["ts"]),
             f"{row['score']:.2f}",
             *(f"{row[part]:.2f}" for part in parts),
             f"{row['top_feature']} ({row['top_share']:.0%})",
