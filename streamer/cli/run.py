@@ -21,9 +21,8 @@ from types import FrameType
 import structlog
 
 from streamer.broker.admin import wait_for_broker
-from streamer.cli.options import add_config_option
+from streamer.cli.options import add_config_option, model_bundle
 from streamer.config import TandemConfig
-from streamer.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +45,7 @@ def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.calibrators import calibrator_description
     from streamer.metrics import Health, Metrics, MetricsServer
 
-    bundle = args.model or config.model.bundle
-    if bundle is None:
-        raise ConfigError("no model: pass --model DIR or set [model].bundle")
+    bundle = model_bundle(args.model, config.model.bundle)
     health = Health()
     server: MetricsServer | None = None
     stop = threading.Event()
@@ -67,7 +64,7 @@ def run_command(args: argparse.Namespace, config: TandemConfig) -> int:
         ):
             info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s)
             log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
-            detector = load_detector(Path(bundle), device=config.model.device)
+            detector = load_detector(bundle, device=config.model.device)
             calibrator = calibrator_description(config.calibration)
             metrics = Metrics(detector.name_, detector.version or "unsaved", calibrator["method"])
             if config.metrics.enabled:

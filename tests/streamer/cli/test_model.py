@@ -209,3 +209,16 @@ def test_score_shows_a_stamp_beyond_any_calendar_as_a_dash(
     assert len(rows) == 2, "one row per window (no key column: key default)"
     assert any("│ 2025-11-24 16:00:00 │" in row for row in rows)
     assert any("│                   - │" in row for row in rows)
+
+
+@pytest.mark.parametrize("command", ["score", "backtest", "run"])
+def test_a_missing_model_directory_is_a_usage_error_naming_it(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, absent = tmp_path / "windows.csv", tmp_path / "no-such-bundle"
+    pd.DataFrame({"x0": [0.0], "x1": [1.0]}).to_csv(data, index=False)
+    given = {"score": ["--data", str(data)], "backtest": ["--data", str(data)], "run": []}
+    assert main([command, "--model", str(absent), *given[command]]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"tandem: {absent}: no such model bundle directory (--model)"
+    assert "Traceback" not in err
