@@ -6,6 +6,7 @@ The daemon, the demo, the tests and ``scripts/kafka.sh`` all ask "does the broke
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streamer.errors import BrokerUnavailableError, TopicError
+from streamer.errors import BrokerUnavailableError, StopRequestedError, TopicError
 
 log = structlog.get_logger(__name__)
 
@@ -102,15 +103,20 @@ def wait_for_broker(
     timeout_s: float,
     first_backoff_s: float = 0.5,
     max_backoff_s: float = 10.0,
+    stop: threading.Event | None = None,
 ) -> BrokerInfo:
     """Probe until the broker answers, backing off exponentially and logging each miss.
 
-    Raises ``BrokerUnavailableError`` once ``timeout_s`` has passed without an answer.
+    Raises ``BrokerUnavailableError`` once ``timeout_s`` has passed without an answer, and
+    ``StopRequestedError`` as soon as ``stop`` is set (between probes of at most 2 s): a daemon
+    told to stop while the broker is away must not sit out the whole wait.
     """
     deadline = time.monotonic() + timeout_s
     backoff = first_backoff_s
     attempt = 1
     while True:
+        if stop is not None and stop.is_set():
+            raise StopRequestedError()
         remaining = deadline - time.monotonic()
         try:
             return probe_broker(client_options, timeout_s=min(max(remaining, 0.5), 2.0))
@@ -125,7 +131,10 @@ def wait_for_broker(
             )
             if remaining <= 0:
                 raise
-            time.sleep(pause)
+            if stop is None:
+                time.sleep(pause)
+            elif stop.wait(pause):
+                raise StopRequestedError() from None
             backoff *= 2
             attempt += 1
 
