@@ -180,6 +180,16 @@ def create_topics(
     return created
 
 
+def topic_exists(admin: KafkaAdminClient, name: str) -> bool:
+    """Whether the cluster has topic ``name`` with partitions, as far as this client may see: one
+    metadata request for that topic only (never one that would create it)."""
+    described = admin.describe_topics([name])
+    return any(
+        topic.get("name") == name and topic.get("error_code") == 0 and topic.get("partitions")
+        for topic in described
+    )
+
+
 def delete_topics(
     client_options: Mapping[str, Any], names: Sequence[str], timeout_s: float = 30.0
 ) -> None:

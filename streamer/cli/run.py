@@ -3,8 +3,8 @@
 SIGTERM or SIGINT: stop polling, finish the batch in hand (flush, checkpoint, commit), save every
 partition's calibrator state, leave the group, exit 0; during start-up, give it up and exit 0.
 A second signal exits at once with 130. A broker that does not answer at start is retried with
-backoff for ``--broker-wait-s`` seconds (logged), then the exit status is 3. A broker lost
-mid-run is waited for (``streamer.broker.daemon``).
+backoff for ``--broker-wait-s`` seconds (logged), then the exit status is 3. A missing input topic
+is waited for, and a broker lost mid-run too (``streamer.broker.daemon``).
 Metrics and health are served on ``[metrics].host``/``port`` unless ``[metrics].enabled`` is off;
 a port that cannot be bound is a ``ConfigError`` (exit status 2).
 """
@@ -74,10 +74,10 @@ def _run(
     args: argparse.Namespace, config: TandemConfig, bundle: Path, stop: threading.Event
 ) -> None:
     """Start, then run batches until ``stop`` is set. A stop request during start-up raises
-    ``StopRequestedError`` at the next step (the wait for the broker notices it at once),
-    unwinding what was started."""
+    ``StopRequestedError`` at the next step (the waits for the broker and the input topic notice
+    it at once), unwinding what was started."""
     from detectors.registry import load_detector
-    from streamer.broker.daemon import build_pipeline, run_loop
+    from streamer.broker.daemon import build_pipeline, run_loop, wait_for_input_topic
     from streamer.calibrators import calibrator_description
     from streamer.metrics import Health, Metrics, MetricsServer
 
@@ -98,6 +98,7 @@ def _run(
         if config.metrics.enabled:
             server = MetricsServer(metrics, health, config.metrics.host, config.metrics.port)
             server.start()
+        wait_for_input_topic(config, health, stop)
         pipeline = build_pipeline(config, detector, name=detector.name_)
         try:
             check_stop()
