@@ -57,6 +57,12 @@ class DemoError(TandemError):
     """A step of the demo could not be done (the message says which and why)."""
 
 
+class StopRequestedError(Exception):
+    """A stop request (SIGTERM, SIGINT) came while the daemon was still starting, waiting for
+    the broker or the input topic. Raised to unwind what start-up began; not a failure: the
+    daemon exits 0."""
+
+
 class DaemonGoneError(Exception):
     """The daemon's end of the pipe closed: it exited or was killed."""
 

@@ -1,9 +1,10 @@
-"""Epoch-millisecond stamps as UTC times in a backtest's report.
+"""Epoch-millisecond stamps as UTC times in a backtest's report and the command line's tables.
 
 The daemon accepts any int64 ``ts``, but pandas (and so the report) can only show times between
 1677-09-21 and 2262-04-11 (nanoseconds in an int64). A stamp outside that span keeps its integer
 ``ts`` everywhere and has no time: NaT in tables, None in report.json, ``-`` on the page, and no
-point on the timeline. So an odd clock never stops a report half-written.
+point on the timeline. So an odd clock never stops a report half-written, nor ``tandem score``
+or ``tandem alerts --format table`` (``-`` in the table).
 """
 
 from __future__ import annotations
@@ -37,3 +38,11 @@ def utc_iso(ts_ms: int) -> str | None:
     if not FIRST_MS <= int(ts_ms) <= LAST_MS:
         return None
     return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").isoformat()
+
+
+def utc_text(ts_ms: int, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``ts_ms`` as a UTC time written with ``fmt`` (``strftime``), or ``-`` when it cannot be
+    shown: a table cell, where a crash on one odd stamp would lose the whole table."""
+    if not FIRST_MS <= int(ts_ms) <= LAST_MS:
+        return "-"
+    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").strftime(fmt)

@@ -6,6 +6,7 @@ The daemon, the demo, the tests and ``scripts/kafka.sh`` all ask "does the broke
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streamer.errors import BrokerUnavailableError, TopicError
+from streamer.errors import BrokerUnavailableError, StopRequestedError, TopicError
 
 log = structlog.get_logger(__name__)
 
@@ -102,15 +103,20 @@ def wait_for_broker(
     timeout_s: float,
     first_backoff_s: float = 0.5,
     max_backoff_s: float = 10.0,
+    stop: threading.Event | None = None,
 ) -> BrokerInfo:
     """Probe until the broker answers, backing off exponentially and logging each miss.
 
-    Raises ``BrokerUnavailableError`` once ``timeout_s`` has passed without an answer.
+    Raises ``BrokerUnavailableError`` once ``timeout_s`` has passed without an answer, and
+    ``StopRequestedError`` as soon as ``stop`` is set (between probes of at most 2 s): a daemon
+    told to stop while the broker is away must not sit out the whole wait.
     """
     deadline = time.monotonic() + timeout_s
     backoff = first_backoff_s
     attempt = 1
     while True:
+        if stop is not None and stop.is_set():
+            raise StopRequestedError()
         remaining = deadline - time.monotonic()
         try:
             return probe_broker(client_options, timeout_s=min(max(remaining, 0.5), 2.0))
@@ -125,7 +131,10 @@ def wait_for_broker(
             )
             if remaining <= 0:
                 raise
-            time.sleep(pause)
+            if stop is None:
+                time.sleep(pause)
+            elif stop.wait(pause):
+                raise StopRequestedError() from None
             backoff *= 2
             attempt += 1
 
@@ -133,13 +142,21 @@ def wait_for_broker(
 def create_topics(
     client_options: Mapping[str, Any], specs: Sequence[TopicSpec], timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet and wait until every partition has a leader.
+    """Create the topics that do not exist yet and wait until each created one has a leader for
+    every partition.
 
-    Returns the names that were created (existing ones are left as they are).
+    The topics are listed first and only the missing ones are asked for: a locked-down cluster
+    grants a daemon DESCRIBE on its topics but not CREATE, so asking to create one that exists
+    would fail there. Returns the names that were created (existing ones are left as they are).
     """
     created: list[str] = []
     with admin_client(client_options, timeout_s) as admin:
-        for spec in specs:
+        try:
+            existing = set(admin.list_topics())
+        except KafkaError as error:
+            raise TopicError(f"could not list the topics: {error!r}") from error
+        missing = [spec for spec in specs if spec.name not in existing]
+        for spec in missing:
             request = {
                 spec.name: {
                     "num_partitions": spec.partitions,
@@ -151,16 +168,26 @@ def create_topics(
                 admin.create_topics(request, timeout_ms=int(timeout_s * 1000))
                 created.append(spec.name)
             except TopicAlreadyExistsError:
-                continue
+                continue  # created meanwhile by someone else (another daemon of the group)
             except KafkaError as error:
                 raise TopicError(f"could not create topic {spec.name!r}: {error!r}") from error
         try:
-            admin.wait_for_topics([spec.name for spec in specs], timeout_ms=int(timeout_s * 1000))
+            admin.wait_for_topics([spec.name for spec in missing], timeout_ms=int(timeout_s * 1000))
         except KafkaError as error:
             raise TopicError(f"topics not ready within {timeout_s:g}s: {error!r}") from error
     if created:
         log.info("topics_created", topics=created)
     return created
+
+
+def topic_exists(admin: KafkaAdminClient, name: str) -> bool:
+    """Whether the cluster has topic ``name`` with partitions, as far as this client may see: one
+    metadata request for that topic only (never one that would create it)."""
+    described = admin.describe_topics([name])
+    return any(
+        topic.get("name") == name and topic.get("error_code") == 0 and topic.get("partitions")
+        for topic in described
+    )
 
 
 def delete_topics(

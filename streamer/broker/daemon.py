@@ -4,19 +4,22 @@ runner), and the loop around the runner that keeps going through broker trouble 
 A failed batch (the broker stopped acknowledging, a commit timed out) is not fatal: the runner
 keeps it uncommitted (see ``Runner.process``), the loop backs off (0.5 s doubling to 30 s) and
 tries again, and readiness reports the outage until a batch goes through. Only a stop request,
-or the death of the fetch process (``FetchProcessError``), ends the loop.
+or the death of the fetch process (``FetchProcessError``), ends the loop. Before it, a missing
+input topic is waited for (``wait_for_input_topic``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import structlog
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from detectors.base import Detector
-from streamer.broker.admin import TopicSpec, create_topics
+from streamer.broker.admin import TopicSpec, admin_client, create_topics, topic_exists
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.broker.sinks import AlertSink, DeadLetterSink, make_producer
 from streamer.broker.sources import KafkaSource
@@ -26,7 +29,7 @@ from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.codec import Limits, make_codec
 from streamer.config import TandemConfig
-from streamer.errors import FetchProcessError
+from streamer.errors import FetchProcessError, StopRequestedError
 from streamer.events import EventTracker
 from streamer.metrics import Health, Metrics
 from streamer.runner import Runner
@@ -35,6 +38,45 @@ log = structlog.get_logger(__name__)
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+
+
+TOPIC_POLL_S = 1.0
+TOPIC_LOG_EVERY_S = 30.0
+
+
+def wait_for_input_topic(config: TandemConfig, health: Health, stop: threading.Event) -> None:
+    """Return once ``[kafka].input_topic`` exists; raise ``StopRequestedError`` if ``stop`` is
+    set first.
+
+    A missing input topic is usually one not created yet (a new feed, a deployment order), and
+    exiting would only make a supervisor restart the daemon in a loop. So it waits: asks every
+    ``TOPIC_POLL_S``, logs ``input_topic_missing`` (with how long it has waited) at once and
+    every ``TOPIC_LOG_EVERY_S``, gives that as ``/health/ready``'s reason, and keeps
+    ``/health/live`` up, since waiting is what it should be doing.
+    """
+    topic = config.kafka.input_topic
+    started = time.monotonic()
+    logged_at: float | None = None
+    with admin_client(config.kafka.client_options(), timeout_s=10.0) as admin:
+        while not stop.is_set():
+            try:
+                if topic_exists(admin, topic):
+                    if logged_at is not None:
+                        log.info("input_topic_found", waited_s=round(time.monotonic() - started))
+                    return
+                error = None
+            except KafkaError as raised:  # the broker went away meanwhile: ask again
+                error = repr(raised)
+            health.beat()
+            health.mark_not_ready(f"input topic {topic!r} does not exist (or is not visible)")
+            now = time.monotonic()
+            if logged_at is None or now - logged_at >= TOPIC_LOG_EVERY_S:
+                waited_s = round(now - started)
+                why = {"error": error} if error else {}
+                log.warning("input_topic_missing", topic=topic, waited_s=waited_s, **why)
+                logged_at = now
+            stop.wait(TOPIC_POLL_S)
+    raise StopRequestedError()
 
 
 def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:

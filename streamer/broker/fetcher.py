@@ -12,7 +12,7 @@ What comes in (from the daemon), handled between polls:
     ("close",)                    commit what is pending, leave the group, exit
 What goes out:
     ("ready",) or ("failed", kind, message)   once the consumer is subscribed (or could not be)
-    ("batch", epoch, columns, lag, group_metadata)
+    ("batch", epoch, columns, fetched_offsets, group_metadata)
     ("revoked", partitions), then waits for ("ack",)   from inside the rebalance callback
     ("assigned", partitions)
     ("closed", committed)
@@ -157,7 +157,8 @@ class Fetcher:
 
     def _send_batch(self, fetched: list[Any]) -> None:
         """Ship ``fetched`` (kafka-python ``ConsumerRecord``s, all of the input topic) as
-        ``RecordColumns``, with the lag and group metadata as of now."""
+        ``RecordColumns``, with each partition's end and position and the group metadata as of
+        now (the daemon counts the lag from what it committed: ``CommittedLag``)."""
         self.credit -= 1
         columns: RecordColumns = (
             fetched[0].topic if fetched else "",
@@ -177,7 +178,7 @@ class Fetcher:
                 "batch",
                 self.epoch,
                 columns,
-                self.source.lag(),
+                self.source.fetched_offsets(),
                 self.source.consumer.group_metadata(),
             )
         )

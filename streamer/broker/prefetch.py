@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from streamer.broker.sources import PartitionListener, kafka_offsets
+from streamer.broker.sources import CommittedLag, PartitionListener, kafka_offsets
 from streamer.broker.transactions import Transaction
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
 from streamer.errors import BrokerUnavailableError, FetchProcessError, TopicError
@@ -53,7 +53,8 @@ class PrefetchingSource:
     ) -> None:
         self.listener, self.transaction = listener, transaction
         self.epoch = 0
-        self.latest_lag: dict[Partition, int] = {}
+        self.latest_offsets: dict[Partition, tuple[int, int]] = {}
+        self.committed_lag = CommittedLag()
         self.group_metadata: Any = None
         self.closed = False
         ours, theirs = multiprocessing.Pipe()
@@ -86,11 +87,13 @@ class PrefetchingSource:
         ``[batch].max_wait_ms``), and lets it fetch one more ahead."""
         while True:
             message = self._receive_handling_rebalances()
-            _, epoch, columns, lag, group_metadata = message
-            self.latest_lag, self.group_metadata = lag, group_metadata
+            _, epoch, columns, fetched_offsets, group_metadata = message
+            self.latest_offsets, self.group_metadata = fetched_offsets, group_metadata
             self._send(("next",))  # fetch the next batch while this one is worked on
             if epoch == self.epoch:
-                return from_columns(columns)
+                records = from_columns(columns)
+                self.committed_lag.handed_out(records)
+                return records
             log.debug("stale_batch_dropped", records=len(columns[1]))
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
@@ -102,6 +105,7 @@ class PrefetchingSource:
             self.transaction.commit(kafka_offsets(offsets), self.group_metadata)
         elif offsets:
             self._send(("commit", offsets))
+        self.committed_lag.committed(offsets)
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         """Serve ``records`` again from the next poll on; the batches fetched ahead of them are
@@ -115,8 +119,10 @@ class PrefetchingSource:
         self._send(("rewind", self.epoch, dict(offsets)))
 
     def lag(self) -> dict[Partition, int]:
-        """Records behind the end of each assigned partition, as of the last batch fetched."""
-        return dict(self.latest_lag)
+        """Records behind the end of each assigned partition, as of the last batch fetched,
+        counted from the first this daemon has not committed (``CommittedLag``): the fetch
+        process's own position is batches ahead of that."""
+        return self.committed_lag.lag(self.latest_offsets)
 
     def close(self) -> None:
         """Commit what is pending, leave the group (saving revoked partitions' state through
@@ -154,10 +160,12 @@ class PrefetchingSource:
     def _handle_rebalance(self, message: tuple[Any, ...]) -> None:
         match message:
             case ("revoked", partitions):
+                self.committed_lag.forget(partitions)
                 if self.listener is not None:
                     self.listener.partitions_revoked(partitions)
                 self._send(("ack",))
             case ("assigned", partitions):
+                self.committed_lag.forget(partitions)
                 if self.listener is not None:
                     self.listener.partitions_assigned(partitions)
             case _:

@@ -35,6 +35,45 @@ class PartitionListener(Protocol):
     def partitions_assigned(self, partitions: Collection[Partition]) -> None: ...
 
 
+class CommittedLag:
+    """The consumer lag as its users read it: per partition, the records from the first one not
+    yet committed to the end, not from the consumer's position.
+
+    The position runs ahead of the commits by every record fetched and not yet through the run
+    loop: the fetch process polls batches ahead, so its position sits at the end while a thousand
+    records wait uncommitted, and a lag taken from it read 0. Kept from what the source hands
+    out and commits, so reading it asks the broker nothing (it is a metric; see ``lag``).
+    """
+
+    def __init__(self) -> None:
+        self.first_uncommitted: dict[Partition, int] = {}
+
+    def handed_out(self, records: Sequence[SourceRecord]) -> None:
+        """``records`` went to the run loop: a partition with nothing committed since it was
+        assigned counts from its first record handed out."""
+        for partition, offset in first_offsets(records).items():
+            self.first_uncommitted.setdefault(partition, offset)
+
+    def committed(self, offsets: Mapping[Partition, int]) -> None:
+        """``offsets`` (each the offset after the partition's last committed record) were
+        committed; everything from them on is not."""
+        self.first_uncommitted.update(offsets)
+
+    def forget(self, partitions: Collection[Partition]) -> None:
+        """The group moved ``partitions``: what this source knew of their commits is stale."""
+        for partition in partitions:
+            self.first_uncommitted.pop(partition, None)
+
+    def lag(self, fetched: Mapping[Partition, tuple[int, int]]) -> dict[Partition, int]:
+        """Per partition of ``fetched`` (its end and the consumer's position, as of the last
+        fetch), the records from the first uncommitted one to the end; from the position for a
+        partition with nothing handed out nor committed yet."""
+        return {
+            partition: max(end - self.first_uncommitted.get(partition, position), 0)
+            for partition, (end, position) in fetched.items()
+        }
+
+
 class KafkaSource:
     """Reads ``[kafka].input_topic`` in consumer group ``[kafka].group_id``.
 
@@ -53,6 +92,7 @@ class KafkaSource:
     ) -> None:
         self.batch, self.listener, self.transaction = batch, listener, transaction
         self.in_hand: list[Any] = []
+        self.committed_lag = CommittedLag()
         self.consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -85,7 +125,9 @@ class KafkaSource:
 
     def poll(self) -> list[SourceRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms`` after the first call."""
-        return [source_record(r) for r in self.poll_fetched()]
+        records = [source_record(r) for r in self.poll_fetched()]
+        self.committed_lag.handed_out(records)
+        return records
 
     def poll_fetched(self) -> list[Any]:
         """``poll``'s batch as kafka-python's own ``ConsumerRecord`` tuples (for a caller that
@@ -130,13 +172,18 @@ class KafkaSource:
         return True
 
     def lag(self) -> dict[Partition, int]:
-        """Records behind the end of each assigned partition, as of the last fetch (a partition
-        not fetched from yet is left out). A metric, so it never waits on the broker nor fails
+        """Records behind the end of each assigned partition, counted from the first not yet
+        committed (``CommittedLag``), as of the last fetch."""
+        return self.committed_lag.lag(self.fetched_offsets())
+
+    def fetched_offsets(self) -> dict[Partition, tuple[int, int]]:
+        """Each assigned partition's end and position as of the last fetch (a partition not
+        fetched from yet is left out). For a metric, so it never waits on the broker nor fails
         for it: a position the consumer would have to ask a broker that does not answer for
         (it may, during an outage: kafka-python refreshes positions over the network) leaves the
         partition out this time; before this, the outage's connection error, raised here, killed
         the fetch process and the daemon with it."""
-        lags: dict[Partition, int] = {}
+        fetched: dict[Partition, tuple[int, int]] = {}
         for partition in self.consumer.assignment():
             end = self.consumer.highwater(partition)
             if end is None:
@@ -147,16 +194,18 @@ class KafkaSource:
                 log.debug("lag_unknown", partition=partition.partition, error=repr(error))
                 continue
             if position is not None:
-                lags[(partition.topic, partition.partition)] = max(end - position, 0)
-        return lags
+                fetched[(partition.topic, partition.partition)] = (end, position)
+        return fetched
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
         """Commit, per partition, the offset after the last of ``records``; with transactions,
         commit the open transaction with those offsets in it (with none, if ``records`` is
         empty: a checkpoint saved outside a batch)."""
-        offsets = kafka_offsets(next_offsets(records))
+        done = next_offsets(records)
+        offsets = kafka_offsets(done)
         if self.transaction is not None:
             self.transaction.commit(offsets, self.consumer.group_metadata())
+            self.committed_lag.committed(done)
             return
         if not offsets:
             return
@@ -166,6 +215,8 @@ class KafkaSource:
             # The group moved these partitions while the batch was out: their new owner reads
             # them again from the last commit (alert ids make the repeats harmless).
             log.warning("commit_refused", error=str(error), partitions=len(offsets))
+            return
+        self.committed_lag.committed(done)
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
         """Seek each partition still owned back to the first of ``records`` in it."""
@@ -209,10 +260,12 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # kaf
                 first.setdefault((record.topic, record.partition), record.offset)
             self.source.seek_owned(first)
             log.info("records_released", records=len(released), partitions=len(first))
+        self.source.committed_lag.forget(_partitions(revoked))
         if self.source.listener is not None:
             self.source.listener.partitions_revoked(_partitions(revoked))
 
     def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self.source.committed_lag.forget(_partitions(assigned))
         if self.source.listener is not None:
             self.source.listener.partitions_assigned(_partitions(assigned))
 

@@ -13,7 +13,6 @@ import argparse
 import signal
 import time
 from collections.abc import Generator
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -21,6 +20,7 @@ import orjson
 import structlog
 from kafka import KafkaConsumer
 
+from streamer.backtest.times import utc_text
 from streamer.cli.options import add_config_option
 from streamer.config import TandemConfig
 
@@ -117,9 +117,7 @@ def _alerts(
 def _format(alert: dict[str, Any], fmt: str) -> str:
     if fmt == "jsonl":
         return orjson.dumps(alert).decode()
-    when = datetime.fromtimestamp(alert["event_ts"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[
-        :23
-    ]
+    when = utc_text(alert["event_ts"], "%Y-%m-%d %H:%M:%S.%f")[:23]
     top = alert["top_features"][0] if alert["top_features"] else {"name": "-", "share": 0.0}
     blame = f"{top['name']} ({top['share']:.0%})"
     kind = alert.get("type", "window")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from rich.console import Console
 
-from streamer.cli.options import add_config_option, add_data_options
+from streamer.cli.options import add_config_option, add_data_options, model_bundle
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 
@@ -73,12 +73,10 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
         raise ConfigError("give either --data FILE or --topic TOPIC")
     if args.topic is not None and args.labels is not None and not Path(args.labels).is_file():
         raise ConfigError(f"--labels {args.labels}: no such file (a label column needs --data)")
-    bundle = args.model or config.model.bundle
-    if bundle is None:
-        raise ConfigError("no model: pass --model DIR or set [model].bundle")
+    bundle = model_bundle(args.model, config.model.bundle)
     settings = parse_sweep(args.sweep, config.calibration) if args.sweep else []
     batch_size = args.batch_size or config.batch.max_records
-    detector = load_detector(Path(bundle), device=config.model.device)
+    detector = load_detector(bundle, device=config.model.device)
     codec = make_codec(
         config.codec.format,
         Limits.of(detector.window_length, config.codec),

@@ -7,7 +7,6 @@ stdout, and returns an exit status.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,8 @@ from rich.table import Table
 
 from detectors.base import Scores
 from detectors.spec import DETECTOR_KINDS, TrainingSpec
-from streamer.cli.options import add_config_option, add_data_options
+from streamer.backtest.times import utc_text
+from streamer.cli.options import add_config_option, add_data_options, model_bundle
 from streamer.config import TandemConfig
 from streamer.demo.synthetic import injected_events, sensor_series
 from streamer.errors import ConfigError
@@ -217,8 +217,9 @@ def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from detectors.registry import load_detector
 
     table = load_windows(args.data, args.window, args.stride)
+    bundle = model_bundle(args.model, None)
     detector = load_detector(
-        args.model, expected_window=table.windows.shape[1], device=config.model.device
+        bundle, expected_window=table.windows.shape[1], device=config.model.device
     )
     scores = detector.score(table.windows)
     frame = _scores_frame(table, scores, detector.feature_names)
@@ -237,7 +238,7 @@ def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
     for row in top.to_dict("records"):
         grid.add_row(
             str(row["key"]),
-            datetime.fromtimestamp(int(row["ts"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            utc_text(row["ts"]),
             f"{row['score']:.2f}",
             *(f"{row[part]:.2f}" for part in parts),
             f"{row['top_feature']} ({row['top_share']:.0%})",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from streamer.errors import ConfigError, MissingFileError
+
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config FILE``: the TOML config (built-in defaults when left out)."""
@@ -36,3 +38,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
     return value
+
+
+def model_bundle(given: Path | None, configured: Path | None) -> Path:
+    """The bundle directory to load: ``--model`` (``given``), else ``[model].bundle``.
+
+    Checked before anything slow starts: no path at all is a ``ConfigError``, and a path that
+    does not exist a ``MissingFileError`` naming it (both exit status 2, a usage error). A
+    directory that exists but holds no bundle is left to the loader: a failure (exit status 1).
+    """
+    bundle = given if given is not None else configured
+    if bundle is None:
+        raise ConfigError("no model: pass --model DIR or set [model].bundle")
+    path = Path(bundle)
+    if not path.exists():
+        named = "--model" if given is not None else "[model].bundle"
+        raise MissingFileError(f"{path}: no such model bundle directory ({named})")
+    return path

@@ -190,3 +190,35 @@ def test_a_missing_data_file_is_a_usage_error_naming_it(
     assert main([command, "--data", str(absent), *given[command]]) == ExitCode.CONFIG
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == f"tandem: {absent}: no such file" and "Traceback" not in err
+
+
+def test_score_shows_a_stamp_beyond_any_calendar_as_a_dash(
+    tiny_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The daemon accepts any int64 ``ts``; so must the table of the highest scores."""
+    monkeypatch.setenv("COLUMNS", "200")  # the whole table on one line per row
+    data = tmp_path / "odd.csv"
+    frame = pd.DataFrame({f"x{i}": [0.1 * i, 30.0] for i in range(8)})
+    frame.insert(0, "ts", [1_764_000_000_123, 2**63 - 1])
+    frame.to_csv(data, index=False)
+    assert main(["score", "--model", str(tiny_bundle), "--data", str(data)]) == ExitCode.OK
+    rows = [line for line in capsys.readouterr().out.splitlines() if "│ default " in line]
+    assert len(rows) == 2, "one row per window (no key column: key default)"
+    assert any("│ 2025-11-24 16:00:00 │" in row for row in rows)
+    assert any("│                   - │" in row for row in rows)
+
+
+@pytest.mark.parametrize("command", ["score", "backtest", "run"])
+def test_a_missing_model_directory_is_a_usage_error_naming_it(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, absent = tmp_path / "windows.csv", tmp_path / "no-such-bundle"
+    pd.DataFrame({"x0": [0.0], "x1": [1.0]}).to_csv(data, index=False)
+    given = {"score": ["--data", str(data)], "backtest": ["--data", str(data)], "run": []}
+    assert main([command, "--model", str(absent), *given[command]]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"tandem: {absent}: no such model bundle directory (--model)"
+    assert "Traceback" not in err
