@@ -130,6 +130,11 @@ class Metrics:
         self.checkpoints = Counter(
             "tandem_checkpoints_total", "Calibrator checkpoints saved.", registry=r
         )
+        self.fetch_restarts = Counter(
+            "tandem_fetch_process_restarts_total",
+            "Times the daemon restarted its fetch process after finding it gone.",
+            registry=r,
+        )
         self.delivery_failures = Counter(
             "tandem_delivery_failures_total",
             "Produced messages (alerts, dead letters) the broker did not acknowledge.",
@@ -141,6 +146,7 @@ class Metrics:
             self.stage_seconds.labels(stage=stage)
         self.model_info.labels(name=model_name, version=model_version, calibrator=calibrator).set(1)
         self.threshold.set(float("nan"))
+        self._fetch_restarts_counted = 0
         self._lag_lock = threading.Lock()
         self._lag_partitions: set[tuple[str, str]] = set()
 
@@ -176,6 +182,12 @@ class Metrics:
     def count_checkpoint(self) -> None:
         """Count one saved calibrator checkpoint."""
         self.checkpoints.inc()
+
+    def count_fetch_restarts(self, total: int) -> None:
+        """Bring the restart counter to ``total``, the fetch process restarts so far."""
+        if total > self._fetch_restarts_counted:
+            self.fetch_restarts.inc(total - self._fetch_restarts_counted)
+            self._fetch_restarts_counted = total
 
     def count_delivery_failure(self) -> None:
         """Count one produced message the broker did not acknowledge."""

@@ -4,7 +4,8 @@ runner), and the loop around the runner that keeps going through broker trouble 
 A failed batch (the broker stopped acknowledging, a commit timed out) is not fatal: the runner
 keeps it uncommitted (see ``Runner.process``), the loop backs off (0.5 s doubling to 30 s) and
 tries again, and readiness reports the outage until a batch goes through. Only a stop request,
-or the death of the fetch process (``FetchProcessError``), ends the loop. Before it, a missing
+or a fetch process that keeps dying (``FetchProcessError``: it is restarted up to five times in
+ten minutes), ends the loop. Before it, a missing
 input topic is waited for (``wait_for_input_topic``).
 """
 
@@ -170,7 +171,7 @@ def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threadi
         try:
             report = runner.step()
         except FetchProcessError:
-            raise  # not broker trouble: the daemon cannot read any more
+            raise  # its restarts used up (``PrefetchingSource._restart``): cannot read any more
         except Exception as error:
             failures += 1
             metrics.count_delivery_failure()
@@ -195,3 +196,5 @@ def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threadi
                 metrics.count_checkpoint()
         metrics.set_lag(source.lag())
         metrics.set_threshold(runner.calibrator.threshold())
+        if isinstance(source, PrefetchingSource):
+            metrics.count_fetch_restarts(source.restarted)

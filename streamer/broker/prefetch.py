@@ -19,6 +19,7 @@ import multiprocessing
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ log = structlog.get_logger(__name__)
 
 START_TIMEOUT_S = 120.0
 CLOSE_TIMEOUT_S = 30.0
+MAX_RESTARTS = 5
+RESTART_PERIOD_S = 600.0
+"""A fetch process that dies is restarted, up to ``MAX_RESTARTS`` times in this many seconds."""
 
 
 class PrefetchingSource:
@@ -52,11 +56,23 @@ class PrefetchingSource:
         transaction: Transaction | None = None,
     ) -> None:
         self.listener, self.transaction = listener, transaction
+        self.settings = (kafka, batch, logs.level, logs.format)
         self.epoch = 0
         self.latest_offsets: dict[Partition, tuple[int, int]] = {}
         self.committed_lag = CommittedLag()
         self.group_metadata: Any = None
         self.closed = False
+        self.assigned: set[Partition] = set()
+        self.lost: FetchProcessError | None = None
+        """Why the fetch process was found gone outside ``poll`` (which restarts it)."""
+        self.restarts: deque[float] = deque()
+        """When the fetch process was restarted, within the last ``RESTART_PERIOD_S``."""
+        self.restarted = 0
+        """How many times the fetch process was restarted in all."""
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start a fetch process and wait until its consumer is subscribed."""
         ours, theirs = multiprocessing.Pipe()
         self.conn = ours
         self.process = subprocess.Popen(
@@ -65,8 +81,8 @@ class PrefetchingSource:
         )
         theirs.close()
         try:
-            self.conn.send((kafka, batch, logs.level, logs.format))
-            self._started(kafka)
+            self.conn.send(self.settings)
+            self._started(self.settings[0])
         except BaseException:
             self._stop_process()
             raise
@@ -84,7 +100,17 @@ class PrefetchingSource:
 
     def poll(self) -> list[SourceRecord]:
         """The batch the fetch process has ready (or is collecting: it waits at most
-        ``[batch].max_wait_ms``), and lets it fetch one more ahead."""
+        ``[batch].max_wait_ms``), and lets it fetch one more ahead. A fetch process found gone
+        is restarted first (``_restart``)."""
+        if self.lost is not None:
+            self._restart(self.lost)
+        try:
+            return self._poll()
+        except FetchProcessError as error:
+            self._restart(error)
+            return []
+
+    def _poll(self) -> list[SourceRecord]:
         while True:
             message = self._receive_handling_rebalances()
             _, epoch, columns, fetched_offsets, group_metadata = message
@@ -103,8 +129,8 @@ class PrefetchingSource:
         offsets = next_offsets(records)
         if self.transaction is not None:
             self.transaction.commit(kafka_offsets(offsets), self.group_metadata)
-        elif offsets:
-            self._send(("commit", offsets))
+        elif offsets and not self._tell(("commit", offsets)):
+            return  # the restart saves the state: the records are skipped when they come again
         self.committed_lag.committed(offsets)
 
     def rewind(self, records: Sequence[SourceRecord]) -> None:
@@ -116,7 +142,7 @@ class PrefetchingSource:
         """Serve each partition of ``offsets`` from that offset on; the batches fetched ahead
         are dropped when they arrive, and fetched again."""
         self.epoch += 1
-        self._send(("rewind", self.epoch, dict(offsets)))
+        self._tell(("rewind", self.epoch, dict(offsets)))
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, as of the last batch fetched,
@@ -161,15 +187,56 @@ class PrefetchingSource:
         match message:
             case ("revoked", partitions):
                 self.committed_lag.forget(partitions)
+                self.assigned.difference_update(partitions)
                 if self.listener is not None:
                     self.listener.partitions_revoked(partitions)
                 self._send(("ack",))
             case ("assigned", partitions):
                 self.committed_lag.forget(partitions)
+                self.assigned.update(partitions)
                 if self.listener is not None:
                     self.listener.partitions_assigned(partitions)
             case _:
                 raise FetchProcessError(f"unexpected message from the fetch process: {message!r}")
+
+    def _tell(self, message: tuple[Any, ...]) -> bool:
+        """Send ``message``; if the fetch process is gone, note it for the next ``poll`` (which
+        restarts it) and return False: the caller may be in the middle of a batch."""
+        try:
+            self._send(message)
+        except FetchProcessError as error:
+            self.lost = self.lost or error
+            return False
+        return True
+
+    def _restart(self, error: FetchProcessError) -> None:
+        """Start a new fetch process in place of one that is gone, at most ``MAX_RESTARTS``
+        times in ``RESTART_PERIOD_S`` (then ``error`` is raised: something keeps killing it).
+
+        Its partitions are lost without a revocation; the listener saves their state as for
+        one, so the new consumer's assignment restores it and resumes each partition from what
+        it reflects (``streamer.resume``): nothing is skipped, learned twice or alerted twice."""
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_PERIOD_S:
+            self.restarts.popleft()
+        if len(self.restarts) >= MAX_RESTARTS:
+            raise FetchProcessError(
+                f"{error} ({MAX_RESTARTS} restarts in {RESTART_PERIOD_S:.0f} s already)"
+            ) from error
+        log.warning("fetch_process_restarting", error=str(error), restart=len(self.restarts) + 1)
+        if self.process.poll() is None:
+            self.process.kill()  # alive but not answering as it should: not to be trusted
+        self._stop_process()
+        lost, self.assigned = sorted(self.assigned), set()
+        self.committed_lag.forget(lost)
+        if lost and self.listener is not None:
+            self.listener.partitions_revoked(lost)
+        self.lost, self.epoch = error, 0  # a new process counts its epochs from 0
+        self._spawn()  # if the broker is away, this raises, and the next poll tries again
+        self.lost = None
+        self.restarts.append(now)
+        self.restarted += 1
+        log.info("fetch_process_restarted", pid=self.process.pid, partitions_lost=len(lost))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         try:

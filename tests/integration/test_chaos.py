@@ -1,7 +1,8 @@
 """Same input, same alerts, whatever happens: a daemon killed with SIGKILL again and again (during
-its start-up, after it scored its first batch, and through its fetch process) and restarted as a
-supervisor would, alerts exactly what a run that never crashed alerts: the same alert ids with the
-same scores, in both delivery modes (exactly once with transactions).
+its start-up, after it scored its first batch, and after its fetch process was killed and
+restarted by the daemon) and restarted as a supervisor would, alerts exactly what a run that never
+crashed alerts: the same alert ids with the same scores, in both delivery modes (exactly once
+with transactions).
 
 The kill points are random on purpose (seeded, so a failure names its seed); the delays before a
 kill are part of the fault, not waits for an event. ``TANDEM_CHAOS_KILLS`` (default 3) sets how
@@ -63,12 +64,14 @@ def test_random_kills_change_no_alert(setup: Setup, transactional: bool, tmp_pat
         else:
             daemon.wait_for("batch_scored", timeout_s=FIRST_BATCH_WAIT_S)
             time.sleep(rng.uniform(0.0, 3.0))
-            if how == "daemon":
-                daemon.kill()
-            else:
-                fetcher = daemon.events("fetch_process_started")[0]["pid"]
-                os.kill(fetcher, signal.SIGKILL)
-                daemon.child.process.wait(timeout=60)  # it stops: its fetch process is gone
+            if how == "fetch process":  # the daemon starts another, and goes on
+                scored = daemon.count("batch_scored")
+                os.kill(daemon.events("fetch_process_started")[0]["pid"], signal.SIGKILL)
+                daemon.wait_for("fetch_process_restarted", timeout_s=FIRST_BATCH_WAIT_S)
+                if _committed_total(setup) < TOTAL:
+                    daemon.wait_for("batch_scored", FIRST_BATCH_WAIT_S, after=scored)
+                time.sleep(rng.uniform(0.0, 3.0))
+            daemon.kill()
         kills.append((how, _committed_total(setup)))
     sender.join()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from streamer.broker import prefetch
 from streamer.broker.admin import committed_offsets
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.config import LogConfig, TandemConfig
@@ -177,15 +178,47 @@ def test_rebalances_reach_the_listener_on_the_daemons_thread(
     assert all(on_main for _, _, on_main in first.calls)
 
 
-def test_a_dead_fetch_process_stops_the_daemon(
-    kafka_broker: Broker, make_topic: Callable[..., str]
+def test_a_dead_fetch_process_is_restarted_and_one_that_keeps_dying_stops_the_daemon(
+    kafka_broker: Broker, make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    topic = make_topic()
-    source = open_source(configure(kafka_broker, topic))
+    """Killed, the fetch process is replaced: its partitions are revoked for the listener (which
+    saves their state), the new one is assigned them and serves from the last commit. Killed
+    more than ``MAX_RESTARTS`` times in ``RESTART_PERIOD_S``, it stops the daemon."""
+    monkeypatch.setattr(prefetch, "MAX_RESTARTS", 2)
+    topic = make_topic(partitions=2)
+    produce(kafka_broker, topic, 200, partitions=2)
+    listener = Recorder()
+    config = configure(kafka_broker, topic)
+    source = open_source(config, listener)
     try:
+        first = poll_until(source, lambda got: len(got) >= 64)
+        source.commit(first[:10])
+        committed = {(r.topic, r.partition): r.offset + 1 for r in first[:10]}
+        group, options = config.kafka.group_id, kafka_broker.client_options()
+        deadline = time.monotonic() + TIMEOUT_S
+        while {
+            (topic, p): o for p, o in committed_offsets(options, group, topic).items()
+        } != committed:
+            assert time.monotonic() < deadline, "the commit did not land"
+            time.sleep(0.1)
+        for restarts in (1, 2):
+            source.process.kill()
+            served: list[
+                SourceRecord
+            ] = []  # by the new process (the old one's sent are read first)
+            deadline = time.monotonic() + TIMEOUT_S
+            while source.restarted < restarts or len({r.partition for r in served}) < 2:
+                assert time.monotonic() < deadline, f"{len(served)} records after {TIMEOUT_S}s"
+                batch = source.poll()
+                served += batch if source.restarted == restarts else []
+            calls = [call[:2] for call in listener.calls if call[1]]
+            lost = calls.index(("revoked", [(topic, 0), (topic, 1)]), len(calls) - 3)
+            assert calls[lost + 1 :] == [("assigned", [(topic, 0), (topic, 1)])]
+            starts = {(r.topic, r.partition): r.offset for r in reversed(served)}
+            assert starts == {p: committed.get(p, 0) for p in starts}, "from the last commit"
         source.process.kill()
         deadline = time.monotonic() + TIMEOUT_S
-        with pytest.raises(FetchProcessError, match="fetch process gone"):
+        with pytest.raises(FetchProcessError, match="2 restarts in"):
             while time.monotonic() < deadline:
                 source.poll()
     finally:
@@ -195,6 +228,7 @@ def test_a_dead_fetch_process_stops_the_daemon(
 ORPHAN = """
 import os, sys, time
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
+from streamer.broker import prefetch
 from streamer.broker.prefetch import PrefetchingSource
 source = PrefetchingSource(
     KafkaConfig(bootstrap=sys.argv[1], input_topic=sys.argv[2], group_id=sys.argv[3]),
