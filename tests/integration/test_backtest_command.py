@@ -5,7 +5,7 @@ mode) with the same scores."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,7 @@ def test_backtests_of_the_topic_and_of_the_file_flag_what_the_daemon_flagged(
     data = tmp_path / "windows.csv"
     windows_frame(WINDOWS).to_csv(data, index=False)
     topic = make_topic()
-    config = kafka_broker.config(
-        kafka={
-            "input_topic": topic,
-            "alerts_topic": make_topic(),
-            "dead_letter_topic": make_topic(),
-            "group_id": f"tandem-it-{uuid.uuid4().hex[:8]}",
-        },
-        batch={"max_records": 100, "max_wait_ms": 100},
-        calibration=CALIBRATION,
-    )
+    config = daemon_config(kafka_broker, make_topic, topic, 100, CALIBRATION)
     monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
     for key, value in CALIBRATION.items():
         monkeypatch.setenv(f"TANDEM_CALIBRATION_{key.upper()}", str(value))
@@ -159,16 +150,7 @@ def test_with_four_partitions_any_fetch_interleaving_gives_the_same_alerts(
 
     daemons = []
     for batch in (7, 100):
-        config = kafka_broker.config(
-            kafka={
-                "input_topic": topic,
-                "alerts_topic": make_topic(),
-                "dead_letter_topic": make_topic(),
-                "group_id": f"tandem-it-{uuid.uuid4().hex[:8]}",
-            },
-            batch={"max_records": batch, "max_wait_ms": 50},
-            calibration=calibration,
-        )
+        config = daemon_config(kafka_broker, make_topic, topic, batch, calibration)
         daemons.append(_daemon_alerts(kafka_broker, config, tiny_detector))
     ids = [sorted(a["alert_id"] for a in alerts) for alerts in daemons]
     assert ids[0] == ids[1] and len(ids[0]) > 0
@@ -187,6 +169,27 @@ def test_with_four_partitions_any_fetch_interleaving_gives_the_same_alerts(
     for alerts in (topic_alerts, file_alerts):
         columns = ["key", "event_ts", "type", "score", "threshold"]
         assert sorted(alerts[columns].itertuples(index=False, name=None)) == judged[0]
+
+
+def daemon_config(
+    kafka_broker: Broker,
+    make_topic: Callable[..., str],
+    topic: str,
+    batch: int,
+    calibration: Mapping[str, Any],
+) -> TandemConfig:
+    """A daemon's config reading ``topic`` in a new group, in batches of ``batch``, alerting
+    to a topic of its own."""
+    return kafka_broker.config(
+        kafka={
+            "input_topic": topic,
+            "alerts_topic": make_topic(),
+            "dead_letter_topic": make_topic(),
+            "group_id": f"tandem-it-{uuid.uuid4().hex[:8]}",
+        },
+        batch={"max_records": batch, "max_wait_ms": 50},
+        calibration=calibration,
+    )
 
 
 def _daemon_alerts(

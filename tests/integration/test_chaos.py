@@ -53,7 +53,10 @@ def test_random_kills_change_no_alert(setup: Setup, transactional: bool, tmp_pat
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     windows = calm_feed(TOTAL, anomalies=ANOMALIES)
-    sender = produce_in_background(setup.bootstrap, setup.input_topic, windows, 0, TOTAL, per_s=120)
+    per_s = 360 / KILLS  # a stream that lasts about as long as the kills take
+    sender = produce_in_background(
+        setup.bootstrap, setup.input_topic, windows, 0, TOTAL, per_s=per_s
+    )
     kills = []
     for n in range(KILLS):
         daemon = Daemon(setup, f"killed-{n}")
@@ -62,14 +65,13 @@ def test_random_kills_change_no_alert(setup: Setup, transactional: bool, tmp_pat
             time.sleep(rng.uniform(*STARTUP_KILL_S))
             daemon.kill()
         else:
-            daemon.wait_for("batch_scored", timeout_s=FIRST_BATCH_WAIT_S)
+            _wait_for_work(setup, daemon, after=0)
             time.sleep(rng.uniform(0.0, 3.0))
             if how == "fetch process":  # the daemon starts another, and goes on
                 scored = daemon.count("batch_scored")
                 os.kill(daemon.events("fetch_process_started")[0]["pid"], signal.SIGKILL)
                 daemon.wait_for("fetch_process_restarted", timeout_s=FIRST_BATCH_WAIT_S)
-                if _committed_total(setup) < TOTAL:
-                    daemon.wait_for("batch_scored", FIRST_BATCH_WAIT_S, after=scored)
+                _wait_for_work(setup, daemon, after=scored)
                 time.sleep(rng.uniform(0.0, 3.0))
             daemon.kill()
         kills.append((how, _committed_total(setup)))
@@ -101,6 +103,18 @@ def test_random_kills_change_no_alert(setup: Setup, transactional: bool, tmp_pat
     assert_one_id_per_window(alerts)
     if transactional:
         assert len(alerts) == len(scores), f"exactly once: no alert repeated ({context})"
+
+
+def _wait_for_work(setup: Setup, daemon: Daemon, after: int) -> None:
+    """Wait until ``daemon`` scored a batch beyond its first ``after``, or holds partitions
+    when the whole stream is committed already (nothing is left to score)."""
+    deadline = time.monotonic() + FIRST_BATCH_WAIT_S
+    while daemon.count("batch_scored") <= after:
+        if daemon.count("partitions_assigned") and _committed_total(setup) >= TOTAL:
+            return
+        assert daemon.alive(), daemon.tail()
+        assert time.monotonic() < deadline, f"no batch in {FIRST_BATCH_WAIT_S} s:\n{daemon.tail()}"
+        time.sleep(0.2)
 
 
 def _committed_total(setup: Setup) -> int:
