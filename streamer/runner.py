@@ -8,6 +8,8 @@ A position is committed only after everything its batch produced is acknowledged
 checkpoint saved), so a crash re-delivers at most the uncommitted batch, whose alert records come
 again with the same ids. The daemon, backtests and tests differ only in the source, sinks and
 checkpoint given here; a backtest also passes an ``observer`` that sees every scored batch.
+A partition restored from a checkpoint older than its commit is first replayed up to the commit,
+learning again without producing or committing again (``streamer.resume``).
 
 Architecture: docs/design.md; delivery and faults: docs/delivery.md.
 """
