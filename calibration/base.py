@@ -44,6 +44,10 @@ class Calibrator(Protocol):
     """Scores in, thresholds and flags out, state as bytes."""
 
     method: str
+    max_keys: int
+    """The most keys whose state is kept (0: no cap); the least recently seen go first."""
+    evicted: int
+    """How many keys' states were dropped to stay within ``max_keys``, in all."""
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn from them."""

@@ -126,6 +126,12 @@ class WindowCalibrator:
         self._prior = ModelTable()
         self._prior.grow(1)
         self._prior_threshold = np.nan
+        self.max_keys = 0
+        """The most entities kept (0: no cap): see ``_make_room``."""
+        self.evicted = 0
+        """How many entities were dropped to stay within ``max_keys``, in all."""
+        self._free: list[int] = []
+        self._batches = 0
         self._allocate(1)
 
     def params(self) -> dict[str, Any]:
@@ -265,6 +271,7 @@ class WindowCalibrator:
         self._threshold = grown(getattr(self, "_threshold", None), np.nan)
         self._adapted_at = grown(getattr(self, "_adapted_at", None), 0).astype(np.int64)
         self._adaptations = grown(getattr(self, "_adaptations", None), 0).astype(np.int64)
+        self._last_batch = grown(getattr(self, "_last_batch", None), 0).astype(np.int64)
         self._window.grow(capacity)
         self._cuts.grow(capacity)
         self._flagged.grow(capacity)
@@ -272,14 +279,46 @@ class WindowCalibrator:
 
     def _rows_of(self, names: NDArray[np.str_]) -> NDArray[np.int64]:
         unique, inverse = np.unique(names, return_inverse=True)
+        if self.max_keys:
+            self._make_room(unique.tolist())
         rows = np.empty(len(unique), dtype=np.int64)
         for i, name in enumerate(unique.tolist()):
             row = self._rows.get(name)
             if row is None:
-                row = self._rows[name] = len(self._rows) + 1
+                row = self._rows[name] = self._free.pop() if self._free else len(self._rows) + 1
             rows[i] = row
         self._allocate(len(self._rows) + 1)
+        self._batches += 1
+        self._last_batch[rows] = self._batches
         return rows[inverse]
+
+    def _make_room(self, names: list[str]) -> None:
+        """Before entities ``names`` are looked up, drop the least recently seen others so that
+        at most ``max_keys`` remain (the batch's own are never dropped, so a batch with more
+        keys than that goes over for its time). A dropped entity's row is cleared and reused:
+        the arrays stay sized for ``max_keys``. A dropped key that comes back starts afresh,
+        judged as any new key is; so beyond the cap, thresholds depend on the stream's order
+        across keys, which a cap set above the keys a deployment has never reaches."""
+        wanted = set(names)
+        new = sum(1 for name in names if name not in self._rows)
+        excess = len(self._rows) + new - self.max_keys
+        if excess <= 0:
+            return
+        others = [(int(self._last_batch[row]), name) for name, row in self._rows.items()]
+        victims = sorted(entry for entry in others if entry[1] not in wanted)[:excess]
+        for _, name in victims:
+            self._clear(self._rows.pop(name))
+        self.evicted += len(victims)
+
+    def _clear(self, row: int) -> None:
+        """Empty an entity's row for reuse."""
+        for ring in (self._window, self._cuts, self._flagged):
+            ring.clear(row)
+        self._accepted[row] = self._seen[row] = 0
+        self._adapted_at[row] = self._adaptations[row] = self._last_batch[row] = 0
+        self._threshold[row] = np.nan
+        self._models.put(row, None)
+        self._free.append(row)
 
     def _judged_by_prior(self, values: NDArray[np.float64]) -> Judged:
         """The prior's threshold and surprise for scores (n,)."""

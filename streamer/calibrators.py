@@ -47,6 +47,7 @@ def build_calibrator(
         calibrator = Spot(**evt)
     else:
         calibrator = Dspot(depth=config.depth, **evt)
+    calibrator.max_keys = config.max_keys
     if starts and prior is not None:
         calibrator.start_from(prior)
         used = calibrator.started

@@ -189,7 +189,8 @@ class CalibrationConfig(_Section):
     new normal (0: never; else at least ``refresh``; why 2048: docs/calibration.md).
     ``from_held_out``: while the global state warms up, windows are judged by a threshold
     fitted on the model's held-out scores (false, or a bundle without them: nothing is flagged
-    during the first ``warmup`` windows).
+    during the first ``warmup`` windows). ``max_keys``: the most entities kept per key (0: no
+    cap); the least recently seen are dropped beyond it (bytes per key: docs/calibration.md).
     """
 
     method: Literal["quantile", "spot", "dspot"] = "spot"
@@ -204,6 +205,7 @@ class CalibrationConfig(_Section):
     checkpoint_interval_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
     adapt_after: Annotated[int, Field(ge=0, le=10_000_000)] = 2048
     from_held_out: bool = True
+    max_keys: Annotated[int, Field(ge=0, le=100_000_000)] = 10_000
 
     @model_validator(mode="after")
     def _warmup_fits_window(self) -> Self:

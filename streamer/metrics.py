@@ -135,6 +135,11 @@ class Metrics:
             "Times the daemon restarted its fetch process after finding it gone.",
             registry=r,
         )
+        self.keys_evicted = Counter(
+            "tandem_keys_evicted_total",
+            "Keys whose calibrator state was dropped to stay within [calibration].max_keys.",
+            registry=r,
+        )
         self.delivery_failures = Counter(
             "tandem_delivery_failures_total",
             "Produced messages (alerts, dead letters) the broker did not acknowledge.",
@@ -147,6 +152,7 @@ class Metrics:
         self.model_info.labels(name=model_name, version=model_version, calibrator=calibrator).set(1)
         self.threshold.set(float("nan"))
         self._fetch_restarts_counted = 0
+        self._evictions_counted = 0
         self._lag_lock = threading.Lock()
         self._lag_partitions: set[tuple[str, str]] = set()
 
@@ -188,6 +194,12 @@ class Metrics:
         if total > self._fetch_restarts_counted:
             self.fetch_restarts.inc(total - self._fetch_restarts_counted)
             self._fetch_restarts_counted = total
+
+    def count_evictions(self, total: int) -> None:
+        """Bring the eviction counter to ``total``, the keys dropped so far."""
+        if total > self._evictions_counted:
+            self.keys_evicted.inc(total - self._evictions_counted)
+            self._evictions_counted = total
 
     def count_delivery_failure(self) -> None:
         """Count one produced message the broker did not acknowledge."""

@@ -165,7 +165,7 @@ def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threadi
     """Run batches until ``stop`` is set; then return (the caller closes the pipeline)."""
     runner, source = pipeline.runner, pipeline.source
     backoff = FIRST_BACKOFF_S
-    failures = 0
+    failures = evicted = 0
     while not stop.is_set():
         health.beat()
         try:
@@ -198,3 +198,12 @@ def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threadi
         metrics.set_threshold(runner.calibrator.threshold())
         if isinstance(source, PrefetchingSource):
             metrics.count_fetch_restarts(source.restarted)
+        if runner.calibrator.evicted > evicted:
+            log.warning(
+                "keys_evicted",
+                keys=runner.calibrator.evicted - evicted,
+                total=runner.calibrator.evicted,
+                max_keys=runner.calibrator.max_keys,
+            )
+            evicted = runner.calibrator.evicted
+            metrics.count_evictions(evicted)
