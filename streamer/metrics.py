@@ -151,8 +151,7 @@ class Metrics:
             self.stage_seconds.labels(stage=stage)
         self.model_info.labels(name=model_name, version=model_version, calibrator=calibrator).set(1)
         self.threshold.set(float("nan"))
-        self._fetch_restarts_counted = 0
-        self._evictions_counted = 0
+        self._totals: dict[Counter, int] = {}
         self._lag_lock = threading.Lock()
         self._lag_partitions: set[tuple[str, str]] = set()
 
@@ -191,15 +190,19 @@ class Metrics:
 
     def count_fetch_restarts(self, total: int) -> None:
         """Bring the restart counter to ``total``, the fetch process restarts so far."""
-        if total > self._fetch_restarts_counted:
-            self.fetch_restarts.inc(total - self._fetch_restarts_counted)
-            self._fetch_restarts_counted = total
+        self._count_to(self.fetch_restarts, total)
 
     def count_evictions(self, total: int) -> None:
         """Bring the eviction counter to ``total``, the keys dropped so far."""
-        if total > self._evictions_counted:
-            self.keys_evicted.inc(total - self._evictions_counted)
-            self._evictions_counted = total
+        self._count_to(self.keys_evicted, total)
+
+    def _count_to(self, counter: Counter, total: int) -> None:
+        """Raise ``counter`` to ``total``, a running total kept elsewhere (by the source or
+        the calibrator), by what it gained since the last call."""
+        counted = self._totals.get(counter, 0)
+        if total > counted:
+            counter.inc(total - counted)
+            self._totals[counter] = total
 
     def count_delivery_failure(self) -> None:
         """Count one produced message the broker did not acknowledge."""

@@ -5,8 +5,8 @@ A failed batch (the broker stopped acknowledging, a commit timed out) is not fat
 keeps it uncommitted (see ``Runner.process``), the loop backs off (0.5 s doubling to 30 s) and
 tries again, and readiness reports the outage until a batch goes through. Only a stop request,
 or a fetch process that keeps dying (``FetchProcessError``: it is restarted up to five times in
-ten minutes), ends the loop. Before it, a missing
-input topic is waited for (``wait_for_input_topic``).
+ten minutes), ends the loop. Before it, a missing input topic is waited for
+(``wait_for_input_topic``).
 """
 
 from __future__ import annotations
