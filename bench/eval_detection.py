@@ -15,7 +15,10 @@ stride 1, stamped with their last step: ``streamer.tables.windows_from_frame``) 
   (``--target-rate``); ``spot_tuned``, one target rate for the whole corpus, the
   best of a ``run_sweep`` over ``--sweep-rates`` (by NAB score on NAB, by pooled event F1 on SKAB:
   chosen on the test labels, as NAB's own optimiser chooses its threshold); ``dspot_default``,
-  the same scores recalibrated by DSPOT (drifting baselines); and on NAB ``raw_nab_best``, NAB's
+  the same scores recalibrated by DSPOT (drifting baselines); ``likelihood_events``,
+  ``likelihood_event_spans`` and ``likelihood_windows``, the same scores recalibrated by
+  ``method = "likelihood"`` (``calibration.likelihood``), seen as events, event spans and
+  windows; and on NAB ``raw_nab_best``, NAB's
   ``best_threshold`` on the score itself (tail decades).
 - ``river_hst``: River's ``HalfSpaceTrees`` behind a ``MinMaxScaler`` in a ``QuantileFilter``
   (River's documented set-up; the filter keeps HST from learning the windows it flags). It learns
@@ -327,6 +330,14 @@ def run_tandem(
     dspot = CalibrationConfig.model_validate({**calibration.model_dump(), "method": "dspot"})
     (result,) = run_sweep(windows, [SweepSetting("method=dspot", dspot)], backtest.prior)
     run.flags["tandem/dspot_default"] = result.flags.flags
+    likelihood = CalibrationConfig.model_validate(
+        {**calibration.model_dump(), "method": "likelihood"}
+    )
+    (result,) = run_sweep(windows, [SweepSetting("method=likelihood", likelihood)], backtest.prior)
+    keys = windows["key"].to_numpy()
+    run.flags["tandem/likelihood_events"] = event_openings(keys, result.flags.flags)
+    run.flags["tandem/likelihood_event_spans"] = flagged_spans(keys, result.flags.flags)
+    run.flags["tandem/likelihood_windows"] = result.flags.flags
     run.seconds["tandem_backtest"] = time.perf_counter() - started
     keras.backend.clear_session()
 
@@ -375,6 +386,21 @@ def event_openings(keys: NDArray[Any], flags: NDArray[np.bool_]) -> NDArray[np.b
     numbers, first = np.unique(events.member, return_index=True)
     opened[first[numbers >= 0]] = True
     return opened
+
+
+def flagged_spans(keys: NDArray[Any], flags: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(m,) True from the first to the last flagged window of each alert event the built-in
+    ``[alerts]`` make of ``flags`` (m,) of ``keys`` (m,): ``event_spans`` for a sweep's flags."""
+    from streamer.backtest.event_counts import replay_events
+
+    alerts = TandemConfig().alerts
+    member = replay_events(keys, flags, alerts.quiet, alerts.cooldown).member
+    spans = np.zeros(len(flags), dtype=bool)
+    flagged = pd.Series(np.flatnonzero(flags & (member >= 0)))
+    bounds = flagged.groupby(member[flagged.to_numpy()]).agg(["min", "max"])
+    for first, last in bounds.itertuples(index=False):
+        spans[first : last + 1] = True
+    return spans
 
 
 def run_river(run: SeriesRun, table: WindowTable, n_train: int, q: float) -> None:
@@ -577,6 +603,9 @@ METHOD_ORDER = (
     "tandem/spot_default",
     "tandem/spot_tuned",
     "tandem/dspot_default",
+    "tandem/likelihood_events",
+    "tandem/likelihood_event_spans",
+    "tandem/likelihood_windows",
     "tandem/raw_nab_best",
     "river_hst/q95",
     "river_hst/same_rate",
@@ -646,6 +675,12 @@ def summarise(dataset: str, runs: list[SeriesRun], args: argparse.Namespace) -> 
             "the events sweep: chosen on the test labels)"
         ),
         "tandem/dspot_default": f"DSPOT (depth 50), target_rate {args.target_rate:g}",
+        "tandem/likelihood_events": (
+            "alert events over method = likelihood (the built-in [calibration] otherwise): each "
+            "event's first window"
+        ),
+        "tandem/likelihood_event_spans": "method = likelihood: each event's first to last flag",
+        "tandem/likelihood_windows": "method = likelihood: every flagged window",
         "river_hst/q95": f"QuantileFilter q={args.river_q:g}",
         "pyod_iforest/default": "predict, contamination 0.1",
         "river_hst/same_rate": "per file, as many alerts as tandem/spot_default (oracle)",
@@ -709,7 +744,11 @@ def per_file(run: SeriesRun, is_nab: bool) -> dict[str, Any]:
     }
 
 
-NAB_EXPORTS = {"tandem": "tandem/events", "tandemWindows": "tandem/spot_default"}
+NAB_EXPORTS = {
+    "tandem": "tandem/events",
+    "tandemWindows": "tandem/spot_default",
+    "tandemLikelihood": "tandem/likelihood_events",
+}
 """NAB detector name → the method whose detections it exports: each alert event's first window
 (what a user is paged with), and every flagged window."""
 

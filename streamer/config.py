@@ -191,9 +191,11 @@ class CalibrationConfig(_Section):
     fitted on the model's held-out scores (false, or a bundle without them: nothing is flagged
     during the first ``warmup`` windows). ``max_keys``: the most entities kept per key (0: no
     cap); the least recently seen are dropped beyond it (bytes per key: docs/calibration.md).
+    ``smooth``: for ``likelihood``, the scores in the moving average it judges
+    (``calibration.likelihood``; ``target_rate`` is then the tail probability flagged).
     """
 
-    method: Literal["quantile", "spot", "dspot"] = "spot"
+    method: Literal["quantile", "spot", "dspot", "likelihood"] = "spot"
     target_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
     quantile: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
     window: Annotated[int, Field(ge=10)] = 10_000
@@ -206,6 +208,7 @@ class CalibrationConfig(_Section):
     adapt_after: Annotated[int, Field(ge=0, le=10_000_000)] = 2048
     from_held_out: bool = True
     max_keys: Annotated[int, Field(ge=0, le=100_000_000)] = 10_000
+    smooth: Annotated[int, Field(ge=1, le=10_000)] = 10
 
     @model_validator(mode="after")
     def _warmup_fits_window(self) -> Self:
