@@ -154,8 +154,10 @@ class Likelihood:
         return float(count * limit - earlier.sum())
 
     def snapshot(self, keys: ArrayLike | None = None) -> bytes:
-        """The states of ``keys`` (all when None) as bytes."""
+        """The states of ``keys`` (all when None) as bytes, and the pooled one (``per_key``
+        false), as a windowed calibrator's snapshot always holds its global state."""
         wanted = None if keys is None else {str(k) for k in np.asarray(keys).ravel()}
+        wanted = wanted if wanted is None else wanted | {state.GLOBAL}
         chosen = {n: k for n, k in self._keys.items() if wanted is None or n in wanted}
         return state.pack(self.method, self.params(), {n: _fields(k) for n, k in chosen.items()})
 

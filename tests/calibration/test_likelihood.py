@@ -180,3 +180,14 @@ def test_bad_input_and_bad_snapshots_are_refused() -> None:
     spot = build_calibrator(CalibrationConfig(method="spot"))
     with pytest.raises(SnapshotError, match="likelihood"):
         calibrator.restore(spot.snapshot())
+
+
+def test_pooled_state_travels_with_any_keys_snapshot() -> None:
+    keys, scores = stream(5)
+    pooled = make(per_key=False)
+    pooled.update(keys, scores)
+    restored = make(per_key=False)
+    restored.restore(pooled.snapshot(["k0"]))
+    assert restored.threshold("k1") == pooled.threshold("k1")
+    restored.restore(pooled.snapshot(), with_global=False)
+    assert restored.keys == [""]
