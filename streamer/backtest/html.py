@@ -200,7 +200,8 @@ def _events_section(events: Mapping[str, Any] | None, flagged: int) -> str:
         row.append(f"{e['threshold']:.2f}")
         if surprise:
             row.append(f"{e['surprise']:.1f}" if "surprise" in e else "-")
-        row.append(", ".join(f"{f['name']} {f['share']:.0%}" for f in e["top_features"][:3]))
+        # A no-break space keeps each feature with its share when the column wraps.
+        row.append(", ".join(f"{f['name']}\u00a0{f['share']:.0%}" for f in e["top_features"][:3]))
         if kind:
             row.append(e.get("kind", "-"))
         row += [e["verdict"], "closed" if e["closed"] else "open"]

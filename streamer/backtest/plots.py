@@ -28,8 +28,9 @@ LABEL = "#ff7f0e"
 def timeline_png(
     windows: pd.DataFrame, spans: Mapping[str, Sequence[tuple[int, int]]], keys: Sequence[str]
 ) -> bytes:
-    """Score and threshold over time for each of ``keys`` (one panel each), alerts as red dots,
-    labelled ranges ``spans`` (key → [(start_ms, end_ms)]) shaded."""
+    """Score and threshold over time for each of ``keys`` (one panel each), flagged windows as
+    red dots (an alert event holds a run of them), labelled ranges ``spans`` (key →
+    [(start_ms, end_ms)]) shaded."""
     figure = Figure(figsize=(11, 2.3 * len(keys) + 0.6), layout="constrained")
     axes = figure.subplots(len(keys), 1, sharex=False, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys, strict=True):
@@ -48,7 +49,7 @@ def timeline_png(
             s=14,
             color=ALERT,
             zorder=3,
-            label="alerts",
+            label="flagged windows",
         )
         # A band at least 1/300 of the time axis wide, so a one-step event stays visible.
         ts = rows["ts"].to_numpy()
@@ -68,7 +69,7 @@ def timeline_png(
         hidden = len(mine) - len(rows)
         untimed = f" ({hidden:,} timed before 1677 or after 2262 not drawn)" if hidden else ""
         ax.set_title(
-            f"{_literal(key)}: {len(mine):,} windows, {int(mine['flag'].sum()):,} alerts{untimed}",
+            f"{_literal(key)}: {len(mine):,} windows, {int(mine['flag'].sum()):,} flagged{untimed}",
             loc="left",
             fontsize=10,
         )
