@@ -1,5 +1,6 @@
 """Calibration throughput, printed as JSON: scores per second for batches of 4096 scores spread
-over 1,000 keys, per method (quantile, SPOT, DSPOT) and mode (global, per key), on one core.
+over 1,000 keys, per method (quantile, SPOT, DSPOT, likelihood) and mode (global, per key), on
+one core.
 
 The baseline in the same run is numpy's own cost for the same data: one ``numpy.quantile`` over a
 full window per batch, the least an exact rolling quantile must do. Floors: 1,000,000
@@ -15,16 +16,18 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from calibration.evt import Dspot, Spot
+from calibration.likelihood import Likelihood
 from calibration.quantile import RollingQuantile
 from calibration.window import WindowCalibrator
 
 
 def scores_per_second(
-    calibrator: WindowCalibrator, keys: np.ndarray, scores: np.ndarray, batch: int
+    calibrator: WindowCalibrator | Likelihood, keys: np.ndarray, scores: np.ndarray, batch: int
 ) -> float:
     started = time.perf_counter()
     for start in range(0, len(scores), batch):
@@ -42,10 +45,11 @@ def main() -> int:
     n = args.batches * args.batch
     keys = np.array([f"sensor-{k:04d}" for k in range(args.keys)])[rng.integers(0, args.keys, n)]
     scores = rng.exponential(size=n)
-    makers = {
+    makers: dict[str, Callable[[bool], WindowCalibrator | Likelihood]] = {
         "quantile": lambda per_key: RollingQuantile(0.999, per_key=per_key),
         "spot": lambda per_key: Spot(target_rate=1e-4, per_key=per_key),
         "dspot": lambda per_key: Dspot(target_rate=1e-4, per_key=per_key),
+        "likelihood": lambda per_key: Likelihood(1e-4, 10_000, 1_000, 256, 10, per_key=per_key),
     }
     results = {}
     for method, make in makers.items():

@@ -14,18 +14,20 @@ grows with the first of them); a short anomaly is a few of ``window`` values and
 it. What it gives up: a long anomaly is flagged at its onset, not for as long as it lasts
 (docs/calibration.md compares the two on NAB and SKAB).
 
-Batching: the fit is recomputed every ``refresh`` scores of a key, and each moving average sums
-the same scores in the same order, so flags, thresholds and surprise are bit for bit the same
-however the stream is cut into ``update`` calls. A key is judged by its own history only (a
-prior's moving averages start it), never by other keys', so fetch order across keys changes
-nothing either.
+Batching: the fit is recomputed every ``refresh`` scores of a key, each moving average adds the
+same scores in the same order, and each fit reads its history oldest first, so flags,
+thresholds and surprise are bit for bit the same however the stream is cut into ``update``
+calls. A key is judged by its own history only (a prior's moving averages start it), never by
+other keys', so fetch order across keys changes nothing either.
+
+Keys live in the rows of a few 2-D arrays, so a batch is judged with array operations over all
+its keys at once, a refresh phase at a time (as in ``calibration.window``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from scipy.special import log_ndtr, ndtri
 from calibration import state
 from calibration.base import Flags
 from calibration.errors import CalibrationError, SnapshotError
+from calibration.ring import runs
 from calibration.surprise import MAX_DECADES
 
 MIN_FIT = 2
@@ -43,25 +46,16 @@ MIN_SPREAD = 1e-12
 """The least standard deviation a fit takes, so a constant history still yields a finite z."""
 
 
-@dataclass
-class _Key:
-    """One key's state: ``recent`` (≤ smooth,) its latest scores, oldest first; ``history``
-    (≤ window,) its latest moving averages, oldest first; ``seen`` scores in all; the fitted
-    ``mean`` and ``spread`` (NaN before the first fit)."""
-
-    recent: NDArray[np.float64]
-    history: NDArray[np.float64]
-    seen: int = 0
-    mean: float = math.nan
-    spread: float = math.nan
-
-
 class Likelihood:
     """Per-key anomaly likelihood over moving averages of ``smooth`` scores (module docstring).
 
     ``window``: moving averages the fit is taken over; ``warmup``: moving averages a key needs
     before its first fit when no prior started it; ``refresh``: scores a key sees between fits;
     ``per_key`` false pools every key into one state.
+
+    Per row: ``_recent`` (smooth,) the latest scores, right-aligned, zeros where a key has none
+    yet; ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written
+    at ``_next``; ``_seen`` scores in all; the fitted ``_mean`` and ``_spread`` (NaN before one).
     """
 
     method = "likelihood"
@@ -89,8 +83,21 @@ class Likelihood:
         """The z above which a moving average is flagged: Q(z_limit) = target_rate."""
         self.max_keys = 0
         self.evicted = 0
-        self._keys: OrderedDict[str, _Key] = OrderedDict()
-        self._prior: _Key | None = None
+        self._rows: OrderedDict[str, int] = OrderedDict()
+        self._free: list[int] = []
+        self._prior: state.StateFields | None = None
+        self._recent = np.zeros((0, smooth))
+        self._history = np.zeros((0, window))
+        self._held = np.zeros(0, dtype=np.int64)
+        self._filled = np.zeros(0, dtype=np.int64)
+        self._next = np.zeros(0, dtype=np.int64)
+        self._seen = np.zeros(0, dtype=np.int64)
+        self._used = 0
+        self._extended = np.empty(0)
+        self._ends = self._group_sizes = self._group_rows = np.empty(0, dtype=np.int64)
+        self._mean = np.zeros(0)
+        self._spread = np.zeros(0)
+        self._prior_row = self._allocate()
 
     def params(self) -> dict[str, Any]:
         """What the fits depend on; a snapshot under others is refitted on restore."""
@@ -103,25 +110,26 @@ class Likelihood:
 
     @property
     def keys(self) -> list[str]:
-        return list(self._keys)
+        return list(self._rows)
 
     def start_from(self, prior: ArrayLike) -> None:
         """Start every key from (m,) ``prior`` scores, oldest first (a model's held-out
         scores): their moving averages seed its history, their last scores its average, and a
         key is judged from its first score. Before any ``update``; fewer than ``MIN_FIT``
         scores are not used."""
-        if self._keys:
+        if self._rows:
             raise CalibrationError("a prior must be given before the first update")
         values = np.asarray(prior, dtype=np.float64).ravel() + 0.0
         if not np.isfinite(values).all():
             raise CalibrationError("prior scores must be finite")
         if len(values) < MIN_FIT:
             return
-        seed = _Key(np.empty(0), np.empty(0))
-        seed.history = self._averages(seed, values).values[-self.window :]
-        seed.recent = values[-self.smooth :]
-        _fit(seed)
-        self._prior = seed
+        rows = np.full(len(values), self._prior_row)
+        averages = self._moving(rows, np.arange(len(values)), values)[0]
+        self._load(self._prior_row, values[-self.smooth :], averages, 0)
+        self._seen[self._prior_row] = 0
+        self._fit(self._prior_row, MIN_FIT)
+        self._prior = self._fields(self._prior_row)
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn them."""
@@ -131,26 +139,29 @@ class Likelihood:
             raise CalibrationError(f"{len(names)} keys for {len(values)} scores")
         if np.isnan(values).any():
             raise CalibrationError("scores must not be NaN")
-        thresholds, surprise = np.full(len(values), np.nan), np.full(len(values), np.nan)
-        if len(values):
-            if not self.per_key:
-                names = np.full(len(values), state.GLOBAL)
-            unique, inverse = np.unique(names, return_inverse=True)
-            self._make_room(unique.tolist())
-            for index, name in enumerate(unique.tolist()):
-                at = np.flatnonzero(inverse == index)
-                thresholds[at], surprise[at] = self._advance(self._state(name), values[at])
+        if len(values) == 0:
+            return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
+        if not self.per_key:
+            names = np.full(len(values), state.GLOBAL)
+        rows = self._rows_of(names)
+        order, _, _, _, sorted_rank = runs(rows)
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = sorted_rank
+        averages, before, counts = self._moving(rows, rank, values)
+        thresholds, surprise = self._judge_and_learn(rows, rank, averages, before, counts)
+        self._remember()
         return Flags(thresholds, values > thresholds, surprise)
 
     def threshold(self, key: str | None = None) -> float:
         """The score above which ``key``'s next window would be flagged (a key never seen, or
         None: a new key's, from the prior); NaN without a fit."""
-        entity = self._keys.get(state.GLOBAL if not self.per_key else (key or ""), self._prior)
-        if entity is None or math.isnan(entity.mean):
+        name = state.GLOBAL if not self.per_key else (key or "")
+        row = self._rows.get(name, self._prior_row)
+        if math.isnan(self._mean[row]):
             return math.nan
-        limit = entity.mean + self.z_limit * entity.spread
-        earlier = entity.recent[max(0, len(entity.recent) - (self.smooth - 1)) :]
-        count = len(earlier) + 1
+        limit = self._mean[row] + self.z_limit * self._spread[row]
+        earlier = self._recent[row, 1:]
+        count = min(int(self._held[row]), self.smooth - 1) + 1
         return float(count * limit - earlier.sum())
 
     def snapshot(self, keys: ArrayLike | None = None) -> bytes:
@@ -158,123 +169,212 @@ class Likelihood:
         false), as a windowed calibrator's snapshot always holds its global state."""
         wanted = None if keys is None else {str(k) for k in np.asarray(keys).ravel()}
         wanted = wanted if wanted is None else wanted | {state.GLOBAL}
-        chosen = {n: k for n, k in self._keys.items() if wanted is None or n in wanted}
-        return state.pack(self.method, self.params(), {n: _fields(k) for n, k in chosen.items()})
+        chosen = {n: r for n, r in self._rows.items() if wanted is None or n in wanted}
+        return state.pack(
+            self.method, self.params(), {n: self._fields(r) for n, r in chosen.items()}
+        )
 
     def restore(self, data: bytes, with_global: bool = True) -> None:
         """Replace the states of the keys in the snapshot (the pooled state, without
         ``per_key``, only when ``with_global``). A snapshot taken under other parameters is
         refitted at once."""
         saved_params, states = state.unpack(data, self.method)
-        loaded = {name: _load(name, fields) for name, fields in states.items()}
+        for name, fields in states.items():
+            if {"recent", "history", "counts"} - set(fields) or len(fields["counts"]) != 3:
+                raise SnapshotError(f"snapshot state of {name!r} lacks fields or has bad ones")
         if not with_global:
-            loaded.pop(state.GLOBAL, None)
+            states.pop(state.GLOBAL, None)
         changed = saved_params != self.params()
-        for name, entity in loaded.items():
-            entity.recent = entity.recent[-self.smooth :]
-            entity.history = entity.history[-self.window :]
+        for name, fields in states.items():
+            row = self._rows_of(np.array([name]))[0]
+            seen, mean, spread = fields["counts"].tolist()
+            self._load(row, fields["recent"], fields["history"], int(seen))
+            self._mean[row], self._spread[row] = mean, spread
             if changed:
-                _fit(entity, self.warmup if not self._prior else MIN_FIT)
-            self._keys[name] = entity
-            self._keys.move_to_end(name)
+                self._fit(row, MIN_FIT if self._prior or not math.isnan(mean) else self.warmup)
 
-    def _state(self, name: str) -> _Key:
-        entity = self._keys.get(name)
-        if entity is None:
-            prior = self._prior
-            entity = _Key(np.empty(0), np.empty(0))
-            if prior is not None:
-                entity = _Key(
-                    prior.recent.copy(), prior.history.copy(), 0, prior.mean, prior.spread
-                )
-            self._keys[name] = entity
-        self._keys.move_to_end(name)
-        return entity
+    # Rows ---------------------------------------------------------------------------------
+
+    def _allocate(self) -> int:
+        """A fresh row (reused when one was freed), empty."""
+        if self._free:
+            row = self._free.pop()
+        else:
+            row = self._used
+            self._used += 1
+            if row == len(self._recent):
+                self._grow(max(2 * row, 4))
+        self._recent[row] = 0.0
+        self._held[row] = self._filled[row] = self._next[row] = self._seen[row] = 0
+        self._mean[row] = self._spread[row] = np.nan
+        return row
+
+    def _grow(self, capacity: int) -> None:
+        def grown(array: NDArray[Any]) -> NDArray[Any]:
+            fresh = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+            fresh[: len(array)] = array
+            return fresh
+
+        self._recent, self._history = grown(self._recent), grown(self._history)
+        self._held, self._filled = grown(self._held), grown(self._filled)
+        self._next, self._seen = grown(self._next), grown(self._seen)
+        self._mean, self._spread = grown(self._mean), grown(self._spread)
+
+    def _rows_of(self, names: NDArray[np.str_]) -> NDArray[np.int64]:
+        """Each name's row (n,), new keys started from the prior; the batch's keys become the
+        most recently seen."""
+        unique, inverse = np.unique(names, return_inverse=True)
+        listed = unique.tolist()
+        self._make_room(listed)
+        rows = np.empty(len(listed), dtype=np.int64)
+        for i, name in enumerate(listed):
+            row = self._rows.get(name)
+            if row is None:
+                row = self._rows[name] = self._allocate()
+                if self._prior is not None:
+                    prior = self._prior
+                    self._load(row, prior["recent"], prior["history"], 0)
+                    self._mean[row], self._spread[row] = prior["counts"][1:]
+            self._rows.move_to_end(name)
+            rows[i] = row
+        return rows[inverse]
 
     def _make_room(self, names: list[str]) -> None:
         """Drop the least recently seen keys other than ``names`` so that at most ``max_keys``
-        remain (0: no cap)."""
+        remain (0: no cap); their rows are reused."""
         if not self.max_keys:
             return
         wanted = set(names)
-        excess = len(self._keys) + sum(n not in self._keys for n in names) - self.max_keys
-        for name in list(self._keys):
+        excess = len(self._rows) + sum(n not in self._rows for n in names) - self.max_keys
+        for name in list(self._rows):
             if excess <= 0:
                 break
             if name not in wanted:
-                del self._keys[name]
+                self._free.append(self._rows.pop(name))
                 self.evicted += 1
                 excess -= 1
 
-    def _averages(self, entity: _Key, block: NDArray[np.float64]) -> Averages:
-        """The moving averages (k,) of a key's next scores ``block`` (k,), and the sums (k,) of
-        the scores before each in its average, and how many scores each average holds (k,):
-        at most ``smooth``, fewer before a key has that many. Each sum adds the same slots in
-        the same order whatever the batching (zeros stand for scores a key does not have yet,
-        and add nothing exactly)."""
-        earlier = entity.recent[len(entity.recent) - min(len(entity.recent), self.smooth - 1) :]
-        padding = np.zeros(self.smooth - 1 - len(earlier))
-        series = np.concatenate([padding, earlier, block])
-        k = len(block)
-        before = np.zeros(k)
-        for offset in range(self.smooth - 1):
-            before += series[offset : offset + k]
-        counts = np.minimum(len(earlier) + 1 + np.arange(k), self.smooth).astype(np.float64)
-        return Averages((before + block) / counts, before, counts)
+    # One batch ----------------------------------------------------------------------------
 
-    def _advance(self, entity: _Key, values: NDArray[np.float64]) -> Judged:
-        """Thresholds and surprise (k,) of one key's scores (k,), in order, learning them. The
-        fit changes only at the key's refresh boundaries, so a block between two is judged at
-        once."""
-        thresholds, surprise = np.full(len(values), np.nan), np.full(len(values), np.nan)
-        start = 0
-        while start < len(values):
-            stop = min(len(values), start + self.refresh - entity.seen % self.refresh)
-            block = values[start:stop]
-            averages = self._averages(entity, block)
-            if not math.isnan(entity.mean):
-                limit = entity.mean + self.z_limit * entity.spread
-                thresholds[start:stop] = averages.counts * limit - averages.before
-                z = (averages.values - entity.mean) / entity.spread
-                surprise[start:stop] = np.minimum(-log_ndtr(-z) / math.log(10), MAX_DECADES)
-            entity.recent = np.concatenate([entity.recent, block])[-self.smooth :]
-            entity.history = np.concatenate([entity.history, averages.values])[-self.window :]
-            entity.seen += len(block)
-            if entity.seen % self.refresh == 0:
-                _fit(entity, MIN_FIT if self._prior or not math.isnan(entity.mean) else self.warmup)
-            start = stop
+    def _moving(
+        self, rows: NDArray[np.int64], rank: NDArray[np.int64], values: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """For scores (n,) of ``rows`` (n,), ``rank`` (n,) the position of each among its row's
+        in this batch: the moving averages (n,), the sums of the scores before each in its
+        average (n,), and how many scores each average holds (n,). Each sum adds the same
+        slots oldest first whatever the batching (zeros, for scores a key does not have yet,
+        add nothing exactly)."""
+        span = self.smooth - 1
+        order = np.lexsort((rank, rows))
+        sorted_rows = rows[order]
+        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+        sizes = np.diff(np.r_[starts, len(rows)])
+        offsets = np.cumsum(np.r_[0, sizes[:-1] + span])  # each group: span earlier, then scores
+        extended = np.empty(len(rows) + span * len(starts))
+        if span:
+            earlier_at = offsets[:, None] + np.arange(span)
+            extended[earlier_at] = self._recent[sorted_rows[starts]][:, 1:]
+        group_of = np.repeat(np.arange(len(starts)), sizes)
+        position = np.empty(len(rows), dtype=np.int64)
+        position[order] = offsets[group_of] + span + rank[order]
+        extended[position] = values
+        before = np.zeros(len(rows))
+        for offset in range(span):
+            before += extended[position - span + offset]
+        had = np.minimum(self._held[rows], span)
+        counts = np.minimum(had + rank + 1, self.smooth).astype(np.float64)
+        self._extended, self._ends = extended, offsets + sizes + span
+        self._group_rows, self._group_sizes = sorted_rows[starts], sizes
+        return (before + values) / counts, before, counts
+
+    def _judge_and_learn(
+        self,
+        rows: NDArray[np.int64],
+        rank: NDArray[np.int64],
+        averages: NDArray[np.float64],
+        before: NDArray[np.float64],
+        counts: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Thresholds and surprise (n,), a refresh phase at a time: phase ``b`` holds every
+        row's ``b``-th refresh block within this batch, judged by the fit in force, then
+        appended to the history; rows that completed a block refit before the next phase."""
+        n = len(rows)
+        thresholds, surprise = np.full(n, np.nan), np.full(n, np.nan)
+        seen = self._seen[rows]
+        phase = (seen % self.refresh + rank) // self.refresh
+        by_phase = np.lexsort((rank, rows, phase))
+        bounds = np.searchsorted(phase[by_phase], np.arange(int(phase.max()) + 2))
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            members = by_phase[lo:hi]
+            member_rows = rows[members]
+            mean, spread = self._mean[member_rows], self._spread[member_rows]
+            fitted = ~np.isnan(mean)
+            at = members[fitted]
+            limit = mean[fitted] + self.z_limit * spread[fitted]
+            thresholds[at] = counts[at] * limit - before[at]
+            z = (averages[at] - mean[fitted]) / spread[fitted]
+            surprise[at] = np.minimum(-log_ndtr(-z) / math.log(10), MAX_DECADES)
+            first = np.r_[True, member_rows[1:] != member_rows[:-1]]
+            within = np.arange(len(members)) - np.maximum.accumulate(
+                np.where(first, np.arange(len(members)), 0)
+            )
+            slots = (self._next[member_rows] + within) % self.window
+            self._history[member_rows, slots] = averages[members]
+            touched = member_rows[first]
+            added = np.diff(np.r_[np.flatnonzero(first), len(members)])
+            self._next[touched] = (self._next[touched] + added) % self.window
+            self._filled[touched] = np.minimum(self._filled[touched] + added, self.window)
+            self._seen[touched] += added
+            for row in touched[self._seen[touched] % self.refresh == 0].tolist():
+                self._fit(
+                    row, MIN_FIT if self._prior or not math.isnan(self._mean[row]) else self.warmup
+                )
         return thresholds, surprise
 
+    def _remember(self) -> None:
+        """Keep each row's latest ``smooth`` scores (the last of its group in ``_moving``'s
+        extended array, which holds ``smooth - 1`` earlier ones before the batch's)."""
+        last = self._ends[:, None] - self.smooth + np.arange(self.smooth)
+        tail = self._extended[last]
+        self._recent[self._group_rows] = tail
+        self._held[self._group_rows] = np.minimum(
+            self._held[self._group_rows] + self._group_sizes, self.smooth
+        )
 
-Judged = tuple[NDArray[np.float64], NDArray[np.float64]]
-"""Thresholds (k,) and surprise (k,) of k scores."""
+    # State --------------------------------------------------------------------------------
 
+    def _fit(self, row: int, least: int) -> None:
+        """Refit a row's mean and spread on its history, oldest first, when it holds
+        ``least`` moving averages."""
+        history = self._ordered(row)
+        if len(history) < least:
+            return
+        self._mean[row] = float(np.mean(history))
+        self._spread[row] = max(float(np.std(history, ddof=1)), MIN_SPREAD)
 
-@dataclass(frozen=True)
-class Averages:
-    """For k scores: their moving ``values`` (k,), the sums of the scores ``before`` each in
-    its average (k,), and the ``counts`` (k,) of scores each average holds."""
+    def _ordered(self, row: int) -> NDArray[np.float64]:
+        filled = int(self._filled[row])
+        start = int(self._next[row]) - filled
+        return np.asarray(self._history[row, (start + np.arange(filled)) % self.window])
 
-    values: NDArray[np.float64]
-    before: NDArray[np.float64]
-    counts: NDArray[np.float64]
+    def _load(
+        self, row: int, recent: NDArray[np.float64], history: NDArray[np.float64], seen: int
+    ) -> None:
+        recent, history = recent[-self.smooth :], history[-self.window :]
+        self._recent[row] = 0.0
+        if len(recent):
+            self._recent[row, -len(recent) :] = recent
+        self._held[row] = len(recent)
+        self._history[row, : len(history)] = history
+        self._filled[row] = len(history)
+        self._next[row] = len(history) % self.window
+        self._seen[row] = seen
 
-
-def _fit(entity: _Key, least: int = MIN_FIT) -> None:
-    """Refit ``entity``'s mean and spread on its history, when it holds ``least`` values."""
-    if len(entity.history) < least:
-        return
-    entity.mean = float(np.mean(entity.history))
-    entity.spread = max(float(np.std(entity.history, ddof=1)), MIN_SPREAD)
-
-
-def _fields(entity: _Key) -> state.StateFields:
-    counts = [entity.seen, entity.mean, entity.spread]
-    return {"recent": entity.recent, "history": entity.history, "counts": np.array(counts)}
-
-
-def _load(name: str, fields: state.StateFields) -> _Key:
-    if {"recent", "history", "counts"} - set(fields) or len(fields["counts"]) != 3:
-        raise SnapshotError(f"snapshot state of {name!r} lacks fields or has inconsistent ones")
-    seen, mean, spread = fields["counts"].tolist()
-    return _Key(fields["recent"].copy(), fields["history"].copy(), int(seen), mean, spread)
+    def _fields(self, row: int) -> state.StateFields:
+        held = int(self._held[row])
+        counts = [self._seen[row], self._mean[row], self._spread[row]]
+        return {
+            "recent": self._recent[row, self.smooth - held :].copy(),
+            "history": self._ordered(row),
+            "counts": np.array(counts, dtype=np.float64),
+        }
