@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,21 @@ MIN_SPREAD = 1e-12
 """The least standard deviation a fit takes, so a constant history still yields a finite z."""
 
 
+@dataclass(frozen=True)
+class Averages:
+    """A batch's n scores over its g keys: their moving ``values`` (n,), the sums of the scores
+    ``before`` each in its average (n,), how many scores each average holds, ``counts`` (n,);
+    and per key, its ``rows`` (g,) and ``latest`` (g, smooth) scores after the batch, oldest
+    first (zeros where a key has none yet), with ``added`` (g,) scores of it in the batch."""
+
+    values: NDArray[np.float64]
+    before: NDArray[np.float64]
+    counts: NDArray[np.float64]
+    rows: NDArray[np.int64]
+    latest: NDArray[np.float64]
+    added: NDArray[np.int64]
+
+
 class Likelihood:
     """Per-key anomaly likelihood over moving averages of ``smooth`` scores (module docstring).
 
@@ -53,8 +69,8 @@ class Likelihood:
     before its first fit when no prior started it; ``refresh``: scores a key sees between fits;
     ``per_key`` false pools every key into one state.
 
-    Per row: ``_recent`` (smooth,) the latest scores, right-aligned, zeros where a key has none
-    yet; ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written
+    Per row (row 0: the prior, which new keys copy): ``_recent`` (smooth,) the latest scores,
+    right-aligned, ``_held`` of them real (zeros before, where a key has none yet); ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written
     at ``_next``; ``_seen`` scores in all; the fitted ``_mean`` and ``_spread`` (NaN before one).
     """
 
@@ -85,7 +101,6 @@ class Likelihood:
         self.evicted = 0
         self._rows: OrderedDict[str, int] = OrderedDict()
         self._free: list[int] = []
-        self._prior: state.StateFields | None = None
         self._recent = np.zeros((0, smooth))
         self._history = np.zeros((0, window))
         self._held = np.zeros(0, dtype=np.int64)
@@ -93,8 +108,7 @@ class Likelihood:
         self._next = np.zeros(0, dtype=np.int64)
         self._seen = np.zeros(0, dtype=np.int64)
         self._used = 0
-        self._extended = np.empty(0)
-        self._ends = self._group_sizes = self._group_rows = np.empty(0, dtype=np.int64)
+        self._started = False
         self._mean = np.zeros(0)
         self._spread = np.zeros(0)
         self._prior_row = self._allocate()
@@ -106,7 +120,7 @@ class Likelihood:
     @property
     def started(self) -> bool:
         """Whether a prior starts every key (``start_from``)."""
-        return self._prior is not None
+        return self._started
 
     @property
     def keys(self) -> list[str]:
@@ -125,11 +139,10 @@ class Likelihood:
         if len(values) < MIN_FIT:
             return
         rows = np.full(len(values), self._prior_row)
-        averages = self._moving(rows, np.arange(len(values)), values)[0]
+        averages = self._moving(rows, np.arange(len(values)), values).values
         self._load(self._prior_row, values[-self.smooth :], averages, 0)
-        self._seen[self._prior_row] = 0
         self._fit(self._prior_row, MIN_FIT)
-        self._prior = self._fields(self._prior_row)
+        self._started = True
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn them."""
@@ -147,9 +160,12 @@ class Likelihood:
         order, _, _, _, sorted_rank = runs(rows)
         rank = np.empty(len(values), dtype=np.int64)
         rank[order] = sorted_rank
-        averages, before, counts = self._moving(rows, rank, values)
-        thresholds, surprise = self._judge_and_learn(rows, rank, averages, before, counts)
-        self._remember()
+        averages = self._moving(rows, rank, values)
+        thresholds, surprise = self._judge_and_learn(rows, rank, averages)
+        self._recent[averages.rows] = averages.latest
+        self._held[averages.rows] = np.minimum(
+            self._held[averages.rows] + averages.added, self.smooth
+        )
         return Flags(thresholds, values > thresholds, surprise)
 
     def threshold(self, key: str | None = None) -> float:
@@ -191,7 +207,7 @@ class Likelihood:
             self._load(row, fields["recent"], fields["history"], int(seen))
             self._mean[row], self._spread[row] = mean, spread
             if changed:
-                self._fit(row, MIN_FIT if self._prior or not math.isnan(mean) else self.warmup)
+                self._fit(row, self._least(row))
 
     # Rows ---------------------------------------------------------------------------------
 
@@ -231,10 +247,8 @@ class Likelihood:
             row = self._rows.get(name)
             if row is None:
                 row = self._rows[name] = self._allocate()
-                if self._prior is not None:
-                    prior = self._prior
-                    self._load(row, prior["recent"], prior["history"], 0)
-                    self._mean[row], self._spread[row] = prior["counts"][1:]
+                if self._started:
+                    self._copy(self._prior_row, row)
             self._rows.move_to_end(name)
             rows[i] = row
         return rows[inverse]
@@ -258,12 +272,12 @@ class Likelihood:
 
     def _moving(
         self, rows: NDArray[np.int64], rank: NDArray[np.int64], values: NDArray[np.float64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """For scores (n,) of ``rows`` (n,), ``rank`` (n,) the position of each among its row's
-        in this batch: the moving averages (n,), the sums of the scores before each in its
-        average (n,), and how many scores each average holds (n,). Each sum adds the same
-        slots oldest first whatever the batching (zeros, for scores a key does not have yet,
-        add nothing exactly)."""
+    ) -> Averages:
+        """The ``Averages`` of scores (n,) of ``rows`` (n,), ``rank`` (n,) the position of each
+        among its row's in this batch. Per key, the batch's scores follow its ``smooth - 1``
+        latest in one flat array, so each average is a sum over the same slots, added oldest
+        first whatever the batching (zeros, for scores a key does not have yet, add nothing
+        exactly)."""
         span = self.smooth - 1
         order = np.lexsort((rank, rows))
         sorted_rows = rows[order]
@@ -283,17 +297,14 @@ class Likelihood:
             before += extended[position - span + offset]
         had = np.minimum(self._held[rows], span)
         counts = np.minimum(had + rank + 1, self.smooth).astype(np.float64)
-        self._extended, self._ends = extended, offsets + sizes + span
-        self._group_rows, self._group_sizes = sorted_rows[starts], sizes
-        return (before + values) / counts, before, counts
+        ends = offsets + sizes + span
+        latest = extended[ends[:, None] - self.smooth + np.arange(self.smooth)]
+        return Averages(
+            (before + values) / counts, before, counts, sorted_rows[starts], latest, sizes
+        )
 
     def _judge_and_learn(
-        self,
-        rows: NDArray[np.int64],
-        rank: NDArray[np.int64],
-        averages: NDArray[np.float64],
-        before: NDArray[np.float64],
-        counts: NDArray[np.float64],
+        self, rows: NDArray[np.int64], rank: NDArray[np.int64], averages: Averages
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Thresholds and surprise (n,), a refresh phase at a time: phase ``b`` holds every
         row's ``b``-th refresh block within this batch, judged by the fit in force, then
@@ -311,35 +322,23 @@ class Likelihood:
             fitted = ~np.isnan(mean)
             at = members[fitted]
             limit = mean[fitted] + self.z_limit * spread[fitted]
-            thresholds[at] = counts[at] * limit - before[at]
-            z = (averages[at] - mean[fitted]) / spread[fitted]
+            thresholds[at] = averages.counts[at] * limit - averages.before[at]
+            z = (averages.values[at] - mean[fitted]) / spread[fitted]
             surprise[at] = np.minimum(-log_ndtr(-z) / math.log(10), MAX_DECADES)
             first = np.r_[True, member_rows[1:] != member_rows[:-1]]
             within = np.arange(len(members)) - np.maximum.accumulate(
                 np.where(first, np.arange(len(members)), 0)
             )
             slots = (self._next[member_rows] + within) % self.window
-            self._history[member_rows, slots] = averages[members]
+            self._history[member_rows, slots] = averages.values[members]
             touched = member_rows[first]
             added = np.diff(np.r_[np.flatnonzero(first), len(members)])
             self._next[touched] = (self._next[touched] + added) % self.window
             self._filled[touched] = np.minimum(self._filled[touched] + added, self.window)
             self._seen[touched] += added
             for row in touched[self._seen[touched] % self.refresh == 0].tolist():
-                self._fit(
-                    row, MIN_FIT if self._prior or not math.isnan(self._mean[row]) else self.warmup
-                )
+                self._fit(row, self._least(row))
         return thresholds, surprise
-
-    def _remember(self) -> None:
-        """Keep each row's latest ``smooth`` scores (the last of its group in ``_moving``'s
-        extended array, which holds ``smooth - 1`` earlier ones before the batch's)."""
-        last = self._ends[:, None] - self.smooth + np.arange(self.smooth)
-        tail = self._extended[last]
-        self._recent[self._group_rows] = tail
-        self._held[self._group_rows] = np.minimum(
-            self._held[self._group_rows] + self._group_sizes, self.smooth
-        )
 
     # State --------------------------------------------------------------------------------
 
@@ -351,6 +350,17 @@ class Likelihood:
             return
         self._mean[row] = float(np.mean(history))
         self._spread[row] = max(float(np.std(history, ddof=1)), MIN_SPREAD)
+
+    def _least(self, row: int) -> int:
+        """Moving averages a row's next fit needs: ``warmup`` for its first without a prior."""
+        return MIN_FIT if self._started or not math.isnan(self._mean[row]) else self.warmup
+
+    def _copy(self, source: int, target: int) -> None:
+        """Start row ``target`` as row ``source`` is (a new key from the prior)."""
+        for array in (self._recent, self._history, self._held, self._filled, self._next):
+            array[target] = array[source]
+        self._mean[target], self._spread[target] = self._mean[source], self._spread[source]
+        self._seen[target] = 0
 
     def _ordered(self, row: int) -> NDArray[np.float64]:
         filled = int(self._filled[row])
