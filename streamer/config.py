@@ -268,11 +268,14 @@ class CodecConfig(_Section):
 
 class MetricsConfig(_Section):
     """The Prometheus metrics (``/metrics``) and health endpoints (``/health/live``,
-    ``/health/ready``). Port 0 takes any free port (logged at start)."""
+    ``/health/ready``). Port 0 takes any free port (logged at start). ``stall_s``: seconds
+    without a run-loop iteration after which ``/health/live`` says the daemon is stuck (waiting
+    for the broker's acknowledgements counts as iterating: ``streamer.broker.sinks``)."""
 
     enabled: bool = True
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    stall_s: Annotated[float, Field(ge=1.0, le=86_400.0)] = 60.0
 
 
 class LogConfig(_Section):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -22,7 +23,7 @@ from kafka.errors import KafkaError
 from detectors.base import Detector
 from streamer.broker.admin import TopicSpec, admin_client, create_topics, topic_exists
 from streamer.broker.prefetch import PrefetchingSource
-from streamer.broker.sinks import AlertSink, DeadLetterSink, make_producer
+from streamer.broker.sinks import AlertSink, DeadLetterSink, DeliveryWait, make_producer
 from streamer.broker.sources import KafkaSource
 from streamer.broker.state_store import KafkaStateStore
 from streamer.broker.transactions import Transaction
@@ -110,17 +111,37 @@ class Pipeline:
     runner: Runner
     source: KafkaSource | PrefetchingSource
     producer: KafkaProducer
+    wait: DeliveryWait
+    """How its sinks wait for acknowledgements (``watch_delivery``; bounded while closing)."""
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Save every partition's calibrator state, leave the group, flush and close the
-        producer. A broker that is gone makes the save fail: that is logged, and the next owner
-        resumes from the previous checkpoint."""
+        producer. A broker that is gone makes the save fail after ``timeout_s``: that is
+        logged, later flushes give up after one slice, and the next owner resumes from the
+        previous checkpoint (nothing unacknowledged was committed)."""
+        self.wait.limit_s = timeout_s
+        steps: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("final_checkpoint_failed", self.runner.close),
+            ("source_close_failed", self.source.close),  # its revocation saves state again
+        )
+        for failed, step in steps:
+            try:
+                step()
+            except Exception as error:
+                log.warning(failed, error=repr(error))
+                self.wait.limit_s = 0.0
+        gone = self.wait.limit_s == 0.0
         try:
-            self.runner.close()
-        except Exception as error:
-            log.warning("final_checkpoint_failed", error=repr(error))
-        self.source.close()
-        self.producer.close(timeout=timeout_s)
+            self.producer.close(timeout=1.0 if gone else timeout_s)
+        except KafkaError as error:  # KafkaTimeoutError: records the broker never acknowledged
+            log.warning("producer_close_failed", error=repr(error))
+            # kafka-python's close stops at its failed flush and never closes (its finaliser
+            # then tries again at exit); its sender can drop what is left, uncommitted anyway.
+            self.producer._sender.force_close()
+            try:
+                self.producer.close(timeout=1.0)
+            except KafkaError as again:
+                log.warning("producer_close_failed", error=repr(again))
 
 
 def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipeline:
@@ -128,6 +149,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
     restored from its last checkpoint when the partition is assigned."""
     ensure_topics(config)
     producer = make_producer(config.kafka)
+    wait = DeliveryWait()
     transaction = Transaction(producer) if config.kafka.transactional else None
     source: KafkaSource | PrefetchingSource
     if config.batch.prefetch:
@@ -139,7 +161,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         Limits.of(detector.window_length, config.codec),
     )
     checkpoints = PartitionCheckpoints(
-        KafkaStateStore(producer, config.kafka, transaction),
+        KafkaStateStore(producer, config.kafka, transaction, wait=wait),
         config.calibration.checkpoint_interval_s,
     )
     runner = Runner(
@@ -147,8 +169,8 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         codec,
         detector,
         build_calibrator(config.calibration, detector.held_out_scores),
-        AlertSink(producer, config.kafka.alerts_topic, transaction),
-        DeadLetterSink(producer, config.kafka.dead_letter_topic, transaction),
+        AlertSink(producer, config.kafka.alerts_topic, transaction, wait),
+        DeadLetterSink(producer, config.kafka.dead_letter_topic, transaction, wait),
         checkpoints,
         EventTracker(
             config.alerts,
@@ -158,7 +180,19 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         ),
     )
     source.listener = runner
-    return Pipeline(runner, source, producer)
+    return Pipeline(runner, source, producer, wait)
+
+
+def watch_delivery(pipeline: Pipeline, health: Health) -> None:
+    """While the pipeline waits for the broker to acknowledge a batch's output, keep
+    ``/health/live`` up (waiting, bounded by the producer's delivery timeout, is not a stall)
+    and ``/health/ready`` down with how long it has waited."""
+
+    def waiting(waited_s: float) -> None:
+        health.beat()
+        health.mark_not_ready(f"waiting for the broker to acknowledge output ({waited_s:.0f} s)")
+
+    pipeline.wait.on_wait = waiting
 
 
 def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threading.Event) -> None:

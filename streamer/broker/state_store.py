@@ -10,7 +10,7 @@ import structlog
 from kafka import KafkaProducer
 
 from streamer.broker.admin import read_to_end
-from streamer.broker.sinks import ProducerSink
+from streamer.broker.sinks import DeliveryWait, ProducerSink
 from streamer.broker.transactions import Transaction
 from streamer.checkpoints import SavedState
 from streamer.config import KafkaConfig
@@ -35,9 +35,10 @@ class KafkaStateStore:
         kafka: KafkaConfig,
         transaction: Transaction | None = None,
         chunk_bytes: int = 900_000,
+        wait: DeliveryWait | None = None,
     ) -> None:
         self.kafka, self.chunk_bytes = kafka, chunk_bytes
-        self.sink = ProducerSink(producer, kafka.state_topic, transaction)
+        self.sink = ProducerSink(producer, kafka.state_topic, transaction, wait)
         self.prefix = f"{kafka.group_id}|"
 
     def write(self, partition: Partition, saved: SavedState) -> None:

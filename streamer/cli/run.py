@@ -77,7 +77,12 @@ def _run(
     ``StopRequestedError`` at the next step (the waits for the broker and the input topic notice
     it at once), unwinding what was started."""
     from detectors.registry import load_detector
-    from streamer.broker.daemon import build_pipeline, run_loop, wait_for_input_topic
+    from streamer.broker.daemon import (
+        build_pipeline,
+        run_loop,
+        wait_for_input_topic,
+        watch_delivery,
+    )
     from streamer.calibrators import calibrator_description
     from streamer.metrics import Health, Metrics, MetricsServer
 
@@ -92,7 +97,7 @@ def _run(
     check_stop()
     calibrator = calibrator_description(config.calibration)
     metrics = Metrics(detector.name_, detector.version or "unsaved", calibrator["method"])
-    health = Health()
+    health = Health(stall_s=config.metrics.stall_s)
     server: MetricsServer | None = None
     try:
         if config.metrics.enabled:
@@ -100,6 +105,7 @@ def _run(
             server.start()
         wait_for_input_topic(config, health, stop)
         pipeline = build_pipeline(config, detector, name=detector.name_)
+        watch_delivery(pipeline, health)
         try:
             check_stop()
             log.info("daemon_started")  # input_topic and group are bound above

@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,6 +48,8 @@ class Setup:
     )
     alerts: str = 'mode = "events"\nquiet = 1\n'
     """Events that close at the first calm window: each far-off anomaly opens its own."""
+    stall_s: float = 60.0
+    """``[metrics].stall_s``: how long without a loop iteration ``/health/live`` allows."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -58,7 +62,7 @@ class Setup:
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n'
             f"[calibration]\n{self.calibration}"
             f"[alerts]\n{self.alerts}"
-            f"[metrics]\nport = 0\n"
+            f"[metrics]\nport = 0\nstall_s = {self.stall_s}\n"
             f'[log]\nformat = "json"\n'
         )
         return path
@@ -130,6 +134,15 @@ class Daemon:
 
     def alerted(self) -> int:
         return sum(e["alerts"] for e in self.events("batch_scored"))
+
+
+def health(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    """A daemon's health endpoint's status code and JSON body (503 included)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, orjson.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
 
 
 def feed(n: int, anomalies: Iterable[int] = (), keys: int = 8, seed: int = 3) -> np.ndarray:

@@ -23,6 +23,7 @@ from tests.integration.daemons import (
     Setup,
     committed,
     feed,
+    health,
     key_of,
     produce,
     produce_in_background,
@@ -248,11 +249,18 @@ OUTAGE_S = 20.0
 the daemon in most runs, through the fetch process asking the absent broker for a position to
 compute the lag."""
 
+STALL_S = 10.0
+"""``[metrics].stall_s`` of the daemon under test: half the outage, so a run loop silent while
+it waits for the absent broker (a flush that did not come back until the broker did) shows as a
+failed ``/health/live``, and twice what a batch of 16 windows takes on a loaded machine."""
+
 
 def test_the_daemon_survives_a_broker_outage_mid_stream(tiny_bundle: Path, tmp_path: Path) -> None:
     """A private broker (this test stops it) on its own port and log dir, down for
-    ``OUTAGE_S`` mid-stream: the daemon retries with backoff, stays alive, and once the broker
-    is back scores the rest, alerting every anomaly once."""
+    ``OUTAGE_S`` mid-stream: the daemon retries with backoff, stays alive and says so on
+    ``/health/live`` throughout, and once the broker is back scores the rest, alerting every
+    anomaly once. Stopped while the broker is down again, it exits 0 without waiting for the
+    producer's delivery timeout: its final checkpoint gives up after 10 s."""
     env = {"TANDEM_BROKER_PORT": "19492", "TANDEM_BROKER_HOME": str(tmp_path / "kafka")}
     unset = ("TANDEM_KAFKA_BOOTSTRAP",)
     started = _script("start", env=env, unset=unset)
@@ -260,7 +268,16 @@ def test_the_daemon_survives_a_broker_outage_mid_stream(tiny_bundle: Path, tmp_p
     bootstrap = "127.0.0.1:19492"
     try:
         options = KafkaConfig(bootstrap=bootstrap).client_options()
-        setup = Setup(bootstrap, "in", "alerts", "dead", tiny_bundle, tmp_path, max_records=16)
+        setup = Setup(
+            bootstrap,
+            "in",
+            "alerts",
+            "dead",
+            tiny_bundle,
+            tmp_path,
+            max_records=16,
+            stall_s=STALL_S,
+        )
         create_topics(options, [TopicSpec("in", 2), TopicSpec("alerts", 2), TopicSpec("dead", 1)])
         total = 4000
         anomalies = list(range(1300, total, 300))
@@ -269,18 +286,36 @@ def test_the_daemon_survives_a_broker_outage_mid_stream(tiny_bundle: Path, tmp_p
         try:
             produce(bootstrap, "in", windows, 0, total)
             wait_committed(setup, 1500, [daemon])
+            port = daemon.events("metrics_server_started")[0]["port"]
             stopped = _script("stop", env=env, unset=unset)
             assert stopped.returncode == 0, stopped.stderr
-            time.sleep(OUTAGE_S)
+            answers = _health_for(port, OUTAGE_S)
             assert daemon.alive(), daemon.tail()
+            assert {code for code, _ in answers} == {200}, answers
             assert _script("start", env=env, unset=unset).returncode == 0
             wait_for_broker(options, timeout_s=60)
             wait_committed(setup, total, [daemon], timeout_s=240)
+            alerted = daemon.alerted()
+            assert _script("stop", env=env, unset=unset).returncode == 0
         finally:
             code = daemon.terminate()
         assert code == 0, daemon.tail()
-        alerts = alerts_in(bootstrap, "alerts", daemon.alerted())
+        assert _script("start", env=env, unset=unset).returncode == 0
+        wait_for_broker(options, timeout_s=60)
+        alerts = alerts_in(bootstrap, "alerts", alerted)
         assert_alerted(alerts, anomalies)
         assert_one_id_per_window(alerts)
     finally:
         _script("stop", env=env, unset=unset)
+
+
+def _health_for(port: int, seconds: float) -> list[tuple[int, str]]:
+    """``/health/live``'s status and ``/health/ready``'s reason, twice a second for
+    ``seconds``."""
+    answers = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        live = health(port, "/health/live")[0]
+        answers.append((live, health(port, "/health/ready")[1]["reason"]))
+        time.sleep(0.5)
+    return answers

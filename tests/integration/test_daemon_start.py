@@ -4,9 +4,6 @@ reported by ``/health/ready``) until it appears, then scored."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 
 from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics, delete_topics
 from tests.conftest import Broker
-from tests.integration.daemons import Daemon, Setup, feed, produce, wait_committed
+from tests.integration.daemons import Daemon, Setup, feed, health, produce, wait_committed
 
 START_S = 120.0
 """Time for a phase of start-up to begin on a loaded 2-core machine (TensorFlow's import alone
@@ -88,15 +85,6 @@ def test_a_stop_request_while_the_broker_is_unreachable_exits_0_at_once(
         daemon.wait_for("broker_unreachable", timeout_s=START_S)
     finally:
         assert_stopped_cleanly(daemon)
-
-
-def health(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    """An endpoint's status code and JSON body (503 included)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_a_missing_input_topic_is_waited_for_then_scored(
