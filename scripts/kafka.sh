@@ -16,6 +16,8 @@
 #   TANDEM_BROKER_HOME        broker state: config, log dir, pid, broker.log (default <repo>/.kafka)
 #   TANDEM_BROKER_CACHE       jar cache shared by clones (default ~/.cache/tandem/kafka-<version>)
 #   TANDEM_BROKER_HEAP        JVM heap (default 512m)
+#   TANDEM_BROKER_SASL_PORT   also listen here with SASL_PLAINTEXT, mechanism PLAIN (default: no)
+#   TANDEM_BROKER_SASL_USERS  its users, "name:password name:password" (default "tandem:tandem-secret")
 #   TANDEM_PYTHON            interpreter with the project installed (default <repo>/.venv/bin/python)
 set -euo pipefail
 
@@ -29,6 +31,8 @@ home=${TANDEM_BROKER_HOME:-$repo/.kafka}
 cache=${TANDEM_BROKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/kafka-$version}
 python=${TANDEM_PYTHON:-$repo/.venv/bin/python}
 heap=${TANDEM_BROKER_HEAP:-512m}
+sasl_port=${TANDEM_BROKER_SASL_PORT:-}
+sasl_users=${TANDEM_BROKER_SASL_USERS:-tandem:tandem-secret}
 start_timeout_s=${TANDEM_BROKER_START_TIMEOUT:-120}
 libs=$cache/libs
 pidfile=$home/broker.pid
@@ -87,16 +91,32 @@ fetch_jars() {
 
 write_config() {
   mkdir -p "$home"
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port"
+  local advertised="PLAINTEXT://127.0.0.1:$port"
+  local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  local sasl=""
+  if [[ -n $sasl_port ]]; then
+    # A SASL listener beside the plain one, for tests of authentication (PLAIN: the users and
+    # passwords live in this config). Brokers and controllers keep talking PLAINTEXT.
+    listeners+=",SASL_PLAINTEXT://127.0.0.1:$sasl_port"
+    advertised+=",SASL_PLAINTEXT://127.0.0.1:$sasl_port"
+    protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    local users="" pair
+    for pair in $sasl_users; do users+=" user_${pair%%:*}=\"${pair#*:}\""; done
+    sasl="sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;"
+  fi
   cat >"$home/server.properties" <<EOF
 # Written by scripts/kafka.sh: single-node KRaft, broker and controller in one process, test-friendly.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
+$sasl
 log.dirs=$home/data
 num.partitions=1
 auto.create.topics.enable=false

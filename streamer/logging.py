@@ -92,7 +92,8 @@ class Redactor(logging.Filter):
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        forms = {form for secret in secrets if secret for form in written_forms(secret)}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
@@ -102,6 +103,16 @@ class Redactor(logging.Filter):
                     message = message.replace(secret, "***")
                 record.msg, record.args = message, None
         return True
+
+
+def written_forms(secret: str) -> set[str]:
+    """How ``secret`` can appear in a log line: as is, and as Python's ``repr`` writes it in a
+    string or in bytes, quotes escaped or not. kafka-python logs a SASL PLAIN exchange at debug
+    level as ``auth_bytes=b'user\\x00user\\x00<password>'``, where a non-ASCII character, a
+    backslash or a quote of the password is escaped."""
+    bodies = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}
+    quoted = {body.replace(mark, "\\" + mark) for body in bodies for mark in "'\""}
+    return {form for form in bodies | quoted if form}
 
 
 def _orjson_dumps(event: Any, **_: Any) -> str:

@@ -1,0 +1,89 @@
+"""A cluster that asks for a password: a private broker with a SASL_PLAINTEXT listener (mechanism
+PLAIN, ``scripts/kafka.sh``'s ``TANDEM_BROKER_SASL_PORT``). The right password is served; a wrong
+one is never written to the log, in any form, even at debug level, where kafka-python logs the
+SASL exchange itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamer.broker.admin import TopicSpec, create_topics, probe_broker
+from streamer.cli.main import ExitCode
+from streamer.config import KafkaConfig
+from streamer.logging import written_forms
+from tests.conftest import _script
+
+PORT, SASL_PORT = 19692, 19694
+USER, PASSWORD = "tandem", "tandem-secret"
+WRONG = "pa\"ss'w\u00f6rd\\x"
+"""A wrong password with a quote, an apostrophe, a non-ASCII letter and a backslash: each is
+escaped where kafka-python logs the SASL exchange (``auth_bytes=b'...'``)."""
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The SASL listener's bootstrap address of a private broker, stopped after the module."""
+    env = {
+        "TANDEM_BROKER_PORT": str(PORT),
+        "TANDEM_BROKER_SASL_PORT": str(SASL_PORT),
+        "TANDEM_BROKER_SASL_USERS": f"{USER}:{PASSWORD}",
+        "TANDEM_BROKER_HOME": str(tmp_path_factory.mktemp("sasl-kafka")),
+    }
+    unset = ("TANDEM_KAFKA_BOOTSTRAP",)
+    started = _script("start", env=env, unset=unset)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield f"127.0.0.1:{SASL_PORT}"
+    finally:
+        _script("stop", env=env, unset=unset)
+
+
+def sasl(bootstrap: str, password: str) -> KafkaConfig:
+    return KafkaConfig(
+        bootstrap=bootstrap,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_plain_username=USER,
+        sasl_plain_password=password,
+    )
+
+
+def test_the_right_password_is_served(sasl_broker: str) -> None:
+    options = sasl(sasl_broker, PASSWORD).client_options()
+    assert probe_broker(options, timeout_s=30.0).brokers == [sasl_broker]
+    assert create_topics(options, [TopicSpec("over-sasl", 1)]) == ["over-sasl"]
+
+
+def test_a_wrong_password_is_never_written_to_the_log(
+    sasl_broker: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """``tandem run`` at debug level with a wrong password: the broker refuses it, the daemon
+    gives up after ``--broker-wait-s`` (exit 3: kafka-python 3.0 reports the refusal as a lost
+    connection, so "no broker answered" it is), and neither the password nor any escaped form
+    of it is in its output; ``***`` stands where kafka-python wrote it."""
+    config = tmp_path / "sasl.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap = "{sasl_broker}"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+        f'sasl_mechanism = "PLAIN"\nsasl_plain_username = "{USER}"\n'
+        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n[metrics]\nenabled = false\n'
+    )
+    environment = {"TANDEM_KAFKA_SASL_PLAIN_PASSWORD": WRONG, "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "streamer", "--log-level", "debug", "--log-format", "json"]
+    command += ["run", "--config", str(config), "--broker-wait-s", "5"]
+    ran = subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=120, check=False
+    )
+    assert ran.returncode == ExitCode.BROKER, ran.stderr[-3000:]
+    assert not any(form in ran.stdout + ran.stderr for form in written_forms(WRONG))
+    lines = (line for line in ran.stderr.splitlines() if line.startswith("{"))
+    written = "\n".join(str(orjson.loads(line)["event"]) for line in lines)  # JSON escapes undone
+    assert "SaslAuthenticateRequest" in written, "kafka-python logged the exchange"
+    leaked = sorted(form for form in written_forms(WRONG) if form in written)
+    assert not leaked, leaked
+    assert "auth_bytes=b'tandem\\x00tandem\\x00***'" in written
