@@ -15,6 +15,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.errors import CalibrationError
+
 
 def _unknown() -> NDArray[np.float64]:
     return np.empty(0)
@@ -65,3 +67,19 @@ class Calibrator(Protocol):
         """Load a snapshot's states, replacing those of the keys it holds (and the global state
         unless ``with_global`` is false)."""
         ...
+
+
+def checked_batch(
+    keys: ArrayLike, scores: ArrayLike
+) -> tuple[NDArray[np.str_], NDArray[np.float64]]:
+    """An ``update``'s (n,) ``keys`` as strings and (n,) ``scores`` as float64, refused
+    (``CalibrationError``) when their lengths differ or a score is NaN. ``+ 0.0`` makes -0.0
+    0.0: a window's sort would otherwise order the two by slot, and a restored window (slots in
+    arrival order) could fit a knot of -0.0 where one never restored fits 0.0."""
+    values = np.asarray(scores, dtype=np.float64).ravel() + 0.0
+    names = np.asarray(keys).astype(str).ravel()
+    if names.shape != values.shape:
+        raise CalibrationError(f"{len(names)} keys for {len(values)} scores")
+    if np.isnan(values).any():
+        raise CalibrationError("scores must not be NaN")
+    return names, values

@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_ndtr, ndtri
 
 from calibration import state
-from calibration.base import Flags
+from calibration.base import Flags, checked_batch
 from calibration.errors import CalibrationError, SnapshotError
 from calibration.ring import runs
 from calibration.surprise import MAX_DECADES
@@ -70,8 +70,9 @@ class Likelihood:
     ``per_key`` false pools every key into one state.
 
     Per row (row 0: the prior, which new keys copy): ``_recent`` (smooth,) the latest scores,
-    right-aligned, ``_held`` of them real (zeros before, where a key has none yet); ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written
-    at ``_next``; ``_seen`` scores in all; the fitted ``_mean`` and ``_spread`` (NaN before one).
+    right-aligned, ``_held`` of them real (zeros before, where a key has none yet);
+    ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written at
+    ``_next``; ``_seen`` scores in all; the fitted ``_mean`` and ``_spread`` (NaN before one).
     """
 
     method = "likelihood"
@@ -146,12 +147,7 @@ class Likelihood:
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn them."""
-        values = np.asarray(scores, dtype=np.float64).ravel() + 0.0
-        names = np.asarray(keys).astype(str).ravel()
-        if names.shape != values.shape:
-            raise CalibrationError(f"{len(names)} keys for {len(values)} scores")
-        if np.isnan(values).any():
-            raise CalibrationError("scores must not be NaN")
+        names, values = checked_batch(keys, scores)
         if len(values) == 0:
             return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
         if not self.per_key:

@@ -45,7 +45,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibration import state
-from calibration.base import Flags
+from calibration.base import Flags, checked_batch
 from calibration.errors import CalibrationError, SnapshotError
 from calibration.ring import Ring, runs
 from calibration.surprise import Model, ModelTable, evaluate
@@ -197,15 +197,7 @@ class WindowCalibrator:
 
     def update(self, keys: ArrayLike, scores: ArrayLike) -> Flags:
         """Flag (n,) ``scores`` of entities ``keys`` (n,) in stream order, then learn from them."""
-        # + 0.0 makes -0.0 0.0: a window's sort would otherwise order the two by slot, and a
-        # restored window (slots in arrival order) could fit a knot of -0.0 where one never
-        # restored fits 0.0.
-        values = np.asarray(scores, dtype=np.float64).ravel() + 0.0
-        names = np.asarray(keys).astype(str).ravel()
-        if names.shape != values.shape:
-            raise CalibrationError(f"{len(names)} keys for {len(values)} scores")
-        if np.isnan(values).any():
-            raise CalibrationError("scores must not be NaN")
+        names, values = checked_batch(keys, scores)
         if len(values) == 0:
             return Flags(np.empty(0), np.empty(0, dtype=bool), np.empty(0))
         everyone = np.full(len(values), GLOBAL_ROW)
