@@ -184,15 +184,21 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
 
 
 def watch_delivery(pipeline: Pipeline, health: Health) -> None:
-    """While the pipeline waits for the broker to acknowledge a batch's output, keep
-    ``/health/live`` up (waiting, bounded by the producer's delivery timeout, is not a stall)
-    and ``/health/ready`` down with how long it has waited."""
+    """While the pipeline waits for the broker to acknowledge a batch's output, or for its
+    fetch process to answer (in an outage, it spends a request timeout on each commit), keep
+    ``/health/live`` up (both waits are bounded: the producer's delivery timeout, the fetch
+    process's ``answer_within_s``) and ``/health/ready`` down with how long it has waited."""
 
-    def waiting(waited_s: float) -> None:
-        health.beat()
-        health.mark_not_ready(f"waiting for the broker to acknowledge output ({waited_s:.0f} s)")
+    def waiting_for(what: str) -> Callable[[float], None]:
+        def waiting(waited_s: float) -> None:
+            health.beat()
+            health.mark_not_ready(f"waiting for {what} ({waited_s:.0f} s)")
 
-    pipeline.wait.on_wait = waiting
+        return waiting
+
+    pipeline.wait.on_wait = waiting_for("the broker to acknowledge output")
+    if isinstance(pipeline.source, PrefetchingSource):
+        pipeline.source.on_wait = waiting_for("the fetch process")
 
 
 def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threading.Event) -> None:

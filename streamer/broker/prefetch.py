@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -38,6 +38,12 @@ CLOSE_TIMEOUT_S = 30.0
 MAX_RESTARTS = 5
 RESTART_PERIOD_S = 600.0
 """A fetch process that dies is restarted, up to ``MAX_RESTARTS`` times in this many seconds."""
+RECEIVE_SLICE_S = 1.0
+"""How long the daemon waits for the fetch process's next message between two ``on_wait``s."""
+
+
+def _ignore(waited_s: float) -> None:
+    """No one to tell that the daemon is waiting for its fetch process."""
 
 
 class PrefetchingSource:
@@ -69,6 +75,15 @@ class PrefetchingSource:
         """When the fetch process was restarted, within the last ``RESTART_PERIOD_S``."""
         self.restarted = 0
         """How many times the fetch process was restarted in all."""
+        self.on_wait: Callable[[float], None] = _ignore
+        """Called with the seconds waited after each ``RECEIVE_SLICE_S`` without a message from
+        the fetch process, while that is within ``answer_within_s`` (the daemon beats its
+        liveness: in a broker outage the fetch process spends one request timeout on each
+        commit it tries, and the loop waiting for it looked stalled)."""
+        self.answer_within_s = 2 * kafka.request_timeout_ms / 1000
+        """How long a fetch process that is alive may take to send its next message: a commit
+        and a poll, each bounded by the request timeout. Past it, waiting is not reported, so a
+        hung fetch process shows as a stalled daemon."""
         self._spawn()
 
     def _spawn(self) -> None:
@@ -245,7 +260,12 @@ class PrefetchingSource:
             raise FetchProcessError(f"fetch process gone ({self._status()})") from error
 
     def _receive(self) -> tuple[Any, ...]:
+        started = time.monotonic()
         try:
+            while not self.conn.poll(RECEIVE_SLICE_S):  # a closed pipe polls True, then recv fails
+                waited = time.monotonic() - started
+                if waited < self.answer_within_s:
+                    self.on_wait(waited)
             message: tuple[Any, ...] = self.conn.recv()
         except (EOFError, OSError) as error:
             raise FetchProcessError(f"fetch process gone ({self._status()})") from error
