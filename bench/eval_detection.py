@@ -356,10 +356,16 @@ def event_spans(windows: pd.DataFrame) -> NDArray[np.bool_]:
     """(m,) True from each alert event's first window to its last flagged one: the stretch an
     operator is told is anomalous (the ``closed`` record's ``last_flagged_ts`` ends it), the
     events' point-wise view for SKAB's metrics."""
-    spans = np.zeros(len(windows), dtype=bool)
-    flagged = windows[(windows["event_id"] != "") & windows["flag"]]
-    rows = pd.Series(np.flatnonzero((windows["event_id"] != "") & windows["flag"]))
-    bounds = rows.groupby(flagged["event_id"].to_numpy()).agg(["min", "max"])
+    events = windows["event_id"].to_numpy()
+    return first_to_last(events, (events != "") & windows["flag"].to_numpy(dtype=bool))
+
+
+def first_to_last(events: NDArray[Any], flagged: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(m,) True from the first to the last ``flagged`` (m,) window of each event, ``events``
+    (m,) naming the event each window belongs to (read only where flagged)."""
+    spans = np.zeros(len(flagged), dtype=bool)
+    rows = pd.Series(np.flatnonzero(flagged))
+    bounds = rows.groupby(events[flagged]).agg(["min", "max"])
     for first, last in bounds.itertuples(index=False):
         spans[first : last + 1] = True
     return spans
@@ -395,12 +401,7 @@ def flagged_spans(keys: NDArray[Any], flags: NDArray[np.bool_]) -> NDArray[np.bo
 
     alerts = TandemConfig().alerts
     member = replay_events(keys, flags, alerts.quiet, alerts.cooldown).member
-    spans = np.zeros(len(flags), dtype=bool)
-    flagged = pd.Series(np.flatnonzero(flags & (member >= 0)))
-    bounds = flagged.groupby(member[flagged.to_numpy()]).agg(["min", "max"])
-    for first, last in bounds.itertuples(index=False):
-        spans[first : last + 1] = True
-    return spans
+    return first_to_last(member, flags & (member >= 0))
 
 
 def run_river(run: SeriesRun, table: WindowTable, n_train: int, q: float) -> None:

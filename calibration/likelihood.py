@@ -49,11 +49,13 @@ MIN_SPREAD = 1e-12
 
 @dataclass(frozen=True)
 class Averages:
-    """A batch's n scores over its g keys: their moving ``values`` (n,), the sums of the scores
-    ``before`` each in its average (n,), how many scores each average holds, ``counts`` (n,);
-    and per key, its ``rows`` (g,) and ``latest`` (g, smooth) scores after the batch, oldest
-    first (zeros where a key has none yet), with ``added`` (g,) scores of it in the batch."""
+    """A batch's n scores over its g keys: each score's ``rank`` (n,) among its key's in the
+    batch, their moving ``values`` (n,), the sums of the scores ``before`` each in its average
+    (n,), how many scores each average holds, ``counts`` (n,); and per key, its ``rows`` (g,)
+    and ``latest`` (g, smooth) scores after the batch, oldest first (zeros where a key has none
+    yet), with ``added`` (g,) scores of it in the batch."""
 
+    rank: NDArray[np.int64]
     values: NDArray[np.float64]
     before: NDArray[np.float64]
     counts: NDArray[np.float64]
@@ -139,8 +141,7 @@ class Likelihood:
             raise CalibrationError("prior scores must be finite")
         if len(values) < MIN_FIT:
             return
-        rows = np.full(len(values), self._prior_row)
-        averages = self._moving(rows, np.arange(len(values)), values).values
+        averages = self._moving(np.full(len(values), self._prior_row), values).values
         self._load(self._prior_row, values[-self.smooth :], averages, 0)
         self._fit(self._prior_row, MIN_FIT)
         self._started = True
@@ -153,11 +154,8 @@ class Likelihood:
         if not self.per_key:
             names = np.full(len(values), state.GLOBAL)
         rows = self._rows_of(names)
-        order, _, _, _, sorted_rank = runs(rows)
-        rank = np.empty(len(values), dtype=np.int64)
-        rank[order] = sorted_rank
-        averages = self._moving(rows, rank, values)
-        thresholds, surprise = self._judge_and_learn(rows, rank, averages)
+        averages = self._moving(rows, values)
+        thresholds, surprise = self._judge_and_learn(rows, averages)
         self._recent[averages.rows] = averages.latest
         self._held[averages.rows] = np.minimum(
             self._held[averages.rows] + averages.added, self.smooth
@@ -197,8 +195,8 @@ class Likelihood:
         if not with_global:
             states.pop(state.GLOBAL, None)
         changed = saved_params != self.params()
-        for name, fields in states.items():
-            row = self._rows_of(np.array([name]))[0]
+        rows = self._rows_of(np.array(list(states))) if states else np.empty(0, dtype=np.int64)
+        for row, fields in zip(rows.tolist(), states.values(), strict=True):
             seen, mean, spread = fields["counts"].tolist()
             self._load(row, fields["recent"], fields["history"], int(seen))
             self._mean[row], self._spread[row] = mean, spread
@@ -266,19 +264,15 @@ class Likelihood:
 
     # One batch ----------------------------------------------------------------------------
 
-    def _moving(
-        self, rows: NDArray[np.int64], rank: NDArray[np.int64], values: NDArray[np.float64]
-    ) -> Averages:
-        """The ``Averages`` of scores (n,) of ``rows`` (n,), ``rank`` (n,) the position of each
-        among its row's in this batch. Per key, the batch's scores follow its ``smooth - 1``
-        latest in one flat array, so each average is a sum over the same slots, added oldest
-        first whatever the batching (zeros, for scores a key does not have yet, add nothing
-        exactly)."""
+    def _moving(self, rows: NDArray[np.int64], values: NDArray[np.float64]) -> Averages:
+        """The ``Averages`` of scores (n,) of ``rows`` (n,), in stream order. Per key, the
+        batch's scores follow its ``smooth - 1`` latest in one flat array, so each average is a
+        sum over the same slots, added oldest first whatever the batching (zeros, for scores a
+        key does not have yet, add nothing exactly)."""
         span = self.smooth - 1
-        order = np.lexsort((rank, rows))
-        sorted_rows = rows[order]
-        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-        sizes = np.diff(np.r_[starts, len(rows)])
+        order, sorted_rows, starts, sizes, sorted_rank = runs(rows)
+        rank = np.empty(len(rows), dtype=np.int64)
+        rank[order] = sorted_rank
         offsets = np.cumsum(np.r_[0, sizes[:-1] + span])  # each group: span earlier, then scores
         extended = np.empty(len(rows) + span * len(starts))
         if span:
@@ -286,7 +280,7 @@ class Likelihood:
             extended[earlier_at] = self._recent[sorted_rows[starts]][:, 1:]
         group_of = np.repeat(np.arange(len(starts)), sizes)
         position = np.empty(len(rows), dtype=np.int64)
-        position[order] = offsets[group_of] + span + rank[order]
+        position[order] = offsets[group_of] + span + sorted_rank
         extended[position] = values
         before = np.zeros(len(rows))
         for offset in range(span):
@@ -296,18 +290,18 @@ class Likelihood:
         ends = offsets + sizes + span
         latest = extended[ends[:, None] - self.smooth + np.arange(self.smooth)]
         return Averages(
-            (before + values) / counts, before, counts, sorted_rows[starts], latest, sizes
+            rank, (before + values) / counts, before, counts, sorted_rows[starts], latest, sizes
         )
 
     def _judge_and_learn(
-        self, rows: NDArray[np.int64], rank: NDArray[np.int64], averages: Averages
+        self, rows: NDArray[np.int64], averages: Averages
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Thresholds and surprise (n,), a refresh phase at a time: phase ``b`` holds every
         row's ``b``-th refresh block within this batch, judged by the fit in force, then
         appended to the history; rows that completed a block refit before the next phase."""
         n = len(rows)
         thresholds, surprise = np.full(n, np.nan), np.full(n, np.nan)
-        seen = self._seen[rows]
+        seen, rank = self._seen[rows], averages.rank
         phase = (seen % self.refresh + rank) // self.refresh
         by_phase = np.lexsort((rank, rows, phase))
         bounds = np.searchsorted(phase[by_phase], np.arange(int(phase.max()) + 2))

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from streamer.broker.sinks import ignore_wait
 from streamer.broker.sources import CommittedLag, PartitionListener, kafka_offsets
 from streamer.broker.transactions import Transaction
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
@@ -40,10 +41,6 @@ RESTART_PERIOD_S = 600.0
 """A fetch process that dies is restarted, up to ``MAX_RESTARTS`` times in this many seconds."""
 RECEIVE_SLICE_S = 1.0
 """How long the daemon waits for the fetch process's next message between two ``on_wait``s."""
-
-
-def _ignore(waited_s: float) -> None:
-    """No one to tell that the daemon is waiting for its fetch process."""
 
 
 class PrefetchingSource:
@@ -75,7 +72,7 @@ class PrefetchingSource:
         """When the fetch process was restarted, within the last ``RESTART_PERIOD_S``."""
         self.restarted = 0
         """How many times the fetch process was restarted in all."""
-        self.on_wait: Callable[[float], None] = _ignore
+        self.on_wait: Callable[[float], None] = ignore_wait
         """Called with the seconds waited after each ``RECEIVE_SLICE_S`` without a message from
         the fetch process, while that is within ``answer_within_s`` (the daemon beats its
         liveness: in a broker outage the fetch process spends one request timeout on each

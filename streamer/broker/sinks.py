@@ -76,8 +76,8 @@ def make_producer(kafka: KafkaConfig) -> KafkaProducer:
     return KafkaProducer(retries=5, **shared)
 
 
-def _ignore(waited_s: float) -> None:
-    """No one to tell that a flush is still waiting."""
+def ignore_wait(waited_s: float) -> None:
+    """No one to tell that a wait goes on (a flush's, or one for the fetch process)."""
 
 
 @dataclass
@@ -94,7 +94,7 @@ class DeliveryWait:
 
     slice_s: float = 1.0
     limit_s: float | None = None
-    on_wait: Callable[[float], None] = field(default=_ignore)
+    on_wait: Callable[[float], None] = field(default=ignore_wait)
 
     def flush(self, producer: KafkaProducer) -> None:
         """Return once every record sent before the call has completed (acknowledged or
