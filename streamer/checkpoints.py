@@ -9,6 +9,10 @@ that opened or closed an alert event, with a partition's first batch, for partit
 revoked and at a graceful stop. Alerts and offsets never depend on checkpoints, and a crash costs
 no learning: a restored partition replays from its checkpoint's offset (``streamer.resume``).
 
+A checkpoint names the model version whose scores it learned. Thresholds fitted to one model's
+scores mean nothing for another's, so a daemon running another model does not restore it: its
+keys warm up afresh from its own bundle (``checkpoint_of_another_model`` is logged).
+
 Reasoning: docs/delivery.md.
 """
 
@@ -29,13 +33,24 @@ log = structlog.get_logger(__name__)
 
 
 # A checkpoint's envelope. A key's thresholds and its open alert events belong to one partition,
-# so both travel in one checkpoint: ``MAGIC``, the calibrator snapshot's length (8 bytes,
+# so both travel in one checkpoint: ``MODEL_MAGIC``, the model version's length (2 bytes,
+# big-endian) and the version (UTF-8), then ``MAGIC``, the calibrator snapshot's length (8 bytes,
 # big-endian), the calibrator snapshot (``calibration.state``), then the event state
-# (``streamer.events``, JSON). A checkpoint written before events existed is a bare calibrator
-# snapshot (a zip archive); it restores with no open events.
+# (``streamer.events``, JSON). Older checkpoints start at ``MAGIC`` (no model named) or are a bare
+# calibrator snapshot (a zip archive: no open events either).
 
+MODEL_MAGIC = b"TNDMKM1\n"
 MAGIC = b"TNDMKS1\n"
 _LENGTH_BYTES = 8
+_MODEL_LENGTH_BYTES = 2
+
+
+class ForeignCheckpointError(ValueError):
+    """A checkpoint learned another model's scores; ``model`` is that model's version."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"checkpoint of model {model}")
+        self.model = model
 
 
 class EventState(Protocol):
@@ -51,21 +66,28 @@ class EventState(Protocol):
 
 
 class KeyState:
-    """A calibrator and its event tracker, saved and restored as one checkpoint."""
+    """A calibrator and its event tracker, saved and restored as one checkpoint, for the model
+    whose version is ``model``."""
 
-    def __init__(self, calibrator: Calibrator, events: EventState) -> None:
-        self.calibrator, self.events = calibrator, events
+    def __init__(self, calibrator: Calibrator, events: EventState, model: str) -> None:
+        self.calibrator, self.events, self.model = calibrator, events, model
 
     def snapshot(self, keys: Collection[str]) -> bytes:
         """The global calibrator state and that of ``keys``, with their events."""
         calibrator = self.calibrator.snapshot(sorted(keys))
         length = len(calibrator).to_bytes(_LENGTH_BYTES, "big")
-        return MAGIC + length + calibrator + self.events.snapshot(keys)
+        model = self.model.encode()
+        named = MODEL_MAGIC + len(model).to_bytes(_MODEL_LENGTH_BYTES, "big") + model
+        return named + MAGIC + length + calibrator + self.events.snapshot(keys)
 
     def restore(self, data: bytes, with_global: bool = True) -> None:
-        """Load a checkpoint (its global calibrator state only when ``with_global``). The event
-        state is read first, so a damaged one changes nothing (the calibrator's restore refuses
-        damage before changing anything too)."""
+        """Load a checkpoint (its global calibrator state only when ``with_global``). A
+        ``ForeignCheckpointError`` when it learned another model's scores. The event state is
+        read first, so a damaged one changes nothing (the calibrator's restore refuses damage
+        before changing anything too)."""
+        model = model_of(data)
+        if model is not None and model != self.model:
+            raise ForeignCheckpointError(model)
         calibrator, events = split(data)
         states = None if events is None else self.events.parse(events)
         self.calibrator.restore(calibrator, with_global=with_global)
@@ -78,8 +100,21 @@ def keys_in(data: bytes) -> list[str]:
     return [name for name in entity_names(split(data)[0]) if name != GLOBAL]
 
 
+def model_of(data: bytes) -> str | None:
+    """The version of the model whose scores a checkpoint learned (None: an older checkpoint,
+    which does not say)."""
+    if not data.startswith(MODEL_MAGIC):
+        return None
+    start = len(MODEL_MAGIC) + _MODEL_LENGTH_BYTES
+    length = int.from_bytes(data[len(MODEL_MAGIC) : start], "big")
+    return data[start : start + length].decode()
+
+
 def split(data: bytes) -> tuple[bytes, bytes | None]:
     """A checkpoint's calibrator snapshot and event state (None in a calibrator-only one)."""
+    if data.startswith(MODEL_MAGIC):
+        start = len(MODEL_MAGIC) + _MODEL_LENGTH_BYTES
+        data = data[start + int.from_bytes(data[len(MODEL_MAGIC) : start], "big") :]
     if not data.startswith(MAGIC):
         return data, None
     start = len(MAGIC) + _LENGTH_BYTES
@@ -133,6 +168,8 @@ class PartitionCheckpoints:
         self._keys: dict[Partition, set[str]] = {}
         self._offsets: dict[Partition, int] = {}
         self._generations: dict[Partition, int] = {}
+        self._superseded: dict[Partition, int] = {}
+        """The generation of another model's checkpoint, not restored: the next save follows it."""
         self._dirty: set[Partition] = set()
         self._saved_at = clock()
 
@@ -170,7 +207,7 @@ class PartitionCheckpoints:
         save, and wait until it is durable."""
         chosen = self._dirty if partitions is None else self._dirty & set(partitions)
         for partition in sorted(chosen):
-            generation = self._generations.get(partition, 0) + 1
+            generation = self._generations.get(partition, self._superseded.get(partition, 0)) + 1
             keys = sorted(self._keys.get(partition, ()))
             saved = SavedState(state.snapshot(keys), self._offsets[partition], generation)
             self.store.write(partition, saved)
@@ -187,7 +224,20 @@ class PartitionCheckpoints:
         state is taken (from the first) only when ``with_global``. Returns what was found."""
         found = self.store.read(partitions)
         for partition, saved in sorted(found.items()):
-            state.restore(saved.snapshot, with_global=with_global)
+            try:
+                state.restore(saved.snapshot, with_global=with_global)
+            except ForeignCheckpointError as foreign:
+                log.warning(
+                    "checkpoint_of_another_model",
+                    topic=partition[0],
+                    partition=partition[1],
+                    checkpoint_model=foreign.model,
+                    model=getattr(state, "model", None),
+                    action="not restored: its keys warm up afresh from this model's bundle",
+                )
+                self._superseded[partition] = saved.generation
+                del found[partition]
+                continue
             with_global = False
             keys = set(keys_in(saved.snapshot))
             self._keys.setdefault(partition, set()).update(keys)
@@ -217,4 +267,5 @@ class PartitionCheckpoints:
             self._keys.pop(partition, None)
             self._offsets.pop(partition, None)
             self._generations.pop(partition, None)
+            self._superseded.pop(partition, None)
             self._dirty.discard(partition)

@@ -5,9 +5,15 @@ Two formats:
 
 - ``json``: ``{"key": "AAPL", "ts": 1764000000123, "features": [0.12, ...]}``; ``ts`` in epoch
   milliseconds or ISO-8601; ``key`` may be left out when the record key is set (the record key
-  wins when both are); optional ``"label"`` 0 or 1 for backtests.
+  wins when both are); optional ``"label"`` 0 or 1 for backtests. ``features`` may also name
+  its values (``{"temp": [W readings], ...}`` or ``{"feature": value, ...}``:
+  ``streamer.features``); a ``null`` reading is a missing value.
 - ``f32``: the value is exactly D little-endian float32 values; the key is the record key and the
   time the record timestamp. A batch is decoded with one ``numpy.frombuffer``.
+
+A positional array is in the model's feature order, or in ``[codec].feature_names`` order when
+that is set. A missing value (JSON ``null``, or NaN) is a dead letter naming the feature, unless
+``[codec].missing = "fill-previous"`` fills it from the same channel's previous step.
 
 A record that is too large, undecodable, missing or mistyping a field, of the wrong window length,
 or holding a NaN, an infinity or a value beyond ``max_abs_value`` becomes a ``DeadLetter`` whose
@@ -25,6 +31,7 @@ a non-number goes back over its records, to name the record and the value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +43,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from streamer.errors import ConfigError
+from streamer.features import FeatureLayout, FeatureMismatchError, fill_previous
 from streamer.records import NO_LABEL, DeadLetter, SourceRecord, WindowBatch
 
 if TYPE_CHECKING:
@@ -65,17 +74,69 @@ class Codec(Protocol):
 @dataclass(frozen=True)
 class Limits:
     """What a record may be: ``window_length`` features, each within ``max_abs_value``, in a value
-    of at most ``max_record_bytes``, for an entity key of at most ``max_key_chars`` characters."""
+    of at most ``max_record_bytes``, for an entity key of at most ``max_key_chars`` characters.
+
+    ``layout`` names the model's features (None: positional input only, errors by position);
+    ``positions`` (D,) is where each model feature sits in a positional array when the feed's
+    order is not the model's (``[codec].feature_names``); ``missing`` the missing-value policy."""
 
     window_length: int
     max_abs_value: float = 1e12
     max_record_bytes: int = 1_048_576
     max_key_chars: int = 256
+    layout: FeatureLayout | None = None
+    positions: tuple[int, ...] | None = None
+    missing: str = "dead-letter"
 
     @classmethod
-    def of(cls, window_length: int, codec: CodecConfig) -> Limits:
-        """The limits ``[codec]`` sets, for windows of ``window_length`` features."""
-        return cls(window_length, codec.max_abs_value, codec.max_record_bytes, codec.max_key_chars)
+    def of(cls, feature_names: Sequence[str], codec: CodecConfig) -> Limits:
+        """The limits ``[codec]`` sets, for a model with features ``feature_names`` (D,);
+        a ``ConfigError`` when ``[codec].feature_names`` are not the model's features."""
+        layout = FeatureLayout.of(feature_names)
+        positions = None
+        if codec.feature_names:
+            try:
+                order = layout.positions(codec.feature_names)
+            except FeatureMismatchError as error:
+                raise ConfigError(f"[codec].feature_names: {error}") from None
+            if not np.array_equal(order, np.arange(layout.width)):
+                positions = tuple(order.tolist())
+        return cls(
+            layout.width,
+            codec.max_abs_value,
+            codec.max_record_bytes,
+            codec.max_key_chars,
+            layout,
+            positions,
+            codec.missing,
+        )
+
+    def feature(self, column: int, position: int | None) -> str:
+        """How a dead letter names the model's feature ``column``, found at ``position`` of the
+        record's array (None: the record named it)."""
+        name = self.layout.label(column) if self.layout is not None else None
+        if position is None or name is None:
+            return f"feature {name}" if position is None else f"value {position}"
+        return f"value {position} ({name})"
+
+    def to_model_order(
+        self, windows: NDArray[np.floating], named: NDArray[np.bool_] | None = None
+    ) -> NDArray[np.floating]:
+        """(n, D) windows in the model's order: positional rows (not ``named``) rearranged by
+        ``positions``; NaNs filled when the policy says so. May return ``windows`` itself."""
+        if self.positions is not None:
+            order = np.asarray(self.positions, dtype=np.intp)
+            if named is None or not named.any():
+                windows = windows[:, order]
+            else:
+                windows = windows.copy()
+                windows[~named] = windows[~named][:, order]
+        if self.missing == "fill-previous" and np.isnan(windows).any():
+            if not windows.flags.writeable:
+                windows = windows.copy()
+            stride = self.layout.stride if self.layout is not None else self.window_length
+            fill_previous(windows, stride)
+        return windows
 
 
 class _Candidates:
@@ -103,10 +164,15 @@ class _Candidates:
         return kept
 
     def finish(
-        self, windows: NDArray[np.floating], limits: Limits, dead: list[DeadLetter]
+        self,
+        windows: NDArray[np.floating],
+        limits: Limits,
+        dead: list[DeadLetter],
+        named: NDArray[np.bool_] | None = None,
     ) -> WindowBatch:
-        """Check every value of the (n, D) windows at once (before narrowing to float32); rows
-        that fail become dead letters."""
+        """Check every value of the (n, D) windows, in the model's order, at once (before
+        narrowing to float32); rows that fail become dead letters naming the feature. ``named``
+        (n,) marks rows whose record named its features rather than listing them."""
         if not self.records:
             return WindowBatch.empty(limits.window_length)
         within = np.abs(windows) <= limits.max_abs_value  # False for NaN and ±inf as well
@@ -114,12 +180,19 @@ class _Candidates:
         for row in np.flatnonzero(~good).tolist():
             column = int(np.flatnonzero(~within[row])[0])
             value = float(windows[row, column])
-            problem = (
-                f"is {value}"
-                if not np.isfinite(value)
-                else f"is {value:g}, beyond ±{limits.max_abs_value:g}"
-            )
-            dead.append(DeadLetter(self.records[row], f"field 'features' value {column} {problem}"))
+            if math.isnan(value):
+                problem = "is missing (null or NaN)"
+                if limits.missing == "fill-previous":
+                    problem += ", with no earlier step of its channel to fill it from"
+            elif not math.isfinite(value):
+                problem = f"is {value}"
+            else:
+                problem = f"is {value:g}, beyond ±{limits.max_abs_value:g}"
+            position = None if named is not None and named[row] else column
+            if position is not None and limits.positions is not None:
+                position = limits.positions[column]
+            feature = limits.feature(column, position)
+            dead.append(DeadLetter(self.records[row], f"field 'features' {feature} {problem}"))
         rows = np.flatnonzero(good)
         return WindowBatch(
             records=[self.records[i] for i in rows.tolist()],
@@ -163,17 +236,32 @@ def _record_key(record: SourceRecord) -> tuple[str | None, str | None]:
         return None, "the record key is not UTF-8"
 
 
-def _window_schema(window_length: int) -> msgspec.json.Decoder[Any]:
+def _window_schema(window_length: int, layout: FeatureLayout | None) -> msgspec.json.Decoder[Any]:
     """A decoder that accepts only a well-formed JSON window of ``window_length`` features:
     an object whose ``features`` are that many numbers (booleans refused, integers read as
-    floats), ``key`` a string, ``ts`` an int64, ``label`` 0, 1 or -1, and no other field."""
+    floats), or for a cut series an object of every channel's W numbers, ``key`` a string,
+    ``ts`` an int64, ``label`` 0, 1 or -1, and no other field."""
+    positional = Annotated[
+        list[float], msgspec.Meta(min_length=window_length, max_length=window_length)
+    ]
+    features: Any = positional
+    if layout is not None:
+        # By channel (W readings each) for a cut series, else by feature (one number each).
+        # Names need not be identifiers: the struct's fields are renamed to them.
+        names = layout.channels or layout.names
+        value: Any = list[float] if layout.channels else float
+        if layout.channels:
+            value = Annotated[value, msgspec.Meta(min_length=layout.steps, max_length=layout.steps)]
+        slots = [f"f{i}" for i in range(len(names))]
+        named = msgspec.defstruct(
+            "JsonNamedFeatures",
+            [(slot, value) for slot in slots],
+            rename=dict(zip(slots, names, strict=True)),
+            forbid_unknown_fields=True,
+        )
+        features = positional | named
     fields: list[tuple[Any, ...]] = [
-        (
-            "features",
-            Annotated[
-                list[float], msgspec.Meta(min_length=window_length, max_length=window_length)
-            ],
-        ),
+        ("features", features),
         ("key", str | msgspec.UnsetType, msgspec.UNSET),
         (
             "ts",
@@ -196,13 +284,14 @@ class JsonCodec:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._fast = _window_schema(limits.window_length)
+        self._fast = _window_schema(limits.window_length, limits.layout)
 
     def decode(self, records: Sequence[SourceRecord]) -> tuple[WindowBatch, list[DeadLetter]]:
         dead: list[DeadLetter] = []
         candidates = _Candidates()
         features: list[list[Any]] = []
         careful_rows = False  # whether any candidate's features are not known to be floats
+        named_rows: list[int] = []  # candidates whose record named its features
         fast, largest = self._fast.decode, self.limits.max_record_bytes
         largest_key = self.limits.max_key_chars
         add_record, add_key = candidates.records.append, candidates.keys.append
@@ -231,23 +320,46 @@ class JsonCodec:
                     add_key(key)
                     add_ts(record.timestamp_ms if window.ts is msgspec.UNSET else window.ts)
                     add_label(window.label)
-                    add_features(window.features)
+                    if type(window.features) is list:
+                        add_features(window.features)
+                    else:
+                        named_rows.append(len(features))
+                        add_features(self._in_model_order(window.features))
                     continue
             problem, parsed = self._parse(record)
             if problem is not None:
                 dead.append(DeadLetter(record, problem))
                 continue
-            key, ts_ms, label, values = parsed
+            key, ts_ms, label, values, named = parsed
+            if named:
+                named_rows.append(len(features))
             candidates.add(record, key, ts_ms, label)
             features.append(values)
             careful_rows = True
         if careful_rows and not NUMBER_TYPES.issuperset(map(type, chain.from_iterable(features))):
-            candidates, features = _numbers_only(candidates, features, dead)
+            candidates, features, named_rows = _numbers_only(
+                candidates, features, dead, named_rows, self.limits
+            )
         width = self.limits.window_length
         # Every list has ``width`` ints or floats now, so this is one exact float64 conversion.
-        windows = np.array(features, dtype=np.float64).reshape(len(features), width)
-        batch = candidates.finish(windows, self.limits, dead)
+        windows: NDArray[np.floating] = np.array(features, dtype=np.float64).reshape(
+            len(features), width
+        )
+        named = None
+        if named_rows:
+            named = np.zeros(len(features), dtype=bool)
+            named[named_rows] = True
+        windows = self.limits.to_model_order(windows, named)
+        batch = candidates.finish(windows, self.limits, dead, named)
         return batch, _in_input_order(dead, records)
+
+    def _in_model_order(self, named: Any) -> list[float]:
+        """The (D,) values of a fast-path named ``features`` struct, in the model's order:
+        channels' readings interleaved step by step, or the features as they are."""
+        values = msgspec.structs.astuple(named)
+        if self.limits.layout is not None and self.limits.layout.channels:
+            return list(chain.from_iterable(zip(*values, strict=True)))
+        return list(values)
 
     def encode(
         self, key: str, ts_ms: int, features: NDArray[np.floating], label: int | None = None
@@ -262,7 +374,9 @@ class JsonCodec:
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def _parse(self, record: SourceRecord) -> tuple[str | None, Any]:
-        """(problem, (key, ts_ms, label, features)) for one record; problem None when usable."""
+        """(problem, (key, ts_ms, label, features, named)) for one record; problem None when
+        usable. ``features`` (D,) are in the model's order when ``named``, else as listed; a
+        ``null`` among them is NaN (a missing value)."""
         problem = _too_large(record, self.limits)
         if problem:
             return problem, None
@@ -292,37 +406,58 @@ class JsonCodec:
         if label not in LABELS or isinstance(label, bool):
             return f"field 'label' is {label!r}, not 0 or 1", None
         values = body.get("features")
-        if not isinstance(values, list):
+        named = isinstance(values, dict)
+        if isinstance(values, dict) and self.limits.layout is not None:
+            problem, values = self.limits.layout.from_named(values)
+            if problem:
+                return problem, None
+        elif not isinstance(values, list):
             what = "missing" if values is None else f"a {type(values).__name__}, not a list"
             return f"field 'features' is {what}", None
-        if len(values) != self.limits.window_length:
+        elif len(values) != self.limits.window_length:
             return (
                 f"field 'features' has {len(values)} values; the model expects "
                 f"{self.limits.window_length}"
             ), None
-        return None, (key, ts_ms, label, values)
+        if None in values:
+            values = [math.nan if value is None else value for value in values]
+        return None, (key, ts_ms, label, values, named)
 
 
 def _numbers_only(
-    candidates: _Candidates, features: list[list[Any]], dead: list[DeadLetter]
-) -> tuple[_Candidates, list[list[Any]]]:
-    """The candidates whose features are all numbers, and their features; the others become dead
-    letters naming their first non-number. For a batch that failed the batch-wide type check:
-    record by record, and value by value only within the records that hold a non-number."""
+    candidates: _Candidates,
+    features: list[list[Any]],
+    dead: list[DeadLetter],
+    named_rows: list[int],
+    limits: Limits,
+) -> tuple[_Candidates, list[list[Any]], list[int]]:
+    """The candidates whose features are all numbers, their features, and which of them were
+    named; the others become dead letters naming their first non-number. For a batch that failed
+    the batch-wide type check: record by record, and value by value only within the records that
+    hold a non-number."""
     kept: list[int] = []
+    named = set(named_rows)
     for row, values in enumerate(features):
         if NUMBER_TYPES.issuperset(map(type, values)):
             kept.append(row)
         else:
-            dead.append(DeadLetter(candidates.records[row], _non_number(values)))
-    return candidates.select(kept), [features[row] for row in kept]
+            reason = _non_number(values, limits, row in named)
+            dead.append(DeadLetter(candidates.records[row], reason))
+    still_named = [i for i, row in enumerate(kept) if row in named]
+    return candidates.select(kept), [features[row] for row in kept], still_named
 
 
-def _non_number(values: list[Any]) -> str:
-    """The first value of ``values`` whose type is not in ``NUMBER_TYPES``, as a reason; only for
-    lists that hold one (the caller's check uses the same test)."""
+def _non_number(values: list[Any], limits: Limits, named: bool) -> str:
+    """The first value of ``values`` whose type is not in ``NUMBER_TYPES``, as a reason naming
+    the feature when the model's names are known; only for lists that hold one (the caller's
+    check uses the same test). ``named``: ``values`` are in the model's order, from names."""
     index, value = next((i, v) for i, v in enumerate(values) if type(v) not in NUMBER_TYPES)
-    return f"field 'features' value {index} is {value!r}, not a number"
+    if named:
+        feature = limits.feature(index, None)
+    else:
+        column = index if limits.positions is None else limits.positions.index(index)
+        feature = limits.feature(column, index)
+    return f"field 'features' {feature} is {value!r}, not a number"
 
 
 def _timestamp(value: Any) -> tuple[str | None, int]:
@@ -377,6 +512,7 @@ class F32Codec:
         windows = np.frombuffer(b"".join(values), dtype="<f4").reshape(
             -1, self.limits.window_length
         )
+        windows = self.limits.to_model_order(windows)
         batch = candidates.finish(windows, self.limits, dead)
         return batch, _in_input_order(dead, records)
 

@@ -242,10 +242,17 @@ class AlertsConfig(_Section):
 
 
 class CodecConfig(_Section):
-    """How input records are decoded, and the limits past which a record is dead-lettered."""
+    """How input records are decoded, and the limits past which a record is dead-lettered.
+
+    ``feature_names``: the order of a positional ``features`` array (or f32 value) when the feed's
+    order is not the model's: the model's feature names, or for a model cut from a series its
+    channel names (each step then lists the channels in this order); empty: the model's order.
+    ``missing``: a missing value (JSON ``null``, NaN) makes the record a dead letter, or is
+    filled from the same channel's previous step in the window (``streamer.features``)."""
 
     format: Literal["json", "f32"] = "json"
     feature_names: tuple[str, ...] = ()
+    missing: Literal["dead-letter", "fill-previous"] = "dead-letter"
     max_abs_value: Annotated[float, Field(gt=0.0)] = 1e12
     max_record_bytes: Annotated[int, Field(ge=16)] = 1_048_576
     max_key_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 256

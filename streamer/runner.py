@@ -131,7 +131,7 @@ class Runner:
         self.source, self.codec = source, codec
         self.observer = observer
         self.detector, self.calibrator, self.events = detector, calibrator, events
-        self.state = KeyState(calibrator, events)
+        self.state = KeyState(calibrator, events, model=detector.version or "unsaved")
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
         self.scored_any = False

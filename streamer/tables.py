@@ -19,6 +19,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from streamer.errors import MissingFileError, TableError
+from streamer.features import FeatureLayout, FeatureMismatchError
 from streamer.windows import sliding_windows, window_any, window_feature_names, window_last_steps
 
 RESERVED = ("key", "ts", "label", "kind")
@@ -56,6 +57,47 @@ class WindowTable:
             raise TableError(f"no feature named {unknown[0]!r} in these windows")
         index = [position[name] for name in names]
         return replace(self, windows=self.windows[:, index], feature_names=tuple(names))
+
+    def for_model(self, names: Sequence[str], source: str) -> WindowTable:
+        """The same windows with their features matched by name to a model's ``names`` (D,),
+        in the model's order, so a file with its columns in any order scores the same. A file of
+        readings (one row per step, the model's channels as columns) is cut into the model's
+        W-step windows first, as ``--window W`` would. A ``TableError`` names the features (or
+        channels) missing and the ones the model does not know."""
+        model = FeatureLayout.of(names)
+        mine = FeatureLayout.of(self.feature_names)
+        table = self
+        if model.channels and not mine.channels:
+            missing = [name for name in model.channels if name not in mine.names]
+            unknown = [name for name in mine.names if name not in model.channels]
+            if missing or unknown:
+                raise TableError(f"{source}: {model.mismatch(missing, unknown)}")
+            table = self.cut(model.steps)
+        elif model.channels and mine.steps != model.steps:
+            raise TableError(
+                f"{source}: cut into windows of {mine.steps} steps, but the model reads windows "
+                f"of {model.steps}: pass --window {model.steps}, or leave --window out"
+            )
+        try:
+            order = model.order_of(table.feature_names)
+        except FeatureMismatchError as error:
+            hint = "; the model reads one window per row: leave out --window" * bool(mine.channels)
+            raise TableError(f"{source}: {error}{hint}") from None
+        return replace(table, windows=table.windows[:, order], feature_names=model.names)
+
+    def cut(self, window: int, stride: int = 1) -> WindowTable:
+        """These rows, read as steps of a series (one column per channel), cut per entity into
+        windows of ``window`` steps every ``stride`` steps (as ``load_windows`` with a window)."""
+        return _cut(
+            self.keys,
+            self.ts_ms,
+            self.windows,
+            self.labels,
+            self.kinds,
+            list(self.feature_names),
+            window,
+            stride,
+        )
 
     def in_time_order(self) -> WindowTable:
         """The windows in time order, as a stream of all the entities carries them: each entity's
@@ -114,16 +156,33 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(path, index=False)
 
 
-def load_windows(path: Path, window: int | None = None, stride: int = 1) -> WindowTable:
-    """Read ``path`` as windows (``window`` None) or as a series cut into windows."""
-    return windows_from_frame(read_table(Path(path)), window, stride, source=str(path))
+def load_windows(
+    path: Path,
+    window: int | None = None,
+    stride: int = 1,
+    missing: str = "dead-letter",
+    keep_missing: bool = False,
+) -> WindowTable:
+    """Read ``path`` as windows (``window`` None) or as a series cut into windows; ``missing``
+    and ``keep_missing`` as for ``windows_from_frame``."""
+    return windows_from_frame(
+        read_table(Path(path)), window, stride, str(path), missing, keep_missing
+    )
 
 
 def windows_from_frame(
-    frame: pd.DataFrame, window: int | None = None, stride: int = 1, source: str = "data"
+    frame: pd.DataFrame,
+    window: int | None = None,
+    stride: int = 1,
+    source: str = "data",
+    missing: str = "dead-letter",
+    keep_missing: bool = False,
 ) -> WindowTable:
     """A DataFrame as windows (``window`` None) or as a series cut into windows; ``source`` names
-    it in error messages."""
+    it in error messages. Empty, NaN and infinite values: with ``missing = "fill-previous"``
+    each entity's column is forward-filled (rows in file order) first; what is left is an error
+    naming row, key and column, or kept as NaN (``keep_missing``: a backtest dead-letters the
+    windows holding one, as the daemon would)."""
     path = source
     if "ts" not in frame:
         alias = next((c for c in TIME_ALIASES if c in frame.columns), None)
@@ -137,21 +196,45 @@ def windows_from_frame(
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise TableError(f"{path}: column {non_numeric[0]!r} is not numeric (features must be)")
-    values = frame[features].to_numpy(dtype=np.float32)
-    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
-    if bad_rows.size:
-        raise TableError(f"{path}: row {int(bad_rows[0])} holds an empty, NaN or infinite value")
     keys: NDArray[np.str_] = (
         frame["key"].astype(str).to_numpy(dtype=str)
         if "key" in frame
         else np.full(len(frame), DEFAULT_KEY)
     )
+    values = frame[features].to_numpy(dtype=np.float32)
+    if missing == "fill-previous":
+        values[~np.isfinite(values)] = np.nan
+        values = pd.DataFrame(values).groupby(keys, sort=False).ffill().to_numpy(np.float32)
+    if not keep_missing:
+        _refuse_missing(values, keys, [str(f) for f in features], path, missing)
     ts_ms = _timestamps(frame, path)
     labels = frame["label"].to_numpy(dtype=np.int8) if "label" in frame else None
     kinds = frame["kind"].fillna("").astype(str).to_numpy(dtype=str) if "kind" in frame else None
     if window is None:
         return WindowTable(keys, ts_ms, values, tuple(str(f) for f in features), labels, kinds)
     return _cut(keys, ts_ms, values, labels, kinds, [str(f) for f in features], window, stride)
+
+
+def _refuse_missing(
+    values: NDArray[np.float32], keys: NDArray[np.str_], columns: list[str], path: str, missing: str
+) -> None:
+    """A ``TableError`` naming the row, key and column of the first value of ``values`` (n, C)
+    that is empty, NaN or infinite, if any."""
+    bad = ~np.isfinite(values)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if not rows.size:
+        return
+    row = int(rows[0])
+    column = columns[int(np.flatnonzero(bad[row])[0])]
+    hint = (
+        '; [codec].missing = "fill-previous" carries the previous row\'s value forward'
+        if missing != "fill-previous"
+        else " (nothing before it to fill it from)"
+    )
+    raise TableError(
+        f"{path}: row {row} (key {str(keys[row])!r}): column {column!r} is empty, NaN or "
+        f"infinite{hint}"
+    )
 
 
 def _timestamps(frame: pd.DataFrame, path: str) -> NDArray[np.int64]:

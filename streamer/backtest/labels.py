@@ -25,16 +25,17 @@ from streamer.tables import WindowTable, read_table, windows_from_frame
 
 
 def load_labelled_windows(
-    path: Path, window: int | None, stride: int, labels: str | None
+    path: Path, window: int | None, stride: int, labels: str | None, missing: str = "dead-letter"
 ) -> WindowTable:
     """``path`` as windows, with the column ``labels`` (when it names a column, not a file)
-    read as the 0/1 label instead of ``label``; ``MissingFileError`` when it names neither."""
+    read as the 0/1 label instead of ``label``; ``MissingFileError`` when it names neither.
+    Missing values are filled by the ``missing`` policy or kept, to be dead-lettered."""
     frame = read_table(Path(path))
     if labels is not None and not Path(labels).is_file():
         if labels not in frame.columns:
             raise MissingFileError(f"--labels {labels}: no such file (nor a column of {path})")
         frame = frame.drop(columns=["label"], errors="ignore").rename(columns={labels: "label"})
-    return windows_from_frame(frame, window, stride, source=str(path))
+    return windows_from_frame(frame, window, stride, str(path), missing, keep_missing=True)
 
 
 def attach_labels(

@@ -158,7 +158,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         source = KafkaSource(config.kafka, config.batch, transaction=transaction)
     codec = make_codec(
         config.codec.format,
-        Limits.of(detector.window_length, config.codec),
+        Limits.of(detector.feature_names, config.codec),
     )
     checkpoints = PartitionCheckpoints(
         KafkaStateStore(producer, config.kafka, transaction, wait=wait),

@@ -79,9 +79,9 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     detector = load_detector(bundle, device=config.model.device)
     codec = make_codec(
         config.codec.format,
-        Limits.of(detector.window_length, config.codec),
+        Limits.of(detector.feature_names, config.codec),
     )
-    source, name, table = _open_source(args, config, codec, batch_size)
+    source, name, table = _open_source(args, config, codec, batch_size, detector.feature_names)
     console = Console(stderr=True)
     console.print(f"backtest of {name}: {source.total:,} records, model {bundle}")
     try:
@@ -113,9 +113,14 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def _open_source(
-    args: argparse.Namespace, config: TandemConfig, codec: Codec, batch_size: int
+    args: argparse.Namespace,
+    config: TandemConfig,
+    codec: Codec,
+    batch_size: int,
+    feature_names: tuple[str, ...],
 ) -> tuple[FiniteSource, str, WindowTable | None]:
-    """The source the options name, a name for it in the report, and the file's table."""
+    """The source the options name, a name for it in the report, and the file's table, its
+    columns matched by name to the model's ``feature_names``."""
     from streamer.backtest.labels import load_labelled_windows
     from streamer.backtest.sources import FileSource
     from streamer.broker.range_source import TopicRangeSource, parse_bound
@@ -123,8 +128,10 @@ def _open_source(
     if args.data is not None:
         # In time order, all entities interleaved: the order `tandem replay` sends them in, and
         # so the order the daemon would read them in.
-        table = load_labelled_windows(args.data, args.window, args.stride, args.labels)
-        table = table.in_time_order()
+        table = load_labelled_windows(
+            args.data, args.window, args.stride, args.labels, config.codec.missing
+        )
+        table = table.for_model(feature_names, str(args.data)).in_time_order()
         return FileSource(table, codec, args.data.name, batch_size), str(args.data), table
     start = parse_bound(args.from_offset, args.from_time, "from")
     end = parse_bound(args.to_offset, args.to_time, "to")

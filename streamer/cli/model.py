@@ -118,7 +118,7 @@ def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    table = load_windows(args.data, args.window, args.stride)
+    table = load_windows(args.data, args.window, args.stride, config.codec.missing)
     if args.features:
         table = table.with_features(_names(table.feature_names, args.features))
     mask = table.head_per_key(args.train_fraction)
@@ -216,11 +216,10 @@ def _kind_examples(table: WindowTable) -> NDArray[np.bool_] | None:
 def score_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from detectors.registry import load_detector
 
-    table = load_windows(args.data, args.window, args.stride)
+    table = load_windows(args.data, args.window, args.stride, config.codec.missing)
     bundle = model_bundle(args.model, None)
-    detector = load_detector(
-        bundle, expected_window=table.windows.shape[1], device=config.model.device
-    )
+    detector = load_detector(bundle, device=config.model.device)
+    table = table.for_model(detector.feature_names, str(args.data))
     scores = detector.score(table.windows)
     frame = _scores_frame(table, scores, detector.feature_names)
     if args.out:

@@ -54,16 +54,16 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.tables import load_windows
 
     pace = Pace(rate=args.rate or 0.0, speed=1.0 if args.realtime else args.speed or 0.0)
-    table = load_windows(args.data, args.window, args.stride).in_time_order()
+    # Missing values travel as they are (JSON null, f32 NaN): the consumer's policy decides.
+    table = load_windows(args.data, args.window, args.stride, keep_missing=True).in_time_order()
     topic = args.topic or config.kafka.input_topic
     options = config.kafka.client_options()
     # Records carry the data's own timestamps, so time-based retention would delete historical
     # ones at the broker's next retention check; a topic created here keeps them.
     create_topics(options, [TopicSpec(topic, args.partitions, configs=NO_TIME_RETENTION)])
-    codec = make_codec(
-        config.codec.format,
-        Limits.of(table.windows.shape[1], config.codec),
-    )
+    # Windows go out positionally, in the file's column order (the consumer's ``[codec]``
+    # matches that order to its model's).
+    codec = make_codec(config.codec.format, Limits(table.windows.shape[1]))
     console = Console(stderr=True)
     span_s = (int(table.ts_ms[-1]) - int(table.ts_ms[0])) / 1000 if len(table) else 0.0
     console.print(

@@ -3,8 +3,11 @@ and how a runner hands a partition's thresholds to the next owner."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from calibration.quantile import RollingQuantile
 from calibration.state import GLOBAL, entity_names
@@ -175,3 +178,34 @@ def test_a_batch_waiting_for_delivery_is_released_when_its_partitions_go(
     run.partitions_revoked([("in", 0), ("in", 1)])
     assert run.pending is None, "the next owner reads the uncommitted batch again"
     assert source.committed == {("in", 0): 62, ("in", 1): 64}
+
+
+def test_a_runner_with_another_model_does_not_inherit_the_checkpointed_thresholds(
+    tiny_detector: CascadeDetector, two_partition_feed: list[SourceRecord]
+) -> None:
+    """A checkpoint names its model's version: another model warms up afresh (logged), and its
+    own first save supersedes the old checkpoint; the same model still resumes."""
+    store = MemoryStateStore()
+    first, _, _ = make_runner(tiny_detector, two_partition_feed, store)
+    while first.step() is not None:
+        pass
+    first.partitions_revoked([("in", 0), ("in", 1)])
+    old_generation = store.saved[("in", 1)].generation
+
+    retrained = copy.copy(tiny_detector)
+    retrained._version = "sha256:another"
+    feed = [r for r in two_partition_feed if r.partition == 1]
+    second, _, _ = make_runner(retrained, feed, store)
+    with capture_logs() as logs:
+        second.partitions_assigned([("in", 1)])
+    foreign = [e for e in logs if e["event"] == "checkpoint_of_another_model"]
+    assert len(foreign) == 1 and foreign[0]["checkpoint_model"] == tiny_detector.version
+    assert foreign[0]["model"] == "sha256:another" and foreign[0]["log_level"] == "warning"
+    assert set(second.calibrator.keys) == set(), "nothing inherited"
+    second.step()
+    saved = store.saved[("in", 1)]
+    assert saved.generation == old_generation + 1, "the new model's checkpoint is the latest"
+
+    third, _, _ = make_runner(retrained, [], store)
+    third.partitions_assigned([("in", 1)])
+    assert set(third.calibrator.keys) == {"c", "d"}, "the same model resumes its own state"

@@ -104,7 +104,7 @@ def test_json_fields_keys_times_and_labels() -> None:
         (
             json_value(features=[1, None, 3, 4]),
             b"k",
-            "field 'features' value 1 is None, not a number",
+            "field 'features' value 1 is missing (null or NaN)",
         ),
         (
             json_value(features=[1, 2, [3], 4]),
@@ -180,9 +180,13 @@ def expected_outcome(values: list[object]) -> str | None:
     if len(values) != D:
         return f"field 'features' has {len(values)} values; the model expects {D}"
     for index, value in enumerate(values):
+        if value is None:
+            continue  # a missing value, judged with the ranges below
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"field 'features' value {index} is {value!r}, not a number"
     for index, value in enumerate(values):
+        if value is None:
+            return f"field 'features' value {index} is missing (null or NaN)"
         if abs(float(value)) > LIMITS.max_abs_value:
             return f"field 'features' value {index} is {float(value):g}, beyond ±1e+06"
     return None
@@ -212,7 +216,11 @@ def test_json_batch_checks_match_the_value_by_value_rules(windows: list[list[obj
             b"k",
             "value is 12 bytes (3 float32 values); the model expects 4 values (16 bytes)",
         ),
-        (np.array([1, np.nan, 3, 4], "<f4").tobytes(), b"k", "field 'features' value 1 is nan"),
+        (
+            np.array([1, np.nan, 3, 4], "<f4").tobytes(),
+            b"k",
+            "field 'features' value 1 is missing (null or NaN)",
+        ),
         (np.array([1, 2, np.inf, 4], "<f4").tobytes(), b"k", "field 'features' value 2 is inf"),
         (
             np.array([1, 2, 3, -5e6], "<f4").tobytes(),
@@ -387,3 +395,113 @@ def test_keys_that_would_merge_entities_or_blow_up_memory_are_dead_letters(
     assert batch.keys.tolist() == ["sensor-1"]
     in_body = JsonCodec(LIMITS).decode([record(json_value(key=key.decode()), key=None)])
     assert [letter.reason for letter in in_body[1]] == [reason]
+
+
+SERIES_NAMES = ("temp[t-1]", "flow[t-1]", "temp[t-0]", "flow[t-0]")
+
+
+def series_limits(**codec: object) -> Limits:
+    """Limits for a model cut from a series of channels temp and flow, two steps a window."""
+    from streamer.config import CodecConfig
+
+    return Limits.of(SERIES_NAMES, CodecConfig.model_validate({"max_record_bytes": 512, **codec}))
+
+
+def test_named_features_decode_to_the_model_order_as_positional_ones_do() -> None:
+    """Channels with their readings, features by name and a positional array: one window."""
+    codec = JsonCodec(series_limits())
+    batch, dead = codec.decode(
+        [
+            record(json_value(features=[1, 10, 2, 20]), offset=0),
+            record(json_value(features={"flow": [10, 20], "temp": [1, 2]}), offset=1),
+            record(json_value(features=dict(zip(SERIES_NAMES, [1, 10, 2, 20], strict=True)))),
+        ]
+    )
+    assert dead == []
+    assert batch.windows.tolist() == [[1, 10, 2, 20]] * 3
+
+
+def test_a_declared_positional_order_is_matched_by_name_in_both_codecs() -> None:
+    """``[codec].feature_names`` lists the feed's channel order; named records are unaffected."""
+    limits = series_limits(feature_names=["flow", "temp"])
+    batch, dead = JsonCodec(limits).decode(
+        [
+            record(json_value(features=[10, 1, 20, 2]), offset=0),
+            record(json_value(features={"temp": [1, 2], "flow": [10, 20]}), offset=1),
+            record(json_value(features=[10, 1, None, 2]), offset=2),
+        ]
+    )
+    assert batch.windows.tolist() == [[1, 10, 2, 20]] * 2
+    assert [d.reason for d in dead] == [
+        "field 'features' value 2 ('flow[t-0]') is missing (null or NaN)"
+    ]
+    f32 = np.array([10, 1, 20, 2], "<f4").tobytes()
+    batch, dead = F32Codec(limits).decode([record(f32)])
+    assert dead == [] and batch.windows.tolist() == [[1, 10, 2, 20]]
+
+
+def test_a_feature_list_that_is_not_the_models_is_refused_at_start() -> None:
+    from streamer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'pressure' is not the model's"):
+        series_limits(feature_names=["flow", "pressure"])
+
+
+@pytest.mark.parametrize(
+    ("features", "reason"),
+    [
+        ({"temp": [1, 2]}, "field 'features' does not match the model: the model's 'flow' is"),
+        ({"temp": [1, 2], "flw": [3, 4]}, "renamed? 'flw' → 'flow'"),
+        ({"temp": [1, 2], "flow": [3]}, "channel 'flow' is 1 readings; the model's windows are 2"),
+        ({"temp": [1, 2], "flow": [3, "x"]}, "feature 'flow[t-0]' is 'x', not a number"),
+        ({"temp": [1, 2], "flow": [3, None]}, "feature 'flow[t-0]' is missing (null or NaN)"),
+        ([1, 2, 3, 2e12], "value 3 ('flow[t-0]') is 2e+12, beyond ±1e+12"),
+    ],
+)
+def test_named_features_that_do_not_fit_are_dead_letters_naming_them(
+    features: object, reason: str
+) -> None:
+    batch, dead = JsonCodec(series_limits()).decode([record(json_value(features=features))])
+    assert len(batch) == 0 and len(dead) == 1
+    assert reason in dead[0].reason
+
+
+def test_fill_previous_fills_a_missing_reading_from_its_channel_and_no_further() -> None:
+    codec = JsonCodec(series_limits(missing="fill-previous"))
+    batch, dead = codec.decode(
+        [
+            record(json_value(features={"temp": [1, None], "flow": [10, 20]}), offset=0),
+            record(json_value(features=[1, 10, 2, None]), offset=1),
+            record(json_value(features={"temp": [None, 2], "flow": [10, 20]}), offset=2),
+        ]
+    )
+    assert batch.windows.tolist() == [[1, 10, 1, 20], [1, 10, 2, 10]]
+    assert [(d.record.offset, d.reason) for d in dead] == [
+        (
+            2,
+            "field 'features' feature 'temp[t-1]' is missing (null or NaN), with no earlier "
+            "step of its channel to fill it from",
+        )
+    ]
+    nan_f32 = np.array([1, 10, np.nan, 20], "<f4").tobytes()
+    f32 = F32Codec(series_limits(missing="fill-previous"))
+    assert f32.decode([record(nan_f32)])[0].windows.tolist() == [[1, 10, 1, 20]]
+
+
+def test_features_named_one_by_one_decode_in_the_model_order() -> None:
+    from streamer.config import CodecConfig
+
+    codec = JsonCodec(Limits.of(["a", "b", "c", "d"], CodecConfig()))
+    batch, dead = codec.decode(
+        [
+            record(json_value(features={"d": 4, "c": 3.0, "b": 2, "a": 1}), offset=0),
+            record(json_value(features=[1, 2, 3, 4]), offset=1),
+            record(json_value(features={"d": 4, "c": 3, "b": 2}), offset=2),
+            record(json_value(features={"d": 4, "c": 3, "b": None, "a": 1}), offset=3),
+        ]
+    )
+    assert batch.windows.tolist() == [[1, 2, 3, 4]] * 2
+    assert [(d.record.offset, d.reason) for d in dead] == [
+        (2, "field 'features' does not match the model: the model's 'a' is missing"),
+        (3, "field 'features' feature 'b' is missing (null or NaN)"),
+    ]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from streamer.errors import MissingFileError, TableError
-from streamer.tables import load_windows, write_table
+from streamer.tables import load_windows, windows_from_frame, write_table
+from streamer.windows import window_feature_names
 
 
 def test_windows_file_keeps_rows_and_reserved_columns(tmp_path: Path) -> None:
@@ -67,11 +68,75 @@ def test_non_numeric_feature_is_named(tmp_path: Path) -> None:
         load_windows(path)
 
 
-def test_missing_value_names_the_row(tmp_path: Path) -> None:
+def test_missing_value_names_the_row_key_and_column_or_follows_the_policy(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "gap.csv"
-    pd.DataFrame({"x": [1.0, None, 3.0]}).to_csv(path, index=False)
-    with pytest.raises(TableError, match="row 1 holds an empty, NaN or infinite value"):
+    frame = pd.DataFrame({"key": ["a", "b", "a", "b"], "x": [1.0, 5.0, 2.0, 6.0]})
+    frame["y"] = [1.0, 2.0, None, 4.0]
+    frame.to_csv(path, index=False)
+    with pytest.raises(TableError, match="row 2 \\(key 'a'\\): column 'y' is empty, NaN or inf"):
         load_windows(path)
+    filled = load_windows(path, missing="fill-previous")
+    assert filled.windows[:, 1].tolist() == [1.0, 2.0, 1.0, 4.0], "a's previous row, not b's"
+    kept = load_windows(path, keep_missing=True)
+    assert np.isnan(kept.windows[2, 1])
+    frame.loc[0, "y"] = None
+    frame.to_csv(path, index=False)
+    with pytest.raises(TableError, match="nothing before it to fill it from"):
+        load_windows(path, missing="fill-previous")
+
+
+def reading_rows(columns: list[str], steps: int = 6) -> pd.DataFrame:
+    """Two sensors' readings, one row per step, with the channels ``columns`` in that order."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"key": ["a", "b"] * steps, "ts": np.repeat(np.arange(steps), 2)})
+    for column in sorted(columns):
+        frame[column] = rng.normal(size=2 * steps)
+    return frame[["key", "ts", *columns]]
+
+
+def test_files_are_matched_to_the_model_by_name_in_any_column_order() -> None:
+    model = window_feature_names(["temp", "flow", "rpm"], 3)
+    original = windows_from_frame(reading_rows(["temp", "flow", "rpm"]), 3)
+    reordered = windows_from_frame(reading_rows(["rpm", "temp", "flow"]), 3)
+    assert reordered.feature_names != model
+    matched = original.for_model(model, "a.csv"), reordered.for_model(model, "b.csv")
+    assert matched[0].feature_names == matched[1].feature_names == model
+    np.testing.assert_array_equal(matched[0].windows, matched[1].windows)
+    # Readings (no --window) are cut into the model's windows, as --window 3 would.
+    readings = windows_from_frame(reading_rows(["flow", "rpm", "temp"])).for_model(model, "c.csv")
+    np.testing.assert_array_equal(readings.windows, matched[0].windows)
+    assert readings.keys.tolist() == matched[0].keys.tolist()
+
+
+@pytest.mark.parametrize(
+    ("columns", "window", "reason"),
+    [
+        (["temp", "flow"], 3, "the model's 'rpm' is missing"),
+        (["temp", "flow", "rpm", "vib"], 3, "'vib' is not the model's"),
+        (["temp", "flw", "rpm"], 3, "renamed? 'flw' → 'flow'"),
+        (["temp", "flw", "rpm"], None, "renamed? 'flw' → 'flow'"),
+        (
+            ["temp", "flow", "rpm"],
+            2,
+            "cut into windows of 2 steps, but the model reads windows of 3",
+        ),
+    ],
+)
+def test_a_file_that_does_not_fit_the_model_names_what_differs(
+    columns: list[str], window: int | None, reason: str
+) -> None:
+    table = windows_from_frame(reading_rows(columns), window)
+    with pytest.raises(TableError, match=r"^x\.csv: ") as error:
+        table.for_model(window_feature_names(["temp", "flow", "rpm"], 3), "x.csv")
+    assert reason in str(error.value)
+
+
+def test_a_window_model_refuses_a_cut_file_saying_to_leave_out_the_window() -> None:
+    table = windows_from_frame(reading_rows(["x", "y"]), 2)
+    with pytest.raises(TableError, match="leave out --window"):
+        table.for_model(["x", "y"], "x.csv")
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:

@@ -54,7 +54,50 @@ def test_score_with_a_mismatched_window_fails_clearly(
     capsys.readouterr()
     code = main(["score", "--model", str(bundle), "--data", str(feed), "--window", "6"])
     assert code == ExitCode.FAILURE
-    assert "trained on windows of 32 features but the stream carries 24" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cut into windows of 6 steps, but the model reads windows of 8" in err
+
+
+def test_a_file_with_its_columns_reordered_scores_and_backtests_exactly_as_the_original(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Features are matched by name: the columns' order changes nothing, readings need no
+    --window, and a renamed column is an error naming it."""
+    monkeypatch.setenv("TANDEM_TRAIN_EPOCHS", "1")
+    feed, bundle = tmp_path / "feed.csv", tmp_path / "b"
+    main(["generate", "--out", str(feed), "--steps", "600", "--keys", "2", "--channels", "3"])
+    main(["train", "--data", str(feed), "--window", "4", "--out", str(bundle)])
+    frame = pd.read_csv(feed)
+    channels = [c for c in frame.columns if c.startswith("ch")]
+    reordered = tmp_path / "reordered.csv"
+    frame[[*reversed(channels), *(c for c in frame.columns if c not in channels)]].to_csv(
+        reordered, index=False
+    )
+    scores = {}
+    for name, data, window in (
+        ("a", feed, ["--window", "4"]),
+        ("b", reordered, []),
+    ):
+        out = tmp_path / f"{name}.csv"
+        argv = ["score", "--model", str(bundle), "--data", str(data), *window]
+        assert main([*argv, "--out", str(out)]) == ExitCode.OK
+        scores[name] = pd.read_csv(out)
+        argv = ["backtest", "--model", str(bundle), "--data", str(data), *window]
+        assert main([*argv, "--out", str(tmp_path / f"report-{name}")]) == ExitCode.OK
+    pd.testing.assert_frame_equal(scores["a"], scores["b"])
+    alerts = [pd.read_csv(tmp_path / f"report-{n}" / "alerts.csv") for n in "ab"]
+    for table in alerts:  # ids name the file: feed.csv/0/64
+        for column in ("alert_id", "event_id"):
+            table[column] = table[column].str.partition("/")[2]
+    assert len(alerts[0]) > 0
+    pd.testing.assert_frame_equal(alerts[0], alerts[1])
+    capsys.readouterr()
+
+    renamed = tmp_path / "renamed.csv"
+    frame.rename(columns={channels[1]: "pressure"}).to_csv(renamed, index=False)
+    argv = ["score", "--model", str(bundle), "--data", str(renamed)]
+    assert main(argv) == ExitCode.FAILURE
+    assert f"renamed? 'pressure' → '{channels[1]}'" in capsys.readouterr().err
 
 
 def test_members_fusion_and_a_backtest_of_it_through_the_cli(
