@@ -217,6 +217,12 @@ class PartitionCheckpoints:
         if partitions is None:
             self._saved_at = self.clock()
 
+    def save_all(self, state: Checkpointed) -> None:
+        """Write every held partition's state, changed or not (a new model's fresh state
+        supersedes the previous model's checkpoints), and wait until it is durable."""
+        self._dirty |= set(self._offsets)
+        self.save(state)
+
     def restore(
         self, state: Checkpointed, partitions: Collection[Partition], with_global: bool
     ) -> dict[Partition, SavedState]:

@@ -172,10 +172,14 @@ class BatchConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The model bundle the daemon scores with, and where it runs."""
+    """The model bundle the daemon scores with, and where it runs. ``watch_s``: how often (in
+    seconds) the daemon looks at ``bundle`` (or ``--model``) for a new version to swap in between
+    batches (0: never); point it at a symbolic link (``models/pump/current``) and move the link
+    to roll a new model out (``streamer.broker.models``)."""
 
     bundle: Path | None = None
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    watch_s: Annotated[float, Field(ge=0.0, le=86_400.0)] = 10.0
 
 
 class CalibrationConfig(_Section):

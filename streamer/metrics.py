@@ -145,15 +145,35 @@ class Metrics:
             "Produced messages (alerts, dead letters) the broker did not acknowledge.",
             registry=r,
         )
+        self.model_changes = Counter(
+            "tandem_model_changes_total",
+            "New bundles found at [model].bundle while running, by outcome: swapped in, or "
+            "refused (could not be loaded or checked; the running model stays).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("swapped", "refused"):
+            self.model_changes.labels(outcome=outcome)
         for outcome in OUTCOMES:
             self.records.labels(outcome=outcome)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
-        self.model_info.labels(name=model_name, version=model_version, calibrator=calibrator).set(1)
+        self._model = (model_name, model_version, calibrator)
+        self.model_info.labels(*self._model).set(1)
         self.threshold.set(float("nan"))
         self._totals: dict[Counter, int] = {}
         self._lag_lock = threading.Lock()
         self._lag_partitions: set[tuple[str, str]] = set()
+
+    def set_model(self, name: str, version: str) -> None:
+        """A new model scores from the next batch: ``tandem_model_info`` names it alone."""
+        self.model_info.remove(*self._model)
+        self._model = (name, version, self._model[2])
+        self.model_info.labels(*self._model).set(1)
+        self.model_changes.labels(outcome="swapped").inc()
+
+    def count_model_refused(self) -> None:
+        self.model_changes.labels(outcome="refused").inc()
 
     def observe_batch(self, report: BatchReport) -> None:
         """Count one batch: records by outcome, alerts, its size and each stage's seconds."""

@@ -80,6 +80,8 @@ class Checkpoint(Protocol):
 
     def save(self, state: KeyState, partitions: Collection[Partition] | None = None) -> None: ...
 
+    def save_all(self, state: KeyState) -> None: ...
+
     def restore(
         self, state: KeyState, partitions: Collection[Partition], with_global: bool
     ) -> Mapping[Partition, Any]: ...
@@ -239,9 +241,31 @@ class Runner:
             scored=report.scored,
             alerts=report.alerts,
             dead_letters=report.dead_letters,
+            model=self.events.model.get("version"),
             **{f"{stage}_ms": round(s * 1000, 2) for stage, s in report.seconds.items()},
         )
         return report
+
+    def use_model(
+        self, detector: Detector, codec: Codec, calibrator: Calibrator, model: Mapping[str, str]
+    ) -> bool:
+        """Score with ``detector`` (decoding with ``codec``, judging with ``calibrator``, fresh
+        from its bundle: another model's thresholds do not apply) from the next batch on, and
+        say so in alerts (``model``: name and version). Called between batches, so no batch is
+        scored by two models. Every held partition's state is saved at once, so a crash before
+        the next save resumes with this model from here. Returns False, changing nothing, while
+        a batch waits for delivery or a restored partition replays: try after the next batch."""
+        if self.pending is not None or not self.resumption.idle:
+            return False
+        before = self.events.model.get("version")
+        self.detector, self.codec, self.calibrator = detector, codec, calibrator
+        self.events.feature_names = detector.feature_names
+        self.events.model = dict(model)
+        self.state = KeyState(calibrator, self.events, model=detector.version or "unsaved")
+        self.checkpoint.save_all(self.state)
+        self.source.commit(())  # a transactional source commits the saved state; others no-op
+        log.info("model_swapped", previous=before, version=model.get("version"))
+        return True
 
     def partitions_revoked(self, partitions: Collection[Partition]) -> None:
         """The source is losing ``partitions``: save their state for their next owner.

@@ -115,6 +115,9 @@ class NoCheckpoints:
     def save(self, state: Any, partitions: Collection[Partition] | None = None) -> None:
         """Nothing to save."""
 
+    def save_all(self, state: Any) -> None:
+        """Nothing to save."""
+
     def restore(
         self, state: Any, partitions: Collection[Partition], with_global: bool
     ) -> dict[Partition, Any]:

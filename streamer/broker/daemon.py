@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 
 from detectors.base import Detector
 from streamer.broker.admin import TopicSpec, admin_client, create_topics, topic_exists
+from streamer.broker.models import ModelSwapper
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.broker.sinks import AlertSink, DeadLetterSink, DeliveryWait, make_producer
 from streamer.broker.sources import KafkaSource
@@ -201,8 +202,15 @@ def watch_delivery(pipeline: Pipeline, health: Health) -> None:
         pipeline.source.on_wait = waiting_for("the fetch process")
 
 
-def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threading.Event) -> None:
-    """Run batches until ``stop`` is set; then return (the caller closes the pipeline)."""
+def run_loop(
+    pipeline: Pipeline,
+    metrics: Metrics,
+    health: Health,
+    stop: threading.Event,
+    models: ModelSwapper | None = None,
+) -> None:
+    """Run batches until ``stop`` is set; then return (the caller closes the pipeline). Between
+    batches, ``models`` swaps in a new model when one is rolled out."""
     runner, source = pipeline.runner, pipeline.source
     backoff = FIRST_BACKOFF_S
     failures = evicted = 0
@@ -230,6 +238,8 @@ def run_loop(pipeline: Pipeline, metrics: Metrics, health: Health, stop: threadi
             log.info("batch_recovered", after_failures=failures)
         failures, backoff = 0, FIRST_BACKOFF_S
         health.mark_ready("consuming")
+        if models is not None:
+            models.poll(runner)
         if report is not None:
             metrics.observe_batch(report)
             if report.checkpointed:

@@ -83,6 +83,7 @@ def _run(
         wait_for_input_topic,
         watch_delivery,
     )
+    from streamer.broker.models import ModelSwapper, ModelWatch
     from streamer.calibrators import calibrator_description
     from streamer.metrics import Health, Metrics, MetricsServer
 
@@ -93,6 +94,7 @@ def _run(
     check_stop()
     info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s, stop=stop)
     log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
+    watch = ModelWatch(bundle, config.model.watch_s)  # before loading: a change meanwhile counts
     detector = load_detector(bundle, device=config.model.device)
     check_stop()
     calibrator = calibrator_description(config.calibration)
@@ -109,7 +111,7 @@ def _run(
         try:
             check_stop()
             log.info("daemon_started")  # input_topic and group are bound above
-            run_loop(pipeline, metrics, health, stop)
+            run_loop(pipeline, metrics, health, stop, ModelSwapper(watch, config, metrics))
         finally:
             health.mark_not_ready("stopping")
             pipeline.close()

@@ -50,6 +50,8 @@ class Setup:
     """Events that close at the first calm window: each far-off anomaly opens its own."""
     stall_s: float = 60.0
     """``[metrics].stall_s``: how long without a loop iteration ``/health/live`` allows."""
+    model: str = ""
+    """More ``[model]`` settings (TOML lines)."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -59,7 +61,7 @@ class Setup:
             f'dead_letter_topic = "{self.dead_letter_topic}"\n'
             f'group_id = "{self.group}"\ntransactional = {str(self.transactional).lower()}\n'
             f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
-            f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n'
+            f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n{self.model}'
             f"[calibration]\n{self.calibration}"
             f"[alerts]\n{self.alerts}"
             f"[metrics]\nport = 0\nstall_s = {self.stall_s}\n"
