@@ -27,19 +27,23 @@ import structlog
 
 from calibration.base import Calibrator
 from calibration.state import GLOBAL, entity_names
+from streamer.readings import Windower
 from streamer.records import Partition, SourceRecord, WindowBatch, first_offsets, next_offsets
 
 log = structlog.get_logger(__name__)
 
 
-# A checkpoint's envelope. A key's thresholds and its open alert events belong to one partition,
-# so both travel in one checkpoint: ``MODEL_MAGIC``, the model version's length (2 bytes,
-# big-endian) and the version (UTF-8), then ``MAGIC``, the calibrator snapshot's length (8 bytes,
-# big-endian), the calibrator snapshot (``calibration.state``), then the event state
-# (``streamer.events``, JSON). Older checkpoints start at ``MAGIC`` (no model named) or are a bare
-# calibrator snapshot (a zip archive: no open events either).
+# A checkpoint's envelope. A key's thresholds, its open alert events and (readings input) its
+# buffered readings belong to one partition, so all travel in one checkpoint: ``MODEL_MAGIC``,
+# the model version's length (2 bytes, big-endian) and the version (UTF-8); with readings input
+# ``READINGS_MAGIC``, the buffers' length (8 bytes, big-endian) and the buffers
+# (``streamer.readings``); then ``MAGIC``, the calibrator snapshot's length (8 bytes, big-endian),
+# the calibrator snapshot (``calibration.state``), then the event state (``streamer.events``,
+# JSON). Older checkpoints start at ``MAGIC`` (no model named) or are a bare calibrator snapshot
+# (a zip archive: no open events either).
 
 MODEL_MAGIC = b"TNDMKM1\n"
+READINGS_MAGIC = b"TNDMKR1\n"
 MAGIC = b"TNDMKS1\n"
 _LENGTH_BYTES = 8
 _MODEL_LENGTH_BYTES = 2
@@ -66,18 +70,28 @@ class EventState(Protocol):
 
 
 class KeyState:
-    """A calibrator and its event tracker, saved and restored as one checkpoint, for the model
-    whose version is ``model``."""
+    """A calibrator and its event tracker (and with readings input, the ``windower``'s
+    buffers), saved and restored as one checkpoint, for the model whose version is ``model``."""
 
-    def __init__(self, calibrator: Calibrator, events: EventState, model: str) -> None:
+    def __init__(
+        self,
+        calibrator: Calibrator,
+        events: EventState,
+        model: str,
+        windower: Windower | None = None,
+    ) -> None:
         self.calibrator, self.events, self.model = calibrator, events, model
+        self.windower = windower
 
     def snapshot(self, keys: Collection[str]) -> bytes:
-        """The global calibrator state and that of ``keys``, with their events."""
+        """The global calibrator state and that of ``keys``, with their events (and buffers)."""
         calibrator = self.calibrator.snapshot(sorted(keys))
         length = len(calibrator).to_bytes(_LENGTH_BYTES, "big")
         model = self.model.encode()
         named = MODEL_MAGIC + len(model).to_bytes(_MODEL_LENGTH_BYTES, "big") + model
+        if self.windower is not None:
+            buffers = self.windower.snapshot(keys)
+            named += READINGS_MAGIC + len(buffers).to_bytes(_LENGTH_BYTES, "big") + buffers
         return named + MAGIC + length + calibrator + self.events.snapshot(keys)
 
     def restore(self, data: bytes, with_global: bool = True) -> None:
@@ -93,6 +107,9 @@ class KeyState:
         self.calibrator.restore(calibrator, with_global=with_global)
         if states is not None:
             self.events.load(states)
+        buffers = readings_of(data)
+        if self.windower is not None and buffers is not None:
+            self.windower.restore(buffers)
 
 
 def keys_in(data: bytes) -> list[str]:
@@ -110,11 +127,29 @@ def model_of(data: bytes) -> str | None:
     return data[start : start + length].decode()
 
 
+def readings_of(data: bytes) -> bytes | None:
+    """A checkpoint's buffered readings (None: it has none)."""
+    data = _after_model(data)
+    if not data.startswith(READINGS_MAGIC):
+        return None
+    start = len(READINGS_MAGIC) + _LENGTH_BYTES
+    return data[start : start + int.from_bytes(data[len(READINGS_MAGIC) : start], "big")]
+
+
+def _after_model(data: bytes) -> bytes:
+    """``data`` past its model section, if any."""
+    if not data.startswith(MODEL_MAGIC):
+        return data
+    start = len(MODEL_MAGIC) + _MODEL_LENGTH_BYTES
+    return data[start + int.from_bytes(data[len(MODEL_MAGIC) : start], "big") :]
+
+
 def split(data: bytes) -> tuple[bytes, bytes | None]:
     """A checkpoint's calibrator snapshot and event state (None in a calibrator-only one)."""
-    if data.startswith(MODEL_MAGIC):
-        start = len(MODEL_MAGIC) + _MODEL_LENGTH_BYTES
-        data = data[start + int.from_bytes(data[len(MODEL_MAGIC) : start], "big") :]
+    data = _after_model(data)
+    if data.startswith(READINGS_MAGIC):
+        start = len(READINGS_MAGIC) + _LENGTH_BYTES
+        data = data[start + int.from_bytes(data[len(READINGS_MAGIC) : start], "big") :]
     if not data.startswith(MAGIC):
         return data, None
     start = len(MAGIC) + _LENGTH_BYTES

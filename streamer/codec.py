@@ -87,6 +87,10 @@ class Limits:
     layout: FeatureLayout | None = None
     positions: tuple[int, ...] | None = None
     missing: str = "dead-letter"
+    keep_missing: bool = False
+    """Let NaNs through (readings under fill-previous: the windower fills them)."""
+    readings: bool = False
+    """Records are readings, their channels fields of their own (``JsonCodec``)."""
 
     @classmethod
     def of(cls, feature_names: Sequence[str], codec: CodecConfig) -> Limits:
@@ -113,11 +117,15 @@ class Limits:
 
     def feature(self, column: int, position: int | None) -> str:
         """How a dead letter names the model's feature ``column``, found at ``position`` of the
-        record's array (None: the record named it)."""
+        record's array (None: the record named it; a reading's channels are fields)."""
         name = self.layout.label(column) if self.layout is not None else None
+        if self.readings and position is None:
+            return f"field {name}"
         if position is None or name is None:
-            return f"feature {name}" if position is None else f"value {position}"
-        return f"value {position} ({name})"
+            where = f"feature {name}" if position is None else f"value {position}"
+        else:
+            where = f"value {position} ({name})"
+        return f"field 'features' {where}"
 
     def to_model_order(
         self, windows: NDArray[np.floating], named: NDArray[np.bool_] | None = None
@@ -176,6 +184,8 @@ class _Candidates:
         if not self.records:
             return WindowBatch.empty(limits.window_length)
         within = np.abs(windows) <= limits.max_abs_value  # False for NaN and ±inf as well
+        if limits.keep_missing:
+            within |= np.isnan(windows)
         good = within.all(axis=1)
         for row in np.flatnonzero(~good).tolist():
             column = int(np.flatnonzero(~within[row])[0])
@@ -192,7 +202,7 @@ class _Candidates:
             if position is not None and limits.positions is not None:
                 position = limits.positions[column]
             feature = limits.feature(column, position)
-            dead.append(DeadLetter(self.records[row], f"field 'features' {feature} {problem}"))
+            dead.append(DeadLetter(self.records[row], f"{feature} {problem}"))
         rows = np.flatnonzero(good)
         return WindowBatch(
             records=[self.records[i] for i in rows.tolist()],
@@ -234,6 +244,32 @@ def _record_key(record: SourceRecord) -> tuple[str | None, str | None]:
         return record.key.decode("utf-8"), None
     except UnicodeDecodeError:
         return None, "the record key is not UTF-8"
+
+
+def _reading_schema(layout: FeatureLayout) -> msgspec.json.Decoder[Any]:
+    """A decoder that accepts only a well-formed JSON reading: ``key``, ``ts`` and ``label`` as
+    in a window, and one number per channel (``layout.names``) as fields of its own. Its
+    ``features`` are the channels' values, in the model's order."""
+    slots = [f"f{i}" for i in range(layout.width)]
+    fields: list[tuple[Any, ...]] = [
+        ("key", str | msgspec.UnsetType, msgspec.UNSET),
+        (
+            "ts",
+            Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)] | msgspec.UnsetType,
+            msgspec.UNSET,
+        ),
+        ("label", Annotated[int, msgspec.Meta(ge=NO_LABEL, le=1)], NO_LABEL),
+        *((slot, float) for slot in slots),
+    ]
+    reading = msgspec.defstruct(
+        "JsonReading",
+        fields,
+        rename=dict(zip(slots, layout.names, strict=True)),
+        forbid_unknown_fields=True,
+        kw_only=True,
+        namespace={"features": property(lambda self: msgspec.structs.astuple(self)[3:])},
+    )
+    return msgspec.json.Decoder(reading)
 
 
 def _window_schema(window_length: int, layout: FeatureLayout | None) -> msgspec.json.Decoder[Any]:
@@ -282,9 +318,18 @@ class JsonCodec:
 
     format = "json"
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self._fast = _window_schema(limits.window_length, limits.layout)
+    def __init__(self, limits: Limits, readings: bool = False) -> None:
+        """``readings``: records are single readings whose channels are fields of their own
+        (``{"key": "pump-7", "ts": ..., "temp": 71.2, "flow": 3.1}``; ``streamer.readings``),
+        decoded as windows of one step; ``limits.layout`` names the channels."""
+        self.limits, self.readings = limits, readings
+        if readings and limits.layout is None:
+            raise ValueError("readings need the channels' names (limits.layout)")
+        self._fast = (
+            _reading_schema(limits.layout)
+            if readings and limits.layout is not None
+            else _window_schema(limits.window_length, limits.layout)
+        )
 
     def decode(self, records: Sequence[SourceRecord]) -> tuple[WindowBatch, list[DeadLetter]]:
         dead: list[DeadLetter] = []
@@ -356,6 +401,8 @@ class JsonCodec:
     def _in_model_order(self, named: Any) -> list[float]:
         """The (D,) values of a fast-path named ``features`` struct, in the model's order:
         channels' readings interleaved step by step, or the features as they are."""
+        if type(named) is tuple:  # a reading's channels
+            return list(named)
         values = msgspec.structs.astuple(named)
         if self.limits.layout is not None and self.limits.layout.channels:
             return list(chain.from_iterable(zip(*values, strict=True)))
@@ -364,11 +411,12 @@ class JsonCodec:
     def encode(
         self, key: str, ts_ms: int, features: NDArray[np.floating], label: int | None = None
     ) -> bytes:
-        body: dict[str, Any] = {
-            "key": key,
-            "ts": int(ts_ms),
-            "features": np.asarray(features, np.float64),
-        }
+        body: dict[str, Any] = {"key": key, "ts": int(ts_ms)}
+        if self.readings and self.limits.layout is not None:
+            values = np.asarray(features, np.float64).tolist()
+            body.update(zip(self.limits.layout.names, values, strict=True))
+        else:
+            body["features"] = np.asarray(features, np.float64)
         if label is not None:
             body["label"] = int(label)
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -405,10 +453,18 @@ class JsonCodec:
         label = body.get("label", NO_LABEL)
         if label not in LABELS or isinstance(label, bool):
             return f"field 'label' is {label!r}, not 0 or 1", None
-        values = body.get("features")
+        if self.readings:
+            values: Any = {k: v for k, v in body.items() if k not in ("key", "ts", "label")}
+        else:
+            values = body.get("features")
         named = isinstance(values, dict)
         if isinstance(values, dict) and self.limits.layout is not None:
-            problem, values = self.limits.layout.from_named(values)
+            what = (
+                "the reading's fields do not match the model's channels"
+                if self.readings
+                else "field 'features' does not match the model"
+            )
+            problem, values = self.limits.layout.from_named(values, what)
             if problem:
                 return problem, None
         elif not isinstance(values, list):
@@ -457,7 +513,7 @@ def _non_number(values: list[Any], limits: Limits, named: bool) -> str:
     else:
         column = index if limits.positions is None else limits.positions.index(index)
         feature = limits.feature(column, index)
-    return f"field 'features' {feature} is {value!r}, not a number"
+    return f"{feature} is {value!r}, not a number"
 
 
 def _timestamp(value: Any) -> tuple[str | None, int]:
@@ -529,7 +585,9 @@ def _in_input_order(dead: list[DeadLetter], records: Sequence[SourceRecord]) -> 
     return sorted(dead, key=lambda letter: index[id(letter.record)])
 
 
-def make_codec(format: str, limits: Limits) -> Codec:
-    """The codec for ``[codec].format``."""
-    codecs: dict[str, type[JsonCodec] | type[F32Codec]] = {"json": JsonCodec, "f32": F32Codec}
-    return codecs[format](limits)
+def make_codec(format: str, limits: Limits, readings: bool = False) -> Codec:
+    """The codec for ``[codec].format``; with ``readings``, JSON records are single readings
+    (``JsonCodec``), f32 records C values."""
+    if format == "json":
+        return JsonCodec(limits, readings)
+    return F32Codec(limits)

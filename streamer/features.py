@@ -100,15 +100,18 @@ class FeatureLayout:
             parts.append("a feature name is repeated")
         return "; ".join(parts)
 
-    def from_named(self, values: Mapping[str, Any]) -> tuple[str | None, list[Any]]:
+    def from_named(
+        self, values: Mapping[str, Any], what: str = "field 'features' does not match the model"
+    ) -> tuple[str | None, list[Any]]:
         """(problem, values (D,) in the model's order) from a JSON object of named features:
         ``{"feature": number, ...}`` with every feature of the model, or for a cut series
         ``{"channel": [W readings, oldest first], ...}`` with every channel. ``None`` readings
-        are kept (the codec's missing-value policy handles them); problem names what is wrong."""
+        are kept (the codec's missing-value policy handles them); problem names what is wrong,
+        introduced by ``what``."""
         if self.channels and not set(values) & set(self.names):
             present = [name for name in self.channels if name in values]
             if len(present) != len(self.channels) or len(values) != len(self.channels):
-                return self._object_mismatch(values, self.channels), []
+                return self._object_mismatch(values, self.channels, what), []
             readings = [values[name] for name in self.channels]
             for name, steps in zip(self.channels, readings, strict=True):
                 if not isinstance(steps, list) or len(steps) != self.steps:
@@ -119,17 +122,19 @@ class FeatureLayout:
                     ), []
             return None, [channel[s] for s in range(self.steps) for channel in readings]
         if len(values) != len(self.names) or not all(name in values for name in self.names):
-            return self._object_mismatch(values, self.names), []
+            return self._object_mismatch(values, self.names, what), []
         return None, [values[name] for name in self.names]
 
     def label(self, column: int) -> str:
         """How an error names feature ``column`` of the model's order: its name."""
         return repr(self.names[column])
 
-    def _object_mismatch(self, values: Mapping[str, Any], expected: Sequence[str]) -> str:
+    def _object_mismatch(
+        self, values: Mapping[str, Any], expected: Sequence[str], what: str
+    ) -> str:
         missing = [name for name in expected if name not in values]
         unknown = [name for name in values if name not in set(expected)]
-        return f"field 'features' does not match the model: {self.mismatch(missing, unknown)}"
+        return f"{what}: {self.mismatch(missing, unknown)}"
 
     def _channels_of(self, names: Sequence[str]) -> list[str]:
         """``names`` with each cut-series step name replaced by its channel, once each."""

@@ -31,6 +31,7 @@ from streamer.alerts import Alert
 from streamer.checkpoints import KeyState
 from streamer.codec import Codec
 from streamer.events import EventTracker, Judgement
+from streamer.readings import Cut, Windower
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 from streamer.resume import Resumption
 
@@ -110,6 +111,10 @@ class _Outcome:
     done: Sequence[SourceRecord] = ()
     """Records counted as done without being computed (already learned before a crash)."""
     batch: WindowBatch = field(default_factory=lambda: WindowBatch.empty(0))
+    decoded: WindowBatch = field(default_factory=lambda: WindowBatch.empty(0))
+    """What the codec decoded: ``batch`` itself, or with readings input the readings."""
+    cut: Cut | None = None
+    """With readings input, what the batch does to the windower's buffers once delivered."""
     dead: list[DeadLetter] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     judgement: Judgement | None = None
@@ -129,11 +134,12 @@ class Runner:
         checkpoint: Checkpoint,
         events: EventTracker,
         observer: BatchObserver | None = None,
+        windower: Windower | None = None,
     ) -> None:
-        self.source, self.codec = source, codec
+        self.source, self.codec, self.windower = source, codec, windower
         self.observer = observer
         self.detector, self.calibrator, self.events = detector, calibrator, events
-        self.state = KeyState(calibrator, events, model=detector.version or "unsaved")
+        self.state = KeyState(calibrator, events, detector.version or "unsaved", windower)
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
         self.scored_any = False
@@ -180,7 +186,12 @@ class Runner:
         outcome = _Outcome(records, BatchReport(records=len(records)))
         clock = partial(_timed, outcome.report.seconds)
         with clock("decode"):
-            outcome.batch, outcome.dead = self.codec.decode(records)
+            outcome.decoded, outcome.dead = self.codec.decode(records)
+            outcome.batch = outcome.decoded
+            if self.windower is not None:
+                outcome.batch, refused, outcome.cut = self.windower.cut(outcome.decoded)
+                if refused:
+                    outcome.dead = sorted([*outcome.dead, *refused], key=_dead_letter_position)
         batch = outcome.batch
         if len(batch):
             self.scored_any = True
@@ -223,10 +234,12 @@ class Runner:
         judgement = outcome.judgement
         if judgement is not None:
             self.events.apply(judgement)
+        if outcome.cut is not None and self.windower is not None:
+            self.windower.apply(outcome.cut)
         with clock("checkpoint"):
             report.checkpointed = self.checkpoint.after_batch(
                 self.state,
-                outcome.batch,
+                outcome.decoded,
                 [*outcome.done, *records],
                 force=() if judgement is None else judgement.changed,
             )
@@ -247,21 +260,29 @@ class Runner:
         return report
 
     def use_model(
-        self, detector: Detector, codec: Codec, calibrator: Calibrator, model: Mapping[str, str]
+        self,
+        detector: Detector,
+        codec: Codec,
+        calibrator: Calibrator,
+        model: Mapping[str, str],
+        windower: Windower | None = None,
     ) -> bool:
         """Score with ``detector`` (decoding with ``codec``, judging with ``calibrator``, fresh
         from its bundle: another model's thresholds do not apply) from the next batch on, and
         say so in alerts (``model``: name and version). Called between batches, so no batch is
         scored by two models. Every held partition's state is saved at once, so a crash before
         the next save resumes with this model from here. Returns False, changing nothing, while
-        a batch waits for delivery or a restored partition replays: try after the next batch."""
+        a batch waits for delivery or a restored partition replays: try after the next batch.
+        ``windower``: the new model's, when its windows differ (else the buffers carry on)."""
         if self.pending is not None or not self.resumption.idle:
             return False
         before = self.events.model.get("version")
         self.detector, self.codec, self.calibrator = detector, codec, calibrator
         self.events.feature_names = detector.feature_names
         self.events.model = dict(model)
-        self.state = KeyState(calibrator, self.events, model=detector.version or "unsaved")
+        if windower is not None:
+            self.windower = windower
+        self.state = KeyState(calibrator, self.events, detector.version or "unsaved", self.windower)
         self.checkpoint.save_all(self.state)
         self.source.commit(())  # a transactional source commits the saved state; others no-op
         log.info("model_swapped", previous=before, version=model.get("version"))
@@ -334,3 +355,8 @@ def _timed(into: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         into[stage] = time.perf_counter() - started
+
+
+def _dead_letter_position(letter: DeadLetter) -> tuple[str, int, int]:
+    record = letter.record
+    return record.topic, record.partition, record.offset

@@ -85,6 +85,17 @@ class WindowTable:
             raise TableError(f"{source}: {error}{hint}") from None
         return replace(table, windows=table.windows[:, order], feature_names=model.names)
 
+    def readings_for(self, names: Sequence[str], source: str) -> WindowTable:
+        """These rows as readings of the channels of a model with features ``names`` (a cut
+        series), their columns matched by name in the model's channel order; a ``TableError``
+        names the channels missing and the columns the model does not know."""
+        model = FeatureLayout.of(names)
+        try:
+            order = FeatureLayout(model.channels).order_of(self.feature_names)
+        except FeatureMismatchError as error:
+            raise TableError(f"{source}: {error}") from None
+        return replace(self, windows=self.windows[:, order], feature_names=model.channels)
+
     def cut(self, window: int, stride: int = 1) -> WindowTable:
         """These rows, read as steps of a series (one column per channel), cut per entity into
         windows of ``window`` steps every ``stride`` steps (as ``load_windows`` with a window)."""

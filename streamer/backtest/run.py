@@ -26,6 +26,7 @@ from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.codec import Codec
 from streamer.config import AlertsConfig, CalibrationConfig
 from streamer.events import EventTracker, Judgement
+from streamer.readings import Windower
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 from streamer.runner import Runner
 from streamer.testing import ListSink, NoCheckpoints
@@ -154,10 +155,11 @@ def run_backtest(
     source_name: str,
     on_batch: Callable[[BatchReport], None] | None = None,
     alerting: AlertsConfig | None = None,
+    windower: Windower | None = None,
 ) -> Backtest:
     """Run every record of ``source`` through the daemon's run loop; ``on_batch`` is told after
     each batch (a progress bar). ``alerting`` is the ``[alerts]`` section (its defaults when
-    None: events)."""
+    None: events). ``windower``: records are readings, cut into windows as the daemon would."""
     alerting = alerting or AlertsConfig()
     trace = ScoreTrace()
     alerts, dead = ListSink("alerts"), ListSink("dead_letters")
@@ -176,6 +178,7 @@ def run_backtest(
             calibrator=calibrator_description(calibration),
         ),
         observer=trace,
+        windower=windower,
     )
     stage_seconds: dict[str, float] = {}
     records = 0

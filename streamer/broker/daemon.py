@@ -30,10 +30,10 @@ from streamer.broker.state_store import KafkaStateStore
 from streamer.broker.transactions import Transaction
 from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
-from streamer.codec import Limits, make_codec
 from streamer.config import TandemConfig
 from streamer.errors import FetchProcessError, StopRequestedError
 from streamer.events import EventTracker
+from streamer.inputs import build_input
 from streamer.metrics import Health, Metrics
 from streamer.runner import Runner
 
@@ -157,10 +157,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
         source = PrefetchingSource(config.kafka, config.batch, config.log, transaction=transaction)
     else:
         source = KafkaSource(config.kafka, config.batch, transaction=transaction)
-    codec = make_codec(
-        config.codec.format,
-        Limits.of(detector.feature_names, config.codec),
-    )
+    codec, windower = build_input(detector.feature_names, config)
     checkpoints = PartitionCheckpoints(
         KafkaStateStore(producer, config.kafka, transaction, wait=wait),
         config.calibration.checkpoint_interval_s,
@@ -179,6 +176,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
             model={"name": name, "version": detector.version or "unsaved"},
             calibrator=calibrator_description(config.calibration),
         ),
+        windower=windower,
     )
     source.listener = runner
     return Pipeline(runner, source, producer, wait)

@@ -22,9 +22,11 @@ import structlog
 
 from detectors.base import Detector
 from streamer.calibrators import build_calibrator
-from streamer.codec import Codec, Limits, make_codec
+from streamer.codec import Codec
 from streamer.config import TandemConfig
+from streamer.inputs import build_input
 from streamer.metrics import Metrics
+from streamer.readings import Windower
 from streamer.runner import Runner
 
 log = structlog.get_logger(__name__)
@@ -77,6 +79,7 @@ class Candidate:
     codec: Codec
     calibrator: Any
     model: dict[str, str]
+    windower: Windower | None
 
 
 class ModelSwapper:
@@ -99,7 +102,11 @@ class ModelSwapper:
         if candidate.detector.version == runner.detector.version:
             log.info("model_unchanged", path=candidate.found[0], version=candidate.model["version"])
         elif not runner.use_model(
-            candidate.detector, candidate.codec, candidate.calibrator, candidate.model
+            candidate.detector,
+            candidate.codec,
+            candidate.calibrator,
+            candidate.model,
+            _changed(runner.windower, candidate.windower),
         ):
             return  # a batch waits for delivery, or a partition replays: after the next batch
         else:
@@ -114,9 +121,7 @@ class ModelSwapper:
         log.info("model_found", path=str(path))
         try:
             detector = load_detector(path, device=self.config.model.device)
-            codec = make_codec(
-                self.config.codec.format, Limits.of(detector.feature_names, self.config.codec)
-            )
+            codec, windower = build_input(detector.feature_names, self.config)
             calibrator = build_calibrator(self.config.calibration, detector.held_out_scores)
         except Exception as error:  # whatever a bad bundle raises, the running model stays
             log.warning("model_refused", path=str(path), reason=str(error) or repr(error))
@@ -124,4 +129,17 @@ class ModelSwapper:
             self.watch.refused = found
             return None
         model = {"name": detector.name_, "version": detector.version or "unsaved"}
-        return Candidate(found, detector, codec, calibrator, model)
+        return Candidate(found, detector, codec, calibrator, model, windower)
+
+
+def _changed(running: Windower | None, new: Windower | None) -> Windower | None:
+    """``new`` when its windows differ from ``running``'s (None: keep the running buffers, the
+    readings they hold make the same windows for the new model)."""
+    if running is None or new is None:
+        return new
+    same = (running.steps, running.channels, running.stride) == (
+        new.steps,
+        new.channels,
+        new.stride,
+    )
+    return None if same else new

@@ -67,7 +67,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.backtest.sweep import parse_sweep, run_sweep
     from streamer.backtest.write import write_report
     from streamer.cli.progress import ScoringProgress
-    from streamer.codec import Limits, make_codec
+    from streamer.inputs import build_input
 
     if (args.data is None) == (args.topic is None):
         raise ConfigError("give either --data FILE or --topic TOPIC")
@@ -77,10 +77,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     settings = parse_sweep(args.sweep, config.calibration) if args.sweep else []
     batch_size = args.batch_size or config.batch.max_records
     detector = load_detector(bundle, device=config.model.device)
-    codec = make_codec(
-        config.codec.format,
-        Limits.of(detector.feature_names, config.codec),
-    )
+    codec, windower = build_input(detector.feature_names, config)
     source, name, table = _open_source(args, config, codec, batch_size, detector.feature_names)
     console = Console(stderr=True)
     console.print(f"backtest of {name}: {source.total:,} records, model {bundle}")
@@ -95,6 +92,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
                 name,
                 on_batch=lambda report: advance(report.records),
                 alerting=config.alerts,
+                windower=windower,
             )
     finally:
         close = getattr(source, "close", None)
@@ -128,10 +126,19 @@ def _open_source(
     if args.data is not None:
         # In time order, all entities interleaved: the order `tandem replay` sends them in, and
         # so the order the daemon would read them in.
-        table = load_labelled_windows(
-            args.data, args.window, args.stride, args.labels, config.codec.missing
-        )
-        table = table.for_model(feature_names, str(args.data)).in_time_order()
+        if config.codec.input == "readings":
+            if args.window is not None:
+                raise ConfigError(
+                    '--window: with [codec].input = "readings" the file holds readings, cut '
+                    "into the model's windows as the daemon cuts them; leave out --window"
+                )
+            table = load_labelled_windows(args.data, None, 1, args.labels, config.codec.missing)
+            table = table.readings_for(feature_names, str(args.data)).in_time_order()
+        else:
+            table = load_labelled_windows(
+                args.data, args.window, args.stride, args.labels, config.codec.missing
+            )
+            table = table.for_model(feature_names, str(args.data)).in_time_order()
         return FileSource(table, codec, args.data.name, batch_size), str(args.data), table
     start = parse_bound(args.from_offset, args.from_time, "from")
     end = parse_bound(args.to_offset, args.to_time, "to")

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from streamer.cli.options import add_config_option, add_data_options
 from streamer.config import TandemConfig
+from streamer.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +52,15 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics
     from streamer.broker.replay import Pace, replay
     from streamer.codec import Limits, make_codec
+    from streamer.features import FeatureLayout
     from streamer.tables import load_windows
 
+    readings = config.codec.input == "readings"
+    if readings and args.window is not None:
+        raise ConfigError(
+            '--window: with [codec].input = "readings" each row is sent as a reading; the '
+            "daemon cuts the windows. Leave out --window"
+        )
     pace = Pace(rate=args.rate or 0.0, speed=1.0 if args.realtime else args.speed or 0.0)
     # Missing values travel as they are (JSON null, f32 NaN): the consumer's policy decides.
     table = load_windows(args.data, args.window, args.stride, keep_missing=True).in_time_order()
@@ -62,8 +70,10 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     # ones at the broker's next retention check; a topic created here keeps them.
     create_topics(options, [TopicSpec(topic, args.partitions, configs=NO_TIME_RETENTION)])
     # Windows go out positionally, in the file's column order (the consumer's ``[codec]``
-    # matches that order to its model's).
-    codec = make_codec(config.codec.format, Limits(table.windows.shape[1]))
+    # matches that order to its model's). Readings (``[codec].input``) go out one row each,
+    # the JSON ones naming their channels.
+    limits = Limits(table.windows.shape[1], layout=FeatureLayout.of(table.feature_names))
+    codec = make_codec(config.codec.format, limits, readings=readings)
     console = Console(stderr=True)
     span_s = (int(table.ts_ms[-1]) - int(table.ts_ms[0])) / 1000 if len(table) else 0.0
     console.print(

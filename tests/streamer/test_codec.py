@@ -505,3 +505,34 @@ def test_features_named_one_by_one_decode_in_the_model_order() -> None:
         (2, "field 'features' does not match the model: the model's 'a' is missing"),
         (3, "field 'features' feature 'b' is missing (null or NaN)"),
     ]
+
+
+def test_readings_name_their_channels_as_fields_of_their_own() -> None:
+    from dataclasses import replace
+
+    from streamer.config import CodecConfig
+
+    limits = replace(Limits.of(["temp", "flow"], CodecConfig()), readings=True)
+    codec = JsonCodec(limits, readings=True)
+    good = codec.encode("pump-7", 5, np.array([71.5, 3.25]))
+    assert orjson.loads(good) == {"key": "pump-7", "ts": 5, "temp": 71.5, "flow": 3.25}
+    batch, dead = codec.decode(
+        [
+            record(good, offset=0),
+            record(b'{"key": "p", "flow": 3, "temp": 70}', offset=1),
+            record(b'{"key": "p", "temp": 70, "flw": 3}', offset=2),
+            record(b'{"key": "p", "temp": null, "flow": 3}', offset=3),
+        ]
+    )
+    assert batch.windows.tolist() == [[71.5, 3.25], [70, 3]]
+    assert [(d.record.offset, d.reason) for d in dead] == [
+        (
+            2,
+            "the reading's fields do not match the model's channels: the model's 'flow' is "
+            "missing; 'flw' is not the model's; renamed? 'flw' → 'flow'",
+        ),
+        (3, "field 'temp' is missing (null or NaN)"),
+    ]
+    filling = JsonCodec(replace(limits, keep_missing=True), readings=True)
+    batch, dead = filling.decode([record(b'{"key": "p", "temp": null, "flow": 3}')])
+    assert dead == [] and np.isnan(batch.windows[0, 0]), "left for the windower to fill"
