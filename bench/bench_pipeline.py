@@ -23,6 +23,11 @@ as the daemon loads a bundle. Configuration comes from ``load_config`` (``--conf
 groups are fresh per run and deleted at the end. Logs go to stderr (``TANDEM_LOG_LEVEL=warning``
 quiets them), the JSON alone to stdout. Exit status 1 if no broker answers.
 
+- ``readings``: the daemon's path again, with ``[codec].input = "readings"``: one JSON reading per
+  record (``{"key", "ts", "x"}``) over the same keys, as many per key as make the same number of
+  scored windows (W - 1 more per key), cut into windows by the daemon. ``readings_over_windows``
+  is its scored windows/s over ``product``'s (floor 0.8, issue: readings input).
+
 Floor: product ≥ 0.8 times raw records/s (``floor_met``: reported, not asserted).
 Usage: .venv/bin/python bench/bench_pipeline.py [--records 200000] [--rate 2000] [--latency-s 10]
 """
@@ -69,6 +74,7 @@ from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig, TandemConfig, load_config
 from streamer.demo.synthetic import sensor_feed
 from streamer.errors import BrokerUnavailableError, TandemError
+from streamer.features import FeatureLayout
 from streamer.logging import configure_logging
 from streamer.records import BatchReport
 
@@ -109,6 +115,8 @@ class Phase:
     first_batch_s: float
     """From the phase's start (group join included) to its first committed batch."""
     stages: dict[str, float] = field(default_factory=dict)
+    scored: int = 0
+    """Windows scored over the measured part."""
     alerts: int = 0
     dead_letters: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -117,6 +125,10 @@ class Phase:
     @property
     def rate(self) -> float:
         return self.records / self.seconds
+
+    @property
+    def scored_rate(self) -> float:
+        return self.scored / self.seconds
 
 
 class Resources:
@@ -177,6 +189,27 @@ def make_feed(records: int, keys: int, partitions: int) -> tuple[Feed, np.ndarra
     feed_partitions = [(row % keys) % partitions for row in range(records)]
     encoded = Feed([name.encode() for name in names], values, feed_partitions)
     return encoded, rounded[rows].astype(np.float32)
+
+
+def make_readings_feed(records: int, keys: int, partitions: int) -> Feed:
+    """Readings of the bench's one channel ``x`` that the daemon cuts into ``records`` windows of
+    ``WINDOW`` steps: ``records // keys + WINDOW - 1`` per key, interleaved in time order, JSON
+    (values to 3 decimals)."""
+    per_key = records // keys + WINDOW - 1
+    rng = np.random.default_rng(1)
+    steps = np.arange(per_key)
+    series = np.sin(steps[None, :] / 9.0 + rng.uniform(0, 6, size=(keys, 1)))
+    series = np.round(series + rng.normal(0, 0.05, size=series.shape), 3)
+    codec = JsonCodec(Limits(1, layout=FeatureLayout.of(("x",))), readings=True)
+    names = [f"k{key}" for key in range(keys)]
+    out = Feed([], [], [])
+    for step in range(per_key):
+        for key in range(keys):
+            out.keys.append(names[key].encode())
+            ts = 1_764_000_000_000 + step * 1000
+            out.values.append(codec.encode(names[key], ts, series[key, step : step + 1]))
+            out.partitions.append(key % partitions)
+    return out
 
 
 def train_detector(windows: np.ndarray, device: DevicePreference, scratch: Path) -> CascadeDetector:
@@ -324,6 +357,7 @@ def product_phase(config: TandemConfig, detector: CascadeDetector, total: int) -
         batches=len(reports),
         first_batch_s=clock - started,
         stages={stage: round(seconds, 3) for stage, seconds in stages.items()},
+        scored=sum(r.scored for r in reports),
         alerts=sum(r.alerts for r in [first, *reports] if r is not None),
         dead_letters=sum(r.dead_letters for r in [first, *reports] if r is not None),
         cpu_s=cpu_used,
@@ -452,6 +486,7 @@ def main() -> int:
     parser.add_argument("--latency-s", type=float, default=10.0)
     parser.add_argument("--config", type=Path, default=None, help="a tandem TOML config")
     parser.add_argument("--broker-wait-s", type=float, default=10.0)
+    parser.add_argument("--no-readings", action="store_true", help="skip the readings-input phase")
     args = parser.parse_args()
     if args.records < 1000 or args.keys < 1 or args.partitions < 1 or args.rate <= 0:
         parser.error("--records must be at least 1000; --keys, --partitions, --rate positive")
@@ -484,6 +519,17 @@ def main() -> int:
         log.info("bench_raw_done", records_per_s=round(raw.rate))
         product = product_phase(made.phase_config(config, topic, "product"), detector, args.records)
         log.info("bench_product_done", records_per_s=round(product.rate))
+        readings = None
+        if not args.no_readings:
+            readings_feed = make_readings_feed(args.records, args.keys, args.partitions)
+            readings_topic = made.new_topic("readings.input", args.partitions)
+            prefill(options, readings_topic, readings_feed)
+            readings_config = made.phase_config(config, readings_topic, "readings")
+            readings_config = readings_config.model_copy(
+                update={"codec": config.codec.model_copy(update={"input": "readings"})}
+            )
+            readings = product_phase(readings_config, detector, len(readings_feed.values))
+            log.info("bench_readings_done", windows_per_s=round(readings.scored_rate))
         latency_topic = made.new_topic("latency.input", args.partitions)
         latency = latency_phase(
             made.phase_config(config, latency_topic, "latency"),
@@ -525,6 +571,7 @@ def main() -> int:
                 "product_cpu_s": product.cpu_s,
                 "product_prefetch": config.batch.prefetch,
                 "product_alerts": product.alerts,
+                **_readings_fields(readings, product),
                 "product_dead_letters": product.dead_letters,
                 "latency_rate_per_s": args.rate,
                 "latency_sent_per_s": round(latency.sent_per_s),
@@ -549,6 +596,22 @@ def main() -> int:
         )
     )
     return 0
+
+
+def _readings_fields(readings: Phase | None, product: Phase) -> dict[str, Any]:
+    """The readings phase's figures, and its scored windows/s over the windows phase's."""
+    if readings is None:
+        return {}
+    return {
+        "readings_records": readings.records,
+        "readings_windows_scored": readings.scored,
+        "readings_windows_per_s": round(readings.scored_rate),
+        "product_windows_per_s": round(product.scored_rate),
+        "readings_over_windows": round(readings.scored_rate / product.scored_rate, 3),
+        "readings_floor_met": bool(readings.scored_rate / product.scored_rate >= FLOOR),
+        "readings_seconds_by_stage": readings.stages,
+        "readings_cpu_s": readings.cpu_s,
+    }
 
 
 if __name__ == "__main__":

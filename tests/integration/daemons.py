@@ -52,6 +52,8 @@ class Setup:
     """``[metrics].stall_s``: how long without a loop iteration ``/health/live`` allows."""
     model: str = ""
     """More ``[model]`` settings (TOML lines)."""
+    codec: str = ""
+    """``[codec]`` settings (TOML lines)."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -64,6 +66,7 @@ class Setup:
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n{self.model}'
             f"[calibration]\n{self.calibration}"
             f"[alerts]\n{self.alerts}"
+            f"[codec]\n{self.codec}"
             f"[metrics]\nport = 0\nstall_s = {self.stall_s}\n"
             f'[log]\nformat = "json"\n'
         )
