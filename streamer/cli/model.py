@@ -22,6 +22,7 @@ from detectors.base import Scores
 from detectors.spec import DETECTOR_KINDS, TrainingSpec
 from streamer.backtest.times import utc_text
 from streamer.cli.options import add_config_option, add_data_options, model_bundle
+from streamer.cli.retrain import accepted_windows, add_topic_options, next_to, promote
 from streamer.config import TandemConfig
 from streamer.demo.synthetic import injected_events, sensor_series
 from streamer.errors import ConfigError
@@ -53,7 +54,8 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
     train = commands.add_parser("train", help="fit a detector and write a model bundle")
     add_config_option(train)
-    add_data_options(train)
+    add_data_options(train, required=False)
+    add_topic_options(train)
     train.add_argument(
         "--detector",
         choices=DETECTOR_KINDS,
@@ -78,7 +80,12 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         action="store_true",
         help="do not learn anomaly kinds from the data's kind column",
     )
-    train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    train.add_argument(
+        "--out",
+        type=Path,
+        help="bundle directory to write (required with --data; with --topic, default: beside "
+        "the model's directory, named with the UTC time)",
+    )
     train.add_argument("--name", help="model name in alerts (default: the bundle's directory name)")
     train.add_argument(
         "--train-fraction",
@@ -118,7 +125,17 @@ def generate_command(args: argparse.Namespace, config: TandemConfig) -> int:
 
 
 def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    table = load_windows(args.data, args.window, args.stride, config.codec.missing)
+    if (args.data is None) == (args.topic is None):
+        raise ConfigError("give either --data FILE or --topic TOPIC")
+    if args.topic is None and args.out is None:
+        raise ConfigError("--out: the bundle directory to write is required with --data")
+    if args.promote and args.topic is None:
+        raise ConfigError("--promote moves the --model link: it goes with --topic")
+    if args.topic is not None:
+        table, _, link = accepted_windows(args, config)
+        args.out = args.out or next_to(link)
+    else:
+        table = load_windows(args.data, args.window, args.stride, config.codec.missing)
     if args.features:
         table = table.with_features(_names(table.feature_names, args.features))
     mask = table.head_per_key(args.train_fraction)
@@ -137,6 +154,9 @@ def train_command(args: argparse.Namespace, config: TandemConfig) -> int:
     _print_training(detector.training_summary_, len(training), labelled, args.out, version)
     if detector.kinds_ is not None:
         _print_kinds(detector.kinds_.summary)
+    if args.promote:
+        promote(link, args.out)
+        Console(highlight=False, soft_wrap=True).print(f"{link} → {args.out}", markup=False)
     return 0
 
 

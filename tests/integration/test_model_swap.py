@@ -4,14 +4,19 @@ refused while the running model stays."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from streamer.cli.main import ExitCode, main
 from tests.integration.daemons import (
     Daemon,
     Setup,
     calm_feed,
+    produce,
     produce_in_background,
     wait_committed,
 )
@@ -61,3 +66,38 @@ def test_a_model_rolled_out_mid_stream_is_swapped_in_between_batches(
     ids = [alert["alert_id"] for alert in alerted]
     assert len(ids) == len(set(ids)) == daemon.alerted(), "no alert lost or sent twice"
     assert {alert["model"]["version"] for alert in alerted} == {old, new}
+
+
+def test_train_from_a_topic_range_leaves_flagged_windows_out_and_promotes_the_bundle(
+    setup: Setup,
+    tiny_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``tandem train --topic --promote``: trained on the windows the model in use accepts,
+    written beside it, and the link the daemon watches moved to it."""
+    models = roll_out(tmp_path, tiny_bundle)
+    total, anomalies = 3000, list(range(400, 3000, 300))
+    produce(setup.bootstrap, setup.input_topic, calm_feed(total, anomalies=anomalies), 0, total)
+    setup.bundle = models / "current"
+    monkeypatch.setenv("TANDEM_TRAIN_EPOCHS", "2")
+    monkeypatch.delenv("TANDEM_KAFKA_BOOTSTRAP", raising=False)  # the config names the broker
+    argv = ["--log-format", "json", "train", "--config", str(setup.write_config())]
+    argv += ["--topic", setup.input_topic, "--to-offset", "1000", "--promote"]
+    assert main(argv) == ExitCode.OK
+    out, err = capsys.readouterr()
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    chosen = next(e for e in logged if e["event"] == "training_windows_from_topic")
+    assert chosen["flagged_left_out"] >= 1 and chosen["dead_letters_left_out"] == 0
+    assert chosen["accepted"] + chosen["flagged_left_out"] == 2000, "1,000 of each partition"
+    target = (models / "current").resolve()
+    assert target.parent == models and target.name.startswith("v1-")
+    manifest = json.loads((target / "bundle.json").read_text())
+    assert (
+        manifest["feature_names"]
+        == json.loads((models / "v1" / "bundle.json").read_text())["feature_names"]
+    )
+    assert f"{models / 'current'} → {target}" in out.replace("\n", ""), "said, one line"
+
+    assert main(["train", "--topic", setup.input_topic, "--data", "x.csv"]) == ExitCode.CONFIG
