@@ -65,9 +65,17 @@ def readings_file(path: Path, keys: int, steps: int) -> int:
     return len(frame)
 
 
-def test_a_readings_daemon_killed_mid_stream_alerts_what_a_backtest_alerts(
-    setup: Setup, series_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fault", ["kill-9", "rebalance"])
+def test_a_readings_daemon_through_a_fault_alerts_what_a_backtest_alerts(
+    fault: str,
+    setup: Setup,
+    series_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A third of the way through 4,000 readings the daemon is killed with -9 and restarted, or
+    a second daemon joins and takes a partition over: the alert ids equal a backtest of the
+    topic's, and the alerts (key, time, type, score, threshold) a backtest of the file's."""
     setup.bundle, setup.max_records = series_bundle, 32
     setup.codec = 'input = "readings"\n'
     setup.calibration = (
@@ -78,27 +86,49 @@ def test_a_readings_daemon_killed_mid_stream_alerts_what_a_backtest_alerts(
     total = readings_file(data, keys=8, steps=500)
     config = setup.write_config()
     monkeypatch.delenv("TANDEM_KAFKA_BOOTSTRAP", raising=False)  # the config names the broker
-    replay = ["replay", "--config", str(config), "--data", str(data), "--topic", setup.input_topic]
-    assert main(replay) == ExitCode.OK
+    frame = pd.read_csv(data)
+    parts = tmp_path / "part1.csv", tmp_path / "part2.csv"
+    frame.iloc[: total // 3].to_csv(parts[0], index=False)
+    frame.iloc[total // 3 :].to_csv(parts[1], index=False)
+    replay = ["replay", "--config", str(config), "--topic", setup.input_topic, "--data"]
 
     first = Daemon(setup, "first")
+    daemons = [first]
     try:
-        wait_committed(setup, total // 3, [first], timeout_s=240)
+        assert main([*replay, str(parts[0])]) == ExitCode.OK
+        wait_committed(setup, total // 3, daemons, timeout_s=240)
+        if fault == "kill-9":
+            first.kill()
+            daemons = []
+        daemons.append(Daemon(setup, "second"))
+        # The rest once the second owns a partition, so it resumes from a checkpoint.
+        daemons[-1].wait_for("partitions_assigned", 240, lambda e: bool(e["partitions"]))
+        assert main([*replay, str(parts[1])]) == ExitCode.OK
+        wait_committed(setup, total, daemons, timeout_s=240)
     finally:
-        first.kill()
-    second = Daemon(setup, "second")
-    try:
-        wait_committed(setup, total, [second], timeout_s=240)
-    finally:
-        assert second.terminate() == 0, second.tail()
+        statuses = [daemon.terminate() for daemon in daemons]
+        if first.alive():
+            first.kill()
+    assert statuses == [0] * len(daemons), [d.tail() for d in daemons]
+    second = daemons[-1]
     assert second.events("calibrator_restored"), "the second resumed from checkpoints"
     alerted = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
-    daemon_ids = {alert["alert_id"] for alert in alerted}
+    once = {alert["alert_id"]: alert for alert in alerted}  # a kill may send a batch's twice
 
     out = tmp_path / "backtest"
     backtest = ["backtest", "--config", str(config), "--topic", setup.input_topic]
     assert main([*backtest, "--out", str(out)]) == ExitCode.OK
     expected = pd.read_csv(out / "alerts.csv", dtype={"key": str})
-    assert len(expected) > 0 and daemon_ids == set(expected["alert_id"])
+    assert len(expected) > 0 and set(once) == set(expected["alert_id"])
     windows = pd.read_parquet(out / "windows.parquet")
     assert len(windows) == 8 * (500 - STEPS + 1), "a window per reading once a key has four"
+
+    from_file = tmp_path / "file"
+    assert (
+        main(["backtest", "--config", str(config), "--data", str(data), "--out", str(from_file)])
+        == 0
+    )
+    columns = ["key", "event_ts", "type", "score", "threshold"]
+    file_alerts = pd.read_csv(from_file / "alerts.csv", dtype={"key": str})
+    judged = sorted(tuple(a[c] for c in columns) for a in once.values())
+    assert sorted(file_alerts[columns].itertuples(index=False, name=None)) == judged
