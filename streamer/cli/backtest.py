@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from rich.console import Console
 
-from streamer.cli.options import add_config_option, add_data_options, model_bundle
+from streamer.cli.options import (
+    add_config_option,
+    add_data_options,
+    add_topic_range_options,
+    model_bundle,
+)
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 
@@ -38,12 +43,10 @@ def add_backtest_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     add_config_option(backtest)
     add_data_options(backtest, required=False)
-    topic = backtest.add_argument_group("topic range (instead of --data)")
-    topic.add_argument("--topic", help="read this topic's partitions, without a consumer group")
-    topic.add_argument("--from-offset", type=int, help="first offset of every partition")
-    topic.add_argument("--from-time", help="first record at or after this ISO-8601 time (UTC)")
-    topic.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
-    topic.add_argument("--to-time", help="stop before the first record at this ISO-8601 time")
+    add_topic_range_options(
+        backtest.add_argument_group("topic range (instead of --data)"),
+        "read this topic's partitions, without a consumer group",
+    )
     backtest.add_argument("--model", type=Path, help="bundle directory (default: [model].bundle)")
     backtest.add_argument(
         "--labels", help="a label column of --data (default: 'label'), or a file of time ranges"

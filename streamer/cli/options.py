@@ -28,6 +28,16 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> 
     )
 
 
+def add_topic_range_options(group: argparse._ArgumentGroup, topic_help: str) -> None:
+    """``--topic`` and the range of it to read: ``--from-offset``/``--from-time`` to
+    ``--to-offset``/``--to-time`` (``streamer.broker.range_source.parse_bound``)."""
+    group.add_argument("--topic", help=topic_help)
+    group.add_argument("--from-offset", type=int, help="first offset of every partition")
+    group.add_argument("--from-time", help="first record at or after this ISO-8601 time (UTC)")
+    group.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
+    group.add_argument("--to-time", help="stop before the first record at this ISO-8601 time")
+
+
 def positive_int(text: str) -> int:
     """An option's whole number of 1 or more; argparse turns the error into a one-line usage
     error (exit status 2), where a 0 would otherwise fail deep in the windowing."""

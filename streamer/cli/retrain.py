@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from calibration.base import Flags
 from detectors.base import Detector, Scores
 from streamer.calibrators import build_calibrator, calibrator_description
-from streamer.cli.options import model_bundle
+from streamer.cli.options import add_topic_range_options, model_bundle
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 from streamer.events import EventTracker, Judgement
@@ -37,11 +37,7 @@ log = structlog.get_logger(__name__)
 def add_topic_options(train: argparse.ArgumentParser) -> None:
     """``--topic`` and its range, ``--model`` (the model judging the range) and ``--promote``."""
     topic = train.add_argument_group("training from a topic range (instead of --data)")
-    topic.add_argument("--topic", help="train on the windows of this topic the model accepts")
-    topic.add_argument("--from-offset", type=int, help="first offset of every partition")
-    topic.add_argument("--from-time", help="first record at or after this ISO-8601 time (UTC)")
-    topic.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
-    topic.add_argument("--to-time", help="stop before the first record at this ISO-8601 time")
+    add_topic_range_options(topic, "train on the windows of this topic the model in use accepts")
     topic.add_argument(
         "--model",
         type=Path,
