@@ -74,7 +74,9 @@ class KafkaConfig(_Section):
     """Where the cluster is, which topics the daemon reads and writes, and how it authenticates.
 
     The security keys are kafka-python's own settings, passed through unchanged by
-    ``client_options``; the two secrets are ``SecretStr`` so they never print.
+    ``client_options`` (and translated for librdkafka: ``streamer.broker.librdkafka``); the two
+    secrets are ``SecretStr`` so they never print. ``client``: the library the daemon's source
+    and producer use (kafka-python, the default, or librdkafka through confluent-kafka).
     """
 
     bootstrap: Bootstrap = "127.0.0.1:19092"
@@ -85,6 +87,7 @@ class KafkaConfig(_Section):
     client_id: Annotated[str, StringConstraints(min_length=1)] = "tandem"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     transactional: bool = False
+    client: Literal["kafka-python", "librdkafka"] = "kafka-python"
     request_timeout_ms: Annotated[int, Field(ge=1000)] = 30_000
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: (
@@ -97,6 +100,15 @@ class KafkaConfig(_Section):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _librdkafka_without_transactions(self) -> Self:
+        if self.client == "librdkafka" and self.transactional:
+            raise ValueError(
+                'transactional = true runs on client = "kafka-python" only, for now: '
+                "exactly-once is not yet built on librdkafka"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Self:

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import structlog
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from detectors.base import Detector
@@ -36,6 +36,11 @@ from streamer.events import EventTracker
 from streamer.inputs import build_input
 from streamer.metrics import Health, Metrics
 from streamer.runner import Runner
+
+if TYPE_CHECKING:  # confluent-kafka is an extra: imported only when configured
+    from streamer.broker.librdkafka import RdkafkaSource
+
+    Source: TypeAlias = KafkaSource | PrefetchingSource | RdkafkaSource
 
 log = structlog.get_logger(__name__)
 
@@ -110,8 +115,9 @@ class Pipeline:
     """The daemon's parts: the run loop, its Kafka source and the producer its sinks share."""
 
     runner: Runner
-    source: KafkaSource | PrefetchingSource
-    producer: KafkaProducer
+    source: Source
+    producer: Any
+    """kafka-python's ``KafkaProducer``, or ``RdkafkaProducer``."""
     wait: DeliveryWait
     """How its sinks wait for acknowledgements (``watch_delivery``; bounded while closing)."""
 
@@ -138,25 +144,39 @@ class Pipeline:
             log.warning("producer_close_failed", error=repr(error))
             # kafka-python's close stops at its failed flush and never closes (its finaliser
             # then tries again at exit); its sender can drop what is left, uncommitted anyway.
-            self.producer._sender.force_close()
+            sender = getattr(self.producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
             try:
                 self.producer.close(timeout=1.0)
             except KafkaError as again:
                 log.warning("producer_close_failed", error=repr(again))
 
 
-def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipeline:
-    """A runner reading the input topic in the group; each partition's calibrator state is
-    restored from its last checkpoint when the partition is assigned."""
-    ensure_topics(config)
+def _client(config: TandemConfig) -> tuple[Any, Source, Transaction | None]:
+    """The producer, source and transaction (if exactly-once) of ``[kafka].client``: librdkafka's
+    (no fetch process: it parses in C threads) or kafka-python's (polling ahead in a fetch
+    process when ``[batch].prefetch``)."""
+    if config.kafka.client == "librdkafka":
+        from streamer.broker.librdkafka import RdkafkaProducer, RdkafkaSource
+
+        return RdkafkaProducer(config.kafka), RdkafkaSource(config.kafka, config.batch), None
     producer = make_producer(config.kafka)
-    wait = DeliveryWait()
     transaction = Transaction(producer) if config.kafka.transactional else None
-    source: KafkaSource | PrefetchingSource
+    source: Source
     if config.batch.prefetch:
         source = PrefetchingSource(config.kafka, config.batch, config.log, transaction=transaction)
     else:
         source = KafkaSource(config.kafka, config.batch, transaction=transaction)
+    return producer, source, transaction
+
+
+def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipeline:
+    """A runner reading the input topic in the group; each partition's calibrator state is
+    restored from its last checkpoint when the partition is assigned."""
+    ensure_topics(config)
+    wait = DeliveryWait()
+    producer, source, transaction = _client(config)
     codec, windower = build_input(detector.feature_names, config)
     checkpoints = PartitionCheckpoints(
         KafkaStateStore(producer, config.kafka, transaction, wait=wait),

@@ -54,6 +54,8 @@ class Setup:
     """More ``[model]`` settings (TOML lines)."""
     codec: str = ""
     """``[codec]`` settings (TOML lines)."""
+    client: str = "kafka-python"
+    """``[kafka].client``: kafka-python or librdkafka."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -62,6 +64,7 @@ class Setup:
             f'alerts_topic = "{self.alerts_topic}"\n'
             f'dead_letter_topic = "{self.dead_letter_topic}"\n'
             f'group_id = "{self.group}"\ntransactional = {str(self.transactional).lower()}\n'
+            f'client = "{self.client}"\n'
             f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n{self.model}'
             f"[calibration]\n{self.calibration}"
@@ -121,6 +124,26 @@ class Daemon:
                 return
             assert alive, f"daemon exited ({self.child.process.returncode}):\n{self.tail()}"
             assert time.monotonic() < deadline, f"no {event} in {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.2)
+
+    def owned(self) -> set[str]:
+        """The partitions (``topic/number``) it owns, as its assignment and revocation events
+        tell: whole new assignments with kafka-python, increments with librdkafka's
+        cooperative rebalancing."""
+        owned: set[str] = set()
+        for entry in self.events():
+            if entry.get("event") == "partitions_assigned":
+                owned |= set(entry["partitions"])
+            elif entry.get("event") == "partitions_revoked":
+                owned -= set(entry["partitions"])
+        return owned
+
+    def wait_owning(self, wanted: Callable[[int], bool], timeout_s: float = 90.0) -> None:
+        """Wait until the number of partitions it owns satisfies ``wanted``."""
+        deadline = time.monotonic() + timeout_s
+        while not wanted(len(self.owned())):
+            assert self.alive(), f"daemon exited:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"ownership not reached:\n{self.tail()}"
             time.sleep(0.2)
 
     def count(self, event: str) -> int:

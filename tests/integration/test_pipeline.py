@@ -31,7 +31,12 @@ def detector(tiny_detector: CascadeDetector) -> CascadeDetector:
     return tiny_detector
 
 
-def configure(broker: Broker, make_topic: Callable[..., str], prefetch: int = 2) -> TandemConfig:
+def configure(
+    broker: Broker,
+    make_topic: Callable[..., str],
+    prefetch: int = 2,
+    client: str = "kafka-python",
+) -> TandemConfig:
     group = f"tandem-it-{uuid.uuid4().hex[:8]}"
     return broker.config(
         kafka={
@@ -39,6 +44,7 @@ def configure(broker: Broker, make_topic: Callable[..., str], prefetch: int = 2)
             "alerts_topic": make_topic(partitions=3),
             "dead_letter_topic": make_topic(),
             "group_id": group,
+            "client": client,
         },
         batch={"max_records": 200, "max_wait_ms": 200, "prefetch": prefetch},
         alerts={"mode": "windows"},  # one alert per flagged window: each is checked
@@ -73,11 +79,19 @@ def seq_of(record) -> int:  # type: ignore[no-untyped-def]
     return int(dict(record.headers)["seq"])
 
 
-@pytest.mark.parametrize("prefetch", [2, 0], ids=["fetch-process", "inline"])
+@pytest.mark.parametrize(
+    ("prefetch", "client"),
+    [(2, "kafka-python"), (0, "kafka-python"), (0, "librdkafka")],
+    ids=["fetch-process", "inline", "librdkafka"],
+)
 def test_windows_in_alerts_and_dead_letters_out_offsets_committed(
-    kafka_broker: Broker, make_topic: Callable[..., str], detector: CascadeDetector, prefetch: int
+    kafka_broker: Broker,
+    make_topic: Callable[..., str],
+    detector: CascadeDetector,
+    prefetch: int,
+    client: str,
 ) -> None:
-    config = configure(kafka_broker, make_topic, prefetch)
+    config = configure(kafka_broker, make_topic, prefetch, client)
     built = build_pipeline(config, detector, name="tiny")
     runner, source = built.runner, built.source
     reports = []

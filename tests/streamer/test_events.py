@@ -214,16 +214,16 @@ def test_a_checkpoint_holds_calibrator_and_events_and_old_ones_still_restore() -
     records, flags = stream([(0, True)])
     events = tracker()
     events.apply(events.judge(*batch_of(records, flags), detected_ms=0))
-    saved = KeyState(calibrator, events).snapshot(["a", "b"])
+    saved = KeyState(calibrator, events, "m").snapshot(["a", "b"])
     assert sorted(keys_in(saved)) == ["a", "b"]
     fresh_calibrator = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
-    fresh = KeyState(fresh_calibrator, tracker())
+    fresh = KeyState(fresh_calibrator, tracker(), "m")
     fresh.restore(saved)
     assert fresh.events.state("a").open is not None  # type: ignore[attr-defined]
     assert fresh_calibrator.threshold("b") == calibrator.threshold("b")
     old = calibrator.snapshot(["a"])
     assert split(old) == (old, None) and keys_in(old) == ["a"]
-    KeyState(fresh_calibrator, tracker()).restore(old)
+    KeyState(fresh_calibrator, tracker(), "m").restore(old)
 
 
 def test_a_damaged_event_state_changes_nothing() -> None:
@@ -232,8 +232,8 @@ def test_a_damaged_event_state_changes_nothing() -> None:
 
     calibrator = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
     calibrator.update(["a"] * 20, np.arange(20.0))
-    saved = KeyState(calibrator, tracker()).snapshot(["a"])
+    saved = KeyState(calibrator, tracker(), "m").snapshot(["a"])
     fresh = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
     with pytest.raises(EventStateError):
-        KeyState(fresh, tracker()).restore(saved[:-3])
+        KeyState(fresh, tracker(), "m").restore(saved[:-3])
     assert fresh.keys == [], "the calibrator was left as it was"

@@ -1,0 +1,303 @@
+"""The librdkafka client (``[kafka].client = "librdkafka"``; confluent-kafka, the extra
+``tandem-detect[librdkafka]``) behind the same source and producer as kafka-python's.
+
+- ``RdkafkaSource``: a consumer in the group with the cooperative-sticky assignor, auto-commit
+  off; batches are one ``consume`` call (up to ``max_records``, waiting up to ``max_wait_ms``).
+  Rebalance callbacks run inside ``consume``, on the daemon's own thread, so a revoked
+  partition's state is saved before it moves, and only the partitions that move are revoked.
+  librdkafka fetches and parses in its own C threads, so no fetch process is needed.
+- ``RdkafkaProducer``: an idempotent producer (``acks=all``) with the interface the sinks use
+  (``send`` returning a delivery handle, ``flush(timeout)`` raising ``KafkaTimeoutError`` when
+  not everything was acknowledged in time), partitioning keys as the Java client does.
+
+Checkpoints are still read, and topics administered, with kafka-python (docs/delivery.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as RdPartition
+from kafka.errors import KafkaTimeoutError
+
+from streamer.broker.sources import CommittedLag, PartitionListener
+from streamer.config import BatchConfig, KafkaConfig
+from streamer.errors import TopicError
+from streamer.records import Partition, SourceRecord, first_offsets, next_offsets
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's ``message.max.bytes``: the largest record its producer sends."""
+
+COMMIT_MOVED = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST,  # librdkafka's own code, public in its API
+}
+"""Commit errors meaning the group moved the partitions meanwhile: their new owner reads the
+records again from the last commit (alert ids make the repeats harmless)."""
+
+
+def rdkafka_options(kafka: KafkaConfig) -> dict[str, Any]:
+    """``[kafka]``'s servers, identity and security as librdkafka properties (the kafka-python
+    names of ``KafkaConfig.client_options`` translated), with librdkafka's logs and errors
+    sent to the daemon's log."""
+    options: dict[str, Any] = {
+        "bootstrap.servers": ",".join(kafka.bootstrap_servers),
+        "client.id": kafka.client_id,
+        "security.protocol": kafka.security_protocol,
+        "socket.timeout.ms": kafka.request_timeout_ms,
+        "reconnect.backoff.max.ms": 2000,
+        "logger": logging.getLogger("librdkafka"),
+        "error_cb": _log_error,
+    }
+    given = kafka.client_options()
+    names = {
+        "sasl_mechanism": "sasl.mechanism",
+        "sasl_plain_username": "sasl.username",
+        "sasl_plain_password": "sasl.password",
+        "ssl_cafile": "ssl.ca.location",
+        "ssl_certfile": "ssl.certificate.location",
+        "ssl_keyfile": "ssl.key.location",
+        "ssl_password": "ssl.key.password",
+    }
+    options.update({names[key]: given[key] for key in names if key in given})
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl.endpoint.identification.algorithm"] = (
+            "https" if kafka.ssl_check_hostname else "none"
+        )
+    return options
+
+
+def _log_error(error: KafkaError) -> None:
+    """librdkafka's client-level errors (brokers down, authentication refused) as log events;
+    it retries by itself, so they are warnings unless fatal."""
+    emit = log.error if error.fatal() else log.warning
+    emit("librdkafka_error", code=error.name(), error=error.str())
+
+
+class RdkafkaSource:
+    """Reads ``[kafka].input_topic`` in group ``[kafka].group_id`` (see the module docstring);
+    the ``listener`` hears which partitions are revoked, lost or assigned."""
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        batch: BatchConfig,
+        listener: PartitionListener | None = None,
+        topic_wait_s: float = 30.0,
+    ) -> None:
+        self.batch, self.listener, self.topic = batch, listener, kafka.input_topic
+        self.committed_lag = CommittedLag()
+        self.consumer = Consumer(
+            {
+                **rdkafka_options(kafka),
+                "group.id": kafka.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": kafka.auto_offset_reset,
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        deadline = time.monotonic() + topic_wait_s
+        while not self._topic_known():
+            if time.monotonic() > deadline:
+                self.consumer.close()
+                raise TopicError(f"input topic {self.topic!r} does not exist (or is not visible)")
+            time.sleep(0.2)
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+
+    def _topic_known(self) -> bool:
+        try:
+            metadata = self.consumer.list_topics(self.topic, timeout=5.0)
+        except KafkaException:
+            return False
+        topic = metadata.topics.get(self.topic)
+        return topic is not None and topic.error is None and bool(topic.partitions)
+
+    def poll(self) -> list[SourceRecord]:
+        """Up to ``max_records`` records, waiting at most ``max_wait_ms``."""
+        messages = self.consumer.consume(
+            num_messages=self.batch.max_records, timeout=self.batch.max_wait_ms / 1000
+        )
+        records = [_record(message) for message in messages if _usable(message)]
+        self.committed_lag.handed_out(records)
+        return records
+
+    def commit(self, records: Sequence[SourceRecord]) -> None:
+        """Commit, per partition, the offset after the last of ``records`` (synchronously)."""
+        done = next_offsets(records)
+        if not done:
+            return
+        offsets = [RdPartition(topic, number, offset) for (topic, number), offset in done.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            code = error.args[0].code()
+            if code == KafkaError._NO_OFFSET:
+                return
+            if code in COMMIT_MOVED:
+                log.warning("commit_refused", error=str(error), partitions=len(offsets))
+                return
+            raise
+        self.committed_lag.committed(done)
+
+    def lag(self) -> dict[Partition, int]:
+        """Records behind the end of each assigned partition, counted from the first not yet
+        committed, from what the client last fetched (it asks the broker nothing)."""
+        fetched: dict[Partition, tuple[int, int]] = {}
+        assigned = self.consumer.assignment()
+        positions = {(p.topic, p.partition): p.offset for p in self.consumer.position(assigned)}
+        for partition in assigned:
+            key = (partition.topic, partition.partition)
+            try:
+                _, end = self.consumer.get_watermark_offsets(partition, cached=True)
+            except KafkaException:
+                continue
+            if end >= 0 and positions.get(key, -1) >= 0:
+                fetched[key] = (end, positions[key])
+        return self.committed_lag.lag(fetched)
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """Seek each partition still owned back to the first of ``records`` in it."""
+        self.seek(first_offsets(records))
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Serve each partition of ``offsets`` still owned from that offset on."""
+        owned = {(p.topic, p.partition) for p in self.consumer.assignment()}
+        for (topic, number), offset in offsets.items():
+            if (topic, number) in owned:
+                self.consumer.seek(RdPartition(topic, number, offset))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def _assigned(self, consumer: Consumer, partitions: list[RdPartition]) -> None:
+        moved = _partitions(partitions)
+        self.committed_lag.forget(moved)
+        if self.listener is not None and moved:
+            self.listener.partitions_assigned(moved)
+
+    def _revoked(self, consumer: Consumer, partitions: list[RdPartition]) -> None:
+        moved = _partitions(partitions)
+        self.committed_lag.forget(moved)
+        if self.listener is not None and moved:
+            self.listener.partitions_revoked(moved)
+
+    def _lost(self, consumer: Consumer, partitions: list[RdPartition]) -> None:
+        """Partitions taken away without a revocation (the session expired): their state is
+        saved as on a revocation; commits for them will be refused."""
+        log.warning("partitions_lost", partitions=len(partitions))
+        self._revoked(consumer, partitions)
+
+
+def _usable(message: Message) -> bool:
+    """Whether ``message`` is a record; an error event is logged (raised when fatal)."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.fatal():
+        raise KafkaException(error)
+    log.warning("consume_error", code=error.name(), error=error.str())
+    return False
+
+
+def _record(message: Message) -> SourceRecord:
+    """A librdkafka ``Message`` (a record, not an error event) as the pipeline's
+    ``SourceRecord``; its headers' values are bytes, as a consumer receives them."""
+    headers: Any = message.headers() or ()
+    return SourceRecord(
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        message.value(),
+        message.timestamp()[1],
+        tuple(headers),
+    )
+
+
+def _partitions(partitions: Collection[RdPartition]) -> list[Partition]:
+    return sorted((p.topic, p.partition) for p in partitions)
+
+
+class Delivery:
+    """One record's delivery report, as the sinks read a kafka-python future."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done: bool = False
+        self.error: KafkaError | None = None
+
+    def __call__(self, error: KafkaError | None, message: Message) -> None:
+        self.done, self.error = True, error
+
+    def succeeded(self) -> bool:
+        return self.done and self.error is None
+
+    @property
+    def exception(self) -> object:
+        return self.error if self.done else "no delivery report"
+
+
+class RdkafkaProducer:
+    """An idempotent ``acks=all`` producer with the part of kafka-python's ``KafkaProducer``
+    the sinks use (see the module docstring)."""
+
+    config: Mapping[str, int] = {"max_request_size": MAX_MESSAGE_BYTES}
+
+    def __init__(self, kafka: KafkaConfig) -> None:
+        self.producer = Producer(
+            {
+                **rdkafka_options(kafka),
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",  # the Java client's, as kafka-python's
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+            }
+        )
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Delivery:
+        delivery = Delivery()
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,  # type: ignore[arg-type]  # bytes values are allowed
+                    on_delivery=delivery,
+                )
+                break
+            except BufferError:  # the local queue is full: serve delivery reports, then again
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+        return delivery
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every record sent to be acknowledged or failed; ``KafkaTimeoutError`` if
+        some are still out after ``timeout`` seconds."""
+        left = self.producer.flush(-1 if timeout is None else timeout)
+        if left:
+            raise KafkaTimeoutError(f"{left} records not acknowledged in {timeout} s")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush what can be flushed in ``timeout`` seconds (librdkafka closes on release)."""
+        self.producer.flush(10.0 if timeout is None else timeout)
