@@ -28,6 +28,13 @@ quiets them), the JSON alone to stdout. Exit status 1 if no broker answers.
   scored windows (W - 1 more per key), cut into windows by the daemon. ``readings_over_windows``
   is its scored windows/s over ``product``'s (floor 0.8, issue: readings input).
 
+- ``raw_librdkafka`` and ``librdkafka`` (``--no-librdkafka`` skips them): the same two on the
+  librdkafka client (confluent-kafka): ``consume`` batches of ``max_records`` decoded by the JSON
+  codec with an asynchronous commit after each, then the daemon's path with
+  ``[kafka].client = "librdkafka"``. ``librdkafka_over_kafka_python`` is the daemon's records/s
+  on librdkafka over kafka-python's (floor 2), ``librdkafka_over_raw_librdkafka`` over the raw
+  librdkafka consume and decode (floor 0.5).
+
 Floor: product ≥ 0.8 times raw records/s (``floor_met``: reported, not asserted).
 Usage: .venv/bin/python bench/bench_pipeline.py [--records 200000] [--rate 2000] [--latency-s 10]
 """
@@ -267,6 +274,56 @@ def until_idle(what: str, done: int, total: int, last_progress: float) -> None:
         raise TimeoutError(f"{what}: {done} of {total} records arrived, none for {IDLE_TIMEOUT_S}s")
 
 
+def raw_librdkafka_phase(config: TandemConfig, total: int) -> Phase:
+    """confluent-kafka alone: ``consume`` batches, decoded by the JSON codec (as the daemon's
+    first stage), committed asynchronously after each."""
+    from confluent_kafka import Consumer
+
+    from streamer.broker.librdkafka import rdkafka_options
+    from streamer.records import SourceRecord
+
+    kafka, batch = config.kafka, config.batch
+    codec = JsonCodec(Limits(WINDOW))
+    started = time.perf_counter()
+    options = {**rdkafka_options(kafka), "group.id": kafka.group_id}
+    consumer = Consumer({**options, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe([kafka.input_topic])
+    try:
+        done, batches, first, clock = 0, 0, 0, 0.0
+        progress = time.monotonic()
+        while done < total:
+            messages = consumer.consume(batch.max_records, timeout=batch.max_wait_ms / 1000)
+            if not messages:
+                until_idle("raw librdkafka consumer", done, total, progress)
+                continue
+            records = [
+                SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), 0)
+                for m in messages
+                if m.error() is None
+            ]
+            codec.decode(records)
+            consumer.commit(asynchronous=True)
+            done += len(records)
+            progress = time.monotonic()
+            if not first:
+                first, clock = done, time.perf_counter()
+                cpu = with_broker({"consumer": cpu_seconds()})
+            else:
+                batches += 1
+        return Phase(
+            done - first,
+            time.perf_counter() - clock,
+            batches,
+            clock - started,
+            cpu_s={
+                name: round(seconds - cpu[name], 2)
+                for name, seconds in with_broker({"consumer": cpu_seconds()}).items()
+            },
+        )
+    finally:
+        consumer.close()
+
+
 def raw_phase(config: TandemConfig, total: int) -> Phase:
     """kafka-python alone, with ``KafkaSource``'s consumer settings; commit after each poll."""
     kafka, batch = config.kafka, config.batch
@@ -487,6 +544,9 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=None, help="a tandem TOML config")
     parser.add_argument("--broker-wait-s", type=float, default=10.0)
     parser.add_argument("--no-readings", action="store_true", help="skip the readings-input phase")
+    parser.add_argument(
+        "--no-librdkafka", action="store_true", help="skip the librdkafka client's phases"
+    )
     args = parser.parse_args()
     if args.records < 1000 or args.keys < 1 or args.partitions < 1 or args.rate <= 0:
         parser.error("--records must be at least 1000; --keys, --partitions, --rate positive")
@@ -519,6 +579,18 @@ def main() -> int:
         log.info("bench_raw_done", records_per_s=round(raw.rate))
         product = product_phase(made.phase_config(config, topic, "product"), detector, args.records)
         log.info("bench_product_done", records_per_s=round(product.rate))
+        raw_rd = product_rd = None
+        if not args.no_librdkafka:
+            raw_rd = raw_librdkafka_phase(
+                made.phase_config(config, topic, "raw-librdkafka"), args.records
+            )
+            log.info("bench_raw_librdkafka_done", records_per_s=round(raw_rd.rate))
+            rd_config = made.phase_config(config, topic, "librdkafka")
+            rd_config = rd_config.model_copy(
+                update={"kafka": rd_config.kafka.model_copy(update={"client": "librdkafka"})}
+            )
+            product_rd = product_phase(rd_config, detector, args.records)
+            log.info("bench_librdkafka_done", records_per_s=round(product_rd.rate))
         readings = None
         if not args.no_readings:
             readings_feed = make_readings_feed(args.records, args.keys, args.partitions)
@@ -572,6 +644,7 @@ def main() -> int:
                 "product_prefetch": config.batch.prefetch,
                 "product_alerts": product.alerts,
                 **_readings_fields(readings, product),
+                **_librdkafka_fields(raw_rd, product_rd, product),
                 "product_dead_letters": product.dead_letters,
                 "latency_rate_per_s": args.rate,
                 "latency_sent_per_s": round(latency.sent_per_s),
@@ -596,6 +669,21 @@ def main() -> int:
         )
     )
     return 0
+
+
+def _librdkafka_fields(raw: Phase | None, daemon: Phase | None, product: Phase) -> dict[str, Any]:
+    """The librdkafka phases' figures and ratios (records/s, measured in this run)."""
+    if raw is None or daemon is None:
+        return {}
+    return {
+        "raw_librdkafka_records_per_s": round(raw.rate),
+        "librdkafka_records_per_s": round(daemon.rate),
+        "librdkafka_over_kafka_python": round(daemon.rate / product.rate, 3),
+        "librdkafka_over_raw_librdkafka": round(daemon.rate / raw.rate, 3),
+        "librdkafka_seconds_by_stage": daemon.stages,
+        "librdkafka_cpu_s": daemon.cpu_s,
+        "raw_librdkafka_cpu_s": raw.cpu_s,
+    }
 
 
 def _readings_fields(readings: Phase | None, product: Phase) -> dict[str, Any]:
