@@ -27,6 +27,11 @@ class BrokerUnavailableError(TandemError):
     retriable = True
 
 
+class AuthenticationError(TandemError):
+    """The broker refused the client's credentials. Not retriable: a person must fix them
+    (exit status 4, where an unreachable broker is 3)."""
+
+
 class TopicError(TandemError):
     """A topic could not be created, described or deleted."""
 

@@ -27,7 +27,12 @@ from streamer.cli.options import add_config_option
 from streamer.cli.replay import add_replay_command
 from streamer.cli.run import add_run_command
 from streamer.config import TandemConfig, load_config, masked, overrides_in
-from streamer.errors import BrokerUnavailableError, ConfigError, TandemError
+from streamer.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    ConfigError,
+    TandemError,
+)
 from streamer.logging import configure_logging
 
 
@@ -40,6 +45,7 @@ class ExitCode(IntEnum):
     FAILURE = 1
     CONFIG = 2
     BROKER = 3
+    AUTHENTICATION = 4
     STDOUT_CLOSED = 141
 
 
@@ -90,6 +96,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokerUnavailableError as error:
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.BROKER
+    except AuthenticationError as error:
+        print(f"tandem: {error}", file=sys.stderr)
+        return ExitCode.AUTHENTICATION
     except ConfigError as error:  # a command's options contradict each other or the config
         print(f"tandem: {error}", file=sys.stderr)
         return ExitCode.CONFIG

@@ -92,6 +92,10 @@ def _run(
             raise StopRequestedError()
 
     check_stop()
+    if config.kafka.client == "librdkafka":
+        from streamer.broker.librdkafka import check_credentials
+
+        check_credentials(config.kafka)  # a refusal is not an absent broker: exit 4, not 3
     info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s, stop=stop)
     log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
     watch = ModelWatch(bundle, config.model.watch_s)  # before loading: a change meanwhile counts

@@ -87,3 +87,33 @@ def test_a_wrong_password_is_never_written_to_the_log(
     leaked = sorted(form for form in written_forms(WRONG) if form in written)
     assert not leaked, leaked
     assert "auth_bytes=b'tandem\\x00tandem\\x00***'" in written
+
+
+def test_librdkafka_is_served_with_the_right_password(sasl_broker: str) -> None:
+    from streamer.broker.librdkafka import check_credentials
+
+    check_credentials(sasl(sasl_broker, PASSWORD), timeout_s=30.0)
+
+
+def test_on_librdkafka_a_wrong_password_is_an_authentication_failure_exit_4(
+    sasl_broker: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """librdkafka tells the broker's refusal from an absent broker: ``tandem run`` says the
+    credentials were refused, naming the user, exits 4 at once, and writes no form of the
+    password, at debug level."""
+    config = tmp_path / "sasl.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap = "{sasl_broker}"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+        f'sasl_mechanism = "PLAIN"\nsasl_plain_username = "{USER}"\nclient = "librdkafka"\n'
+        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n[metrics]\nenabled = false\n'
+    )
+    environment = {"TANDEM_KAFKA_SASL_PLAIN_PASSWORD": WRONG, "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "streamer", "--log-level", "debug", "--log-format", "json"]
+    command += ["run", "--config", str(config), "--broker-wait-s", "60"]
+    ran = subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=120, check=False
+    )
+    assert ran.returncode == ExitCode.AUTHENTICATION, ran.stderr[-3000:]
+    assert "tandem: the broker refused the credentials of [kafka]" in ran.stderr
+    assert f"sasl_plain_username '{USER}'" in ran.stderr
+    assert not any(form in ran.stdout + ran.stderr for form in written_forms(WRONG))
