@@ -77,6 +77,9 @@ class KafkaConfig(_Section):
     ``client_options`` (and translated for librdkafka: ``streamer.broker.librdkafka``); the two
     secrets are ``SecretStr`` so they never print. ``client``: the library the daemon's source
     and producer use (kafka-python, the default, or librdkafka through confluent-kafka).
+    ``session_timeout_ms``: how long the group waits for a member that stopped answering (killed)
+    before handing its partitions to others; both clients' default, 45 s. Shorter hands them over
+    sooner after a crash; too short for a loaded machine makes members fall out of the group.
     """
 
     bootstrap: Bootstrap = "127.0.0.1:19092"
@@ -88,6 +91,7 @@ class KafkaConfig(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     transactional: bool = False
     client: Literal["kafka-python", "librdkafka"] = "kafka-python"
+    session_timeout_ms: Annotated[int, Field(ge=6_000, le=300_000)] = 45_000
     request_timeout_ms: Annotated[int, Field(ge=1000)] = 30_000
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: (

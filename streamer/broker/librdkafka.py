@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka import TopicPartition as RdPartition
 from kafka.errors import KafkaTimeoutError
 
-from streamer.broker.sources import CommittedLag, PartitionListener
+from streamer.broker.sources import CommittedLag, PartitionListener, heartbeat_ms
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import AuthenticationError, TopicError
 from streamer.records import Partition, SourceRecord, first_offsets, next_offsets
@@ -135,6 +135,8 @@ class RdkafkaSource:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": kafka.auto_offset_reset,
                 "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": kafka.session_timeout_ms,
+                "heartbeat.interval.ms": heartbeat_ms(kafka.session_timeout_ms),
             }
         )
         deadline = time.monotonic() + topic_wait_s

@@ -99,6 +99,8 @@ class KafkaSource:
             auto_offset_reset=kafka.auto_offset_reset,
             max_poll_records=batch.max_records,
             metadata_max_age_ms=30_000,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_ms(kafka.session_timeout_ms),
             **kafka.client_options(),
         )
         # Join the group only once the topic's partitions are known: a member that joins first
@@ -268,6 +270,12 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # kaf
         self.source.committed_lag.forget(_partitions(assigned))
         if self.source.listener is not None:
             self.source.listener.partitions_assigned(_partitions(assigned))
+
+
+def heartbeat_ms(session_timeout_ms: int) -> int:
+    """How often a member heartbeats: a third of its session timeout, at most 3 s (both
+    clients' default), so a session survives two heartbeats lost in a row."""
+    return min(3_000, session_timeout_ms // 3)
 
 
 def source_record(record: Any) -> SourceRecord:

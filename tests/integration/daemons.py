@@ -56,6 +56,8 @@ class Setup:
     """``[codec]`` settings (TOML lines)."""
     client: str = "kafka-python"
     """``[kafka].client``: kafka-python or librdkafka."""
+    kafka: str = ""
+    """More ``[kafka]`` settings (TOML lines)."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -64,7 +66,7 @@ class Setup:
             f'alerts_topic = "{self.alerts_topic}"\n'
             f'dead_letter_topic = "{self.dead_letter_topic}"\n'
             f'group_id = "{self.group}"\ntransactional = {str(self.transactional).lower()}\n'
-            f'client = "{self.client}"\n'
+            f'client = "{self.client}"\n{self.kafka}'
             f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n{self.model}'
             f"[calibration]\n{self.calibration}"

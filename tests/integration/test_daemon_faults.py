@@ -64,7 +64,10 @@ def assert_alerted(alerts: list[dict[str, Any]], indices: list[int]) -> None:
     ids=["at-least-once", "exactly-once", "librdkafka"],
 )
 def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
-    setup: Setup, client: str, transactional: bool
+    setup: Setup,
+    client: str,
+    transactional: bool,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """Warm-up is 2,000 scores; after the restart fewer than that arrive before the last two
     anomalies, so they are caught only if the thresholds were restored from the checkpoint.
@@ -72,6 +75,7 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
     daemon's open transaction is aborted by the broker after its timeout, 30 s)."""
     setup.max_records = 16
     setup.transactional, setup.client = transactional, client
+    setup.kafka = "session_timeout_ms = 10000\n"  # the killed member's partitions move sooner
     setup.calibration = (
         'method = "spot"\ntarget_rate = 0.001\nwindow = 4000\nwarmup = 2000\nrefresh = 20\n'
         "checkpoint_interval_s = 0.2\n"
@@ -92,6 +96,7 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
         wait_committed(setup, warm + 300, [first])
     finally:
         first.kill()
+    killed = time.monotonic()
     sender.join()
     at_kill = sum(committed(setup.bootstrap, setup.group, setup.input_topic).values())
     assert at_kill < warm + stream, "the kill landed mid-stream"
@@ -100,12 +105,17 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
 
     second = Daemon(setup, "second")
     try:
+        second.wait_owning(lambda owned: owned == 2, timeout_s=180)
+        record_property("takeover_s", round(time.monotonic() - killed, 1))  # start-up included
         wait_committed(setup, total, [second])
     finally:
         assert second.terminate() == 0, second.tail()
     restored = second.events("calibrator_restored")
     assert {e["partition"] for e in restored} == {0, 1}
-    assert first.scored() + second.scored() >= total, "every window scored"
+    # A batch's ``batch_scored`` line follows its commit: the killed daemon may have committed
+    # its last batch (alerts delivered, state saved with it) without logging it.
+    uncounted = setup.max_records
+    assert first.scored() + second.scored() >= total - uncounted, "every window scored"
     isolation = "read_committed" if transactional else "read_uncommitted"
     alerts = alerts_in(
         setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted(), isolation
