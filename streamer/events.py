@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import structlog
 from numpy.typing import NDArray
 
 from calibration.base import Flags
@@ -43,6 +44,8 @@ from streamer.alerts import (
 from streamer.config import AlertsConfig
 from streamer.errors import EventStateError
 from streamer.records import Partition, SourceRecord, WindowBatch
+
+log = structlog.get_logger(__name__)
 
 STATE_FORMAT = 1
 NO_EVENT = ""
@@ -119,10 +122,16 @@ class EventTracker:
         feature_names: tuple[str, ...],
         model: Mapping[str, str],
         calibrator: Mapping[str, Any],
+        max_keys: int = 0,
     ) -> None:
+        """``max_keys``: the most keys with an open event or a cooldown kept (0: no cap; the
+        daemon passes ``[calibration].max_keys``). A key that stops sending never closes its
+        event, so without a cap such keys would pile up; beyond it the least recently touched
+        are dropped without a close record (``dropped`` counts them)."""
         self.config = config
         self.feature_names = feature_names
         self.model, self.calibrator = dict(model), dict(calibrator)
+        self.max_keys, self.dropped = max_keys, 0
         self._keys: dict[str, KeyEvents] = {}
         self._floors: dict[Partition, int] = {}
 
@@ -191,10 +200,15 @@ class EventTracker:
 
     def _set(self, states: Mapping[str, KeyEvents]) -> None:
         for key, state in states.items():
-            if state.idle():
-                self._keys.pop(key, None)
-            else:
+            self._keys.pop(key, None)  # re-inserted last: the dict runs least recent first
+            if not state.idle():
                 self._keys[key] = state
+        if self.max_keys and len(self._keys) > self.max_keys:
+            excess = len(self._keys) - self.max_keys
+            for key in list(self._keys)[:excess]:
+                del self._keys[key]
+            self.dropped += excess
+            log.warning("event_states_dropped", keys=excess, max_keys=self.max_keys)
 
 
 class _BatchJudge:

@@ -137,9 +137,14 @@ class Metrics:
         )
         self.keys_evicted = Counter(
             "tandem_keys_evicted_total",
-            "Keys whose calibrator state was dropped to stay within [calibration].max_keys.",
+            "Keys whose state was dropped to stay within [calibration].max_keys, by state: "
+            "thresholds (the calibrator's), events (an open event or cooldown), readings (a "
+            "readings input's buffer).",
+            ["state"],
             registry=r,
         )
+        for state in ("thresholds", "events", "readings"):
+            self.keys_evicted.labels(state=state)
         self.delivery_failures = Counter(
             "tandem_delivery_failures_total",
             "Produced messages (alerts, dead letters) the broker did not acknowledge.",
@@ -212,11 +217,12 @@ class Metrics:
         """Bring the restart counter to ``total``, the fetch process restarts so far."""
         self._count_to(self.fetch_restarts, total)
 
-    def count_evictions(self, total: int) -> None:
-        """Bring the eviction counter to ``total``, the keys dropped so far."""
-        self._count_to(self.keys_evicted, total)
+    def count_evictions(self, total: int, state: str = "thresholds") -> None:
+        """Bring the eviction counter of ``state`` (thresholds, events or readings) to
+        ``total``, the keys whose state of that kind was dropped so far."""
+        self._count_to(self.keys_evicted.labels(state=state), total)
 
-    def _count_to(self, counter: Counter, total: int) -> None:
+    def _count_to(self, counter: Any, total: int) -> None:
         """Raise ``counter`` to ``total``, a running total kept elsewhere (by the source or
         the calibrator), by what it gained since the last call."""
         counted = self._totals.get(counter, 0)

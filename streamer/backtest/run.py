@@ -176,6 +176,7 @@ def run_backtest(
             detector.feature_names,
             model=model,
             calibrator=calibrator_description(calibration),
+            max_keys=calibration.max_keys,
         ),
         observer=trace,
         windower=windower,

@@ -195,6 +195,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
             detector.feature_names,
             model={"name": name, "version": detector.version or "unsaved"},
             calibrator=calibrator_description(config.calibration),
+            max_keys=config.calibration.max_keys,
         ),
         windower=windower,
     )
@@ -275,3 +276,6 @@ def run_loop(
             )
             evicted = runner.calibrator.evicted
             metrics.count_evictions(evicted)
+        metrics.count_evictions(runner.events.dropped, "events")
+        if runner.windower is not None:
+            metrics.count_evictions(runner.windower.dropped, "readings")

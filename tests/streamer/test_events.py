@@ -237,3 +237,20 @@ def test_a_damaged_event_state_changes_nothing() -> None:
     with pytest.raises(EventStateError):
         KeyState(fresh, tracker(), "m").restore(saved[:-3])
     assert fresh.keys == [], "the calibrator was left as it was"
+
+
+def test_keys_with_open_events_beyond_the_cap_drop_the_least_recently_touched() -> None:
+    """A key that stops sending never closes its event: beyond ``max_keys`` such states go,
+    the least recently touched first, and are counted."""
+    events = EventTracker(
+        AlertsConfig(quiet=5),
+        tuple(f"x{i}" for i in range(WIDTH)),
+        model={"name": "m", "version": "v"},
+        calibrator={"method": "spot"},
+        max_keys=2,
+    )
+    records, flags = stream([(0, True), (1, True), (2, True), (1, True)])
+    for row in range(len(records)):
+        events.apply(events.judge(*batch_of(records[row : row + 1], flags[row : row + 1])))
+    assert sorted(events._keys) == ["b", "c"] and events.dropped == 1
+    assert events.open_events == 2
