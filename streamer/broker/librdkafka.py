@@ -137,6 +137,7 @@ class RdkafkaSource:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": kafka.session_timeout_ms,
                 "heartbeat.interval.ms": heartbeat_ms(kafka.session_timeout_ms),
+                "on_commit": _commit_answered,
             }
         )
         deadline = time.monotonic() + topic_wait_s
@@ -167,21 +168,17 @@ class RdkafkaSource:
         return records
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
-        """Commit, per partition, the offset after the last of ``records`` (synchronously)."""
+        """Commit, per partition, the offset after the last of ``records``, without waiting
+        for the broker's answer: librdkafka's synchronous commit has no time limit, and waited
+        out a broker outage with the run loop silent (``/health/live`` failed). The batch's
+        output is acknowledged before this is called, so a commit that does not land only makes
+        the next owner read the batch again (at-least-once; its checkpoint, saved with the
+        batch, keeps it from being learned twice); ``_commit_answered`` logs one that failed."""
         done = next_offsets(records)
         if not done:
             return
         offsets = [RdPartition(topic, number, offset) for (topic, number), offset in done.items()]
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as error:
-            code = error.args[0].code()
-            if code == KafkaError._NO_OFFSET:
-                return
-            if code in COMMIT_MOVED:
-                log.warning("commit_refused", error=str(error), partitions=len(offsets))
-                return
-            raise
+        self.consumer.commit(offsets=offsets, asynchronous=True)
         self.committed_lag.committed(done)
 
     def lag(self) -> dict[Partition, int]:
@@ -231,6 +228,15 @@ class RdkafkaSource:
         saved as on a revocation; commits for them will be refused."""
         log.warning("partitions_lost", partitions=len(partitions))
         self._revoked(consumer, partitions)
+
+
+def _commit_answered(error: KafkaError | None, partitions: list[RdPartition]) -> None:
+    """The broker's answer to a commit (served inside ``consume``): a refusal is logged; the
+    group moved the partitions, or the broker was away, and their records are read again."""
+    if error is None or error.code() == KafkaError._NO_OFFSET:
+        return
+    event = "commit_refused" if error.code() in COMMIT_MOVED else "commit_failed"
+    log.warning(event, error=error.str(), partitions=len(partitions))
 
 
 def _usable(message: Message) -> bool:

@@ -173,8 +173,9 @@ def test_an_event_open_at_a_kill_9_is_neither_opened_again_nor_lost(setup: Setup
     assert_one_id_per_window(records)
 
 
-def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup) -> None:
-    setup.max_records = 16
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_sigterm_mid_stream_commits_exactly_what_was_alerted(setup: Setup, client: str) -> None:
+    setup.max_records, setup.client = 16, client
     total = 6000
     anomalies = list(range(1300, total, 400))
     windows = feed(total, anomalies=anomalies)
@@ -277,7 +278,10 @@ it waits for the absent broker (a flush that did not come back until the broker 
 failed ``/health/live``, and twice what a batch of 16 windows takes on a loaded machine."""
 
 
-def test_the_daemon_survives_a_broker_outage_mid_stream(tiny_bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_the_daemon_survives_a_broker_outage_mid_stream(
+    tiny_bundle: Path, tmp_path: Path, client: str
+) -> None:
     """A private broker (this test stops it) on its own port and log dir, down for
     ``OUTAGE_S`` mid-stream: the daemon retries with backoff, stays alive and says so on
     ``/health/live`` throughout, and once the broker is back scores the rest, alerting every
@@ -299,6 +303,7 @@ def test_the_daemon_survives_a_broker_outage_mid_stream(tiny_bundle: Path, tmp_p
             tmp_path,
             max_records=16,
             stall_s=STALL_S,
+            client=client,
         )
         create_topics(options, [TopicSpec("in", 2), TopicSpec("alerts", 2), TopicSpec("dead", 1)])
         total = 4000
