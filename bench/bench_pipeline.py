@@ -50,6 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,36 @@ def until_idle(what: str, done: int, total: int, last_progress: float) -> None:
         raise TimeoutError(f"{what}: {done} of {total} records arrived, none for {IDLE_TIMEOUT_S}s")
 
 
+def timed_polls(what: str, total: int, started: float, poll_once: Callable[[], int]) -> Phase:
+    """Call ``poll_once`` (records it handled) until ``total`` records; the steady-state phase
+    after the first batch, with the consumer's (this process's) and the broker's CPU seconds."""
+    done, batches, first, clock = 0, 0, 0, 0.0
+    cpu: dict[str, float] = {}
+    progress = time.monotonic()
+    while done < total:
+        got = poll_once()
+        if not got:
+            until_idle(what, done, total, progress)
+            continue
+        done += got
+        progress = time.monotonic()
+        if not first:
+            first, clock = done, time.perf_counter()
+            cpu = with_broker({"consumer": cpu_seconds()})
+        else:
+            batches += 1
+    return Phase(
+        done - first,
+        time.perf_counter() - clock,
+        batches,
+        clock - started,
+        cpu_s={
+            name: round(seconds - cpu[name], 2)
+            for name, seconds in with_broker({"consumer": cpu_seconds()}).items()
+        },
+    )
+
+
 def raw_librdkafka_phase(config: TandemConfig, total: int) -> Phase:
     """confluent-kafka alone: ``consume`` batches, decoded by the JSON codec (as the daemon's
     first stage), committed asynchronously after each."""
@@ -288,38 +319,21 @@ def raw_librdkafka_phase(config: TandemConfig, total: int) -> Phase:
     options = {**rdkafka_options(kafka), "group.id": kafka.group_id}
     consumer = Consumer({**options, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     consumer.subscribe([kafka.input_topic])
-    try:
-        done, batches, first, clock = 0, 0, 0, 0.0
-        progress = time.monotonic()
-        while done < total:
-            messages = consumer.consume(batch.max_records, timeout=batch.max_wait_ms / 1000)
-            if not messages:
-                until_idle("raw librdkafka consumer", done, total, progress)
-                continue
-            records = [
-                SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), 0)
-                for m in messages
-                if m.error() is None
-            ]
+
+    def consume_once() -> int:
+        messages = consumer.consume(batch.max_records, timeout=batch.max_wait_ms / 1000)
+        records = [
+            SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), 0)
+            for m in messages
+            if m.error() is None
+        ]
+        if records:
             codec.decode(records)
             consumer.commit(asynchronous=True)
-            done += len(records)
-            progress = time.monotonic()
-            if not first:
-                first, clock = done, time.perf_counter()
-                cpu = with_broker({"consumer": cpu_seconds()})
-            else:
-                batches += 1
-        return Phase(
-            done - first,
-            time.perf_counter() - clock,
-            batches,
-            clock - started,
-            cpu_s={
-                name: round(seconds - cpu[name], 2)
-                for name, seconds in with_broker({"consumer": cpu_seconds()}).items()
-            },
-        )
+        return len(records)
+
+    try:
+        return timed_polls("raw librdkafka consumer", total, started, consume_once)
     finally:
         consumer.close()
 
@@ -343,36 +357,19 @@ def raw_phase(config: TandemConfig, total: int) -> Phase:
                 raise TimeoutError(f"topic {kafka.input_topic!r} not visible to the consumer")
             time.sleep(0.2)
         consumer.subscribe([kafka.input_topic])
-        done, batches, first, clock = 0, 0, 0, 0.0
-        progress = time.monotonic()
-        while done < total:
+
+        def poll_once() -> int:
             fetched = consumer.poll(timeout_ms=batch.max_wait_ms)
-            if not fetched:
-                until_idle("raw consumer", done, total, progress)
-                continue
             offsets = {
                 partition: OffsetAndMetadata(records[-1].offset + 1, "", -1)
                 for partition, records in fetched.items()
                 if records
             }
-            consumer.commit(offsets)
-            done += sum(len(records) for records in fetched.values())
-            progress = time.monotonic()
-            if not first:
-                first, clock = done, time.perf_counter()
-                cpu = with_broker({"consumer": cpu_seconds()})
-            else:
-                batches += 1
-        return Phase(
-            done - first,
-            time.perf_counter() - clock,
-            batches,
-            clock - started,
-            cpu_s={
-                name: round(seconds - cpu[name], 2)
-                for name, seconds in with_broker({"consumer": cpu_seconds()}).items()
-            },
-        )
+            if offsets:
+                consumer.commit(offsets)
+            return sum(len(records) for records in fetched.values())
+
+        return timed_polls("raw consumer", total, started, poll_once)
     finally:
         consumer.close(autocommit=False)
 

@@ -41,6 +41,7 @@ from streamer.alerts import (
     surprise_of,
     top_features,
 )
+from streamer.capped import drop_oldest, touch
 from streamer.config import AlertsConfig
 from streamer.errors import EventStateError
 from streamer.records import Partition, SourceRecord, WindowBatch
@@ -200,15 +201,11 @@ class EventTracker:
 
     def _set(self, states: Mapping[str, KeyEvents]) -> None:
         for key, state in states.items():
-            self._keys.pop(key, None)  # re-inserted last: the dict runs least recent first
-            if not state.idle():
-                self._keys[key] = state
-        if self.max_keys and len(self._keys) > self.max_keys:
-            excess = len(self._keys) - self.max_keys
-            for key in list(self._keys)[:excess]:
-                del self._keys[key]
-            self.dropped += excess
-            log.warning("event_states_dropped", keys=excess, max_keys=self.max_keys)
+            touch(self._keys, key, None if state.idle() else state)
+        dropped = drop_oldest(self._keys, self.max_keys)
+        if dropped:
+            self.dropped += dropped
+            log.warning("event_states_dropped", keys=dropped, max_keys=self.max_keys)
 
 
 class _BatchJudge:

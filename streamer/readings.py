@@ -30,6 +30,7 @@ import pandas as pd
 import structlog
 from numpy.typing import NDArray
 
+from streamer.capped import drop_oldest, touch
 from streamer.records import DeadLetter, WindowBatch
 from streamer.windows import sliding_windows
 
@@ -119,14 +120,11 @@ class Windower:
         """Make a delivered batch's buffers the state (the keys it touched become the most
         recently seen); drop the least recently seen keys beyond ``max_keys``."""
         for key, buffer in cut.buffers.items():
-            self._keys.pop(key, None)
-            self._keys[key] = buffer
-        if self.max_keys and len(self._keys) > self.max_keys:
-            excess = len(self._keys) - self.max_keys
-            for key in list(self._keys)[:excess]:
-                del self._keys[key]
-            self.dropped += excess
-            log.warning("reading_buffers_dropped", keys=excess, max_keys=self.max_keys)
+            touch(self._keys, key, buffer)
+        dropped = drop_oldest(self._keys, self.max_keys)
+        if dropped:
+            self.dropped += dropped
+            log.warning("reading_buffers_dropped", keys=dropped, max_keys=self.max_keys)
 
     def _cut_key(
         self, buffer: KeyBuffer | None, ts: NDArray[np.int64], values: NDArray[np.float32]

@@ -67,18 +67,7 @@ def test_a_wrong_password_is_never_written_to_the_log(
     gives up after ``--broker-wait-s`` (exit 3: kafka-python 3.0 reports the refusal as a lost
     connection, so "no broker answered" it is), and neither the password nor any escaped form
     of it is in its output; ``***`` stands where kafka-python wrote it."""
-    config = tmp_path / "sasl.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap = "{sasl_broker}"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
-        f'sasl_mechanism = "PLAIN"\nsasl_plain_username = "{USER}"\n'
-        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n[metrics]\nenabled = false\n'
-    )
-    environment = {"TANDEM_KAFKA_SASL_PLAIN_PASSWORD": WRONG, "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-m", "streamer", "--log-level", "debug", "--log-format", "json"]
-    command += ["run", "--config", str(config), "--broker-wait-s", "5"]
-    ran = subprocess.run(
-        command, capture_output=True, text=True, env=environment, timeout=120, check=False
-    )
+    ran = run_with_wrong_password(sasl_broker, tiny_bundle, tmp_path, "kafka-python", 5)
     assert ran.returncode == ExitCode.BROKER, ran.stderr[-3000:]
     assert not any(form in ran.stdout + ran.stderr for form in written_forms(WRONG))
     lines = (line for line in ran.stderr.splitlines() if line.startswith("{"))
@@ -101,19 +90,27 @@ def test_on_librdkafka_a_wrong_password_is_an_authentication_failure_exit_4(
     """librdkafka tells the broker's refusal from an absent broker: ``tandem run`` says the
     credentials were refused, naming the user, exits 4 at once, and writes no form of the
     password, at debug level."""
-    config = tmp_path / "sasl.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap = "{sasl_broker}"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
-        f'sasl_mechanism = "PLAIN"\nsasl_plain_username = "{USER}"\nclient = "librdkafka"\n'
-        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n[metrics]\nenabled = false\n'
-    )
-    environment = {"TANDEM_KAFKA_SASL_PLAIN_PASSWORD": WRONG, "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-m", "streamer", "--log-level", "debug", "--log-format", "json"]
-    command += ["run", "--config", str(config), "--broker-wait-s", "60"]
-    ran = subprocess.run(
-        command, capture_output=True, text=True, env=environment, timeout=120, check=False
-    )
+    ran = run_with_wrong_password(sasl_broker, tiny_bundle, tmp_path, "librdkafka", 60)
     assert ran.returncode == ExitCode.AUTHENTICATION, ran.stderr[-3000:]
     assert "tandem: the broker refused the credentials of [kafka]" in ran.stderr
     assert f"sasl_plain_username '{USER}'" in ran.stderr
     assert not any(form in ran.stdout + ran.stderr for form in written_forms(WRONG))
+
+
+def run_with_wrong_password(
+    sasl_broker: str, tiny_bundle: Path, tmp_path: Path, client: str, wait_s: int
+) -> subprocess.CompletedProcess[str]:
+    """``tandem run`` on ``client`` at debug level with the WRONG password (from the
+    environment), waiting ``wait_s`` for the broker; its output."""
+    config = tmp_path / "sasl.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap = "{sasl_broker}"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+        f'sasl_mechanism = "PLAIN"\nsasl_plain_username = "{USER}"\nclient = "{client}"\n'
+        f'[model]\nbundle = "{tiny_bundle}"\ndevice = "cpu"\n[metrics]\nenabled = false\n'
+    )
+    environment = {"TANDEM_KAFKA_SASL_PLAIN_PASSWORD": WRONG, "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "streamer", "--log-level", "debug", "--log-format", "json"]
+    command += ["run", "--config", str(config), "--broker-wait-s", str(wait_s)]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=120, check=False
+    )
