@@ -65,17 +65,16 @@ def readings_file(path: Path, keys: int, steps: int) -> int:
     return len(frame)
 
 
-@pytest.mark.parametrize("fault", ["kill-9", "rebalance"])
-def test_a_readings_daemon_through_a_fault_alerts_what_a_backtest_alerts(
-    fault: str,
+def test_a_readings_daemon_killed_then_rebalanced_alerts_what_a_backtest_alerts(
     setup: Setup,
     series_bundle: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A third of the way through 4,000 readings the daemon is killed with -9 and restarted, or
-    a second daemon joins and takes a partition over: the alert ids equal a backtest of the
-    topic's, and the alerts (key, time, type, score, threshold) a backtest of the file's."""
+    """4,000 readings in three parts: after the first the daemon is killed with -9 and another
+    takes over from the checkpoints; after the second a third daemon joins and takes a
+    partition from it. The alert ids equal a backtest of the topic's, and the alerts (key,
+    time, type, score, threshold) a backtest of the file's."""
     setup.bundle, setup.max_records = series_bundle, 32
     setup.codec = 'input = "readings"\n'
     setup.calibration = (
@@ -87,32 +86,37 @@ def test_a_readings_daemon_through_a_fault_alerts_what_a_backtest_alerts(
     config = setup.write_config()
     monkeypatch.delenv("TANDEM_KAFKA_BOOTSTRAP", raising=False)  # the config names the broker
     frame = pd.read_csv(data)
-    parts = tmp_path / "part1.csv", tmp_path / "part2.csv"
-    frame.iloc[: total // 3].to_csv(parts[0], index=False)
-    frame.iloc[total // 3 :].to_csv(parts[1], index=False)
+    cuts = [0, total // 3, 2 * total // 3, total]
+    parts = [tmp_path / f"part{i}.csv" for i in range(3)]
+    for i, part in enumerate(parts):
+        frame.iloc[cuts[i] : cuts[i + 1]].to_csv(part, index=False)
     replay = ["replay", "--config", str(config), "--topic", setup.input_topic, "--data"]
 
     first = Daemon(setup, "first")
     daemons = [first]
     try:
         assert main([*replay, str(parts[0])]) == ExitCode.OK
-        wait_committed(setup, total // 3, daemons, timeout_s=240)
-        if fault == "kill-9":
-            first.kill()
-            daemons = []
-        daemons.append(Daemon(setup, "second"))
-        # The rest once the second owns a partition, so it resumes from a checkpoint.
-        daemons[-1].wait_for("partitions_assigned", 240, lambda e: bool(e["partitions"]))
+        wait_committed(setup, cuts[1], daemons, timeout_s=240)
+        first.kill()
+        daemons = [Daemon(setup, "second")]
+        # Each next part once the newcomer owns a partition, so it resumes from a checkpoint.
+        daemons[0].wait_for("partitions_assigned", 240, lambda e: bool(e["partitions"]))
         assert main([*replay, str(parts[1])]) == ExitCode.OK
+        wait_committed(setup, cuts[2], daemons, timeout_s=240)
+        daemons.append(Daemon(setup, "third"))
+        daemons[1].wait_for("partitions_assigned", 240, lambda e: bool(e["partitions"]))
+        assert main([*replay, str(parts[2])]) == ExitCode.OK
         wait_committed(setup, total, daemons, timeout_s=240)
     finally:
         statuses = [daemon.terminate() for daemon in daemons]
         if first.alive():
             first.kill()
-    assert statuses == [0] * len(daemons), [d.tail() for d in daemons]
-    second = daemons[-1]
-    assert second.events("calibrator_restored"), "the second resumed from checkpoints"
-    alerted = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
+    assert statuses == [0, 0], [d.tail() for d in daemons]
+    for daemon in daemons:
+        assert daemon.events("calibrator_restored"), f"{daemon} resumed from checkpoints"
+    alerted = alerts_in(
+        setup.bootstrap, setup.alerts_topic, sum(d.alerted() for d in [first, *daemons])
+    )
     once = {alert["alert_id"]: alert for alert in alerted}  # a kill may send a batch's twice
 
     out = tmp_path / "backtest"
