@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from detectors.spec import CascadeSpec, FusionSpec
+from streamer.client_config import check_client_config, masked_client_config, secret_values
 from streamer.errors import ConfigError
 
 ENV_PREFIX = "TANDEM_"
@@ -104,6 +105,14 @@ class KafkaConfig(_Section):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    client_config: dict[str, Any] = Field(default_factory=dict)
+    """``[kafka.client_config]``: more client properties, in the client's own names
+    (``streamer.client_config``)."""
+
+    @model_validator(mode="after")
+    def _known_client_config(self) -> Self:
+        check_client_config(self.client, self.client_config)
+        return self
 
     @model_validator(mode="after")
     def _librdkafka_without_transactions(self) -> Self:
@@ -141,7 +150,7 @@ class KafkaConfig(_Section):
         """The secret values set (passwords), for ``configure_logging`` to redact wherever a
         library logs them."""
         values = (_reveal(self.sasl_plain_password), _reveal(self.ssl_password))
-        return tuple(value for value in values if value)
+        return tuple(value for value in values if value) + secret_values(self.client_config)
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments shared by every kafka-python client: servers, identity, security.
@@ -170,6 +179,8 @@ class KafkaConfig(_Section):
         options.update({key: value for key, value in optional.items() if value is not None})
         if self.security_protocol in ("SSL", "SASL_SSL"):
             options["ssl_check_hostname"] = self.ssl_check_hostname
+        if self.client == "kafka-python":
+            options.update(self.client_config)
         return options
 
 
@@ -375,6 +386,7 @@ def overrides_in(environ: Mapping[str, str]) -> list[str]:
 def masked(config: TandemConfig) -> dict[str, Any]:
     """The config as plain data with secrets replaced by asterisks and unset keys left out."""
     dumped = config.model_dump(mode="json")
+    dumped["kafka"]["client_config"] = masked_client_config(config.kafka.client_config)
     return {
         section: {key: value for key, value in table.items() if value is not None}
         for section, table in dumped.items()

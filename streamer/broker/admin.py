@@ -17,6 +17,7 @@ import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streamer.client_config import kafka_python_options
 from streamer.errors import BrokerUnavailableError, StopRequestedError, TopicError
 
 log = structlog.get_logger(__name__)
@@ -55,7 +56,7 @@ def admin_client(client_options: Mapping[str, Any], timeout_s: float) -> Iterato
     """An admin client; ``BrokerUnavailableError`` if bootstrapping takes over ``timeout_s``."""
     timeout_ms = max(int(timeout_s * 1000), 1000)
     options = {
-        **client_options,
+        **kafka_python_options(KafkaAdminClient, client_options),
         "request_timeout_ms": timeout_ms,
         "bootstrap_timeout_ms": timeout_ms,
     }
@@ -222,7 +223,12 @@ def read_to_end(
     only (aborted transactions skipped). Raises ``TopicError`` if the end is not reached within
     ``timeout_s``."""
     consumer = KafkaConsumer(
-        enable_auto_commit=False, isolation_level="read_committed", **client_options
+        **kafka_python_options(
+            KafkaConsumer,
+            client_options,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
     )
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]

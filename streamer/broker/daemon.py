@@ -24,6 +24,7 @@ from detectors.base import Detector
 from streamer.broker.admin import TopicSpec, admin_client, create_topics, topic_exists
 from streamer.broker.models import ModelSwapper
 from streamer.broker.prefetch import PrefetchingSource
+from streamer.broker.reachability import Reachability
 from streamer.broker.sinks import AlertSink, DeadLetterSink, DeliveryWait, make_producer
 from streamer.broker.sources import KafkaSource
 from streamer.broker.state_store import KafkaStateStore
@@ -227,9 +228,12 @@ def run_loop(
     health: Health,
     stop: threading.Event,
     models: ModelSwapper | None = None,
+    reachability: Reachability | None = None,
 ) -> None:
     """Run batches until ``stop`` is set; then return (the caller closes the pipeline). Between
-    batches, ``models`` swaps in a new model when one is rolled out."""
+    batches, ``models`` swaps in a new model when one is rolled out. While no batch goes
+    through, ``reachability`` tells an outage from a quiet topic: readiness then says "broker
+    unreachable" (liveness stays up: waiting is what the loop should be doing)."""
     runner, source = pipeline.runner, pipeline.source
     backoff = FIRST_BACKOFF_S
     failures = evicted = 0
@@ -242,7 +246,12 @@ def run_loop(
         except Exception as error:
             failures += 1
             metrics.count_delivery_failure()
-            health.mark_not_ready(f"batch failed: {error!r}")
+            unreachable = reachability is not None and not reachability.check(force=True)
+            health.mark_not_ready(
+                _unreachable(reachability) + f"batch failed: {error!r}"
+                if unreachable
+                else f"batch failed: {error!r}"
+            )
             log.error(
                 "batch_failed",
                 error=repr(error),
@@ -256,7 +265,12 @@ def run_loop(
         if failures:
             log.info("batch_recovered", after_failures=failures)
         failures, backoff = 0, FIRST_BACKOFF_S
-        health.mark_ready("consuming")
+        if reachability is not None and report is None and not reachability.check():
+            health.mark_not_ready(_unreachable(reachability).rstrip("; "))
+        else:
+            if reachability is not None and report is not None:
+                reachability.saw_broker()
+            health.mark_ready("consuming")
         if models is not None:
             models.poll(runner)
         if report is not None:
@@ -279,3 +293,9 @@ def run_loop(
         metrics.count_evictions(runner.events.dropped, "events")
         if runner.windower is not None:
             metrics.count_evictions(runner.windower.dropped, "readings")
+
+
+def _unreachable(reachability: Reachability | None) -> str:
+    """Readiness's reason in an outage, before what failed, if anything."""
+    servers = reachability.describe() if reachability is not None else "?"
+    return f"broker unreachable (no connection to {servers}); "

@@ -15,6 +15,7 @@ import structlog
 from kafka import KafkaConsumer, TopicPartition
 
 from streamer.broker.sources import source_record
+from streamer.client_config import kafka_python_options
 from streamer.errors import TandemError, TopicError
 from streamer.records import Partition, SourceRecord, first_offsets
 
@@ -60,11 +61,14 @@ class TopicRangeSource:
         self.topic, self.batch_size, self.poll_ms = topic, batch_size, poll_ms
         self.timeout_s = timeout_s
         self.consumer = KafkaConsumer(
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=batch_size,
-            **client_options,
+            **kafka_python_options(
+                KafkaConsumer,
+                client_options,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                max_poll_records=batch_size,
+            )
         )
         try:
             numbers = sorted(self.consumer.partitions_for_topic(topic) or ())

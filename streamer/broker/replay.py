@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 from numpy.typing import NDArray
 
 from streamer.broker.admin import committed_offsets, read_to_end
+from streamer.client_config import kafka_python_options
 from streamer.codec import Codec, JsonCodec, Limits
 from streamer.errors import ReplayError
 from streamer.tables import WindowTable
@@ -80,7 +81,9 @@ def replay(
     (default: JSON windows), with the window's label when the table has labels (the daemon
     ignores it; a backtest of the topic reads it)."""
     codec = codec or JsonCodec(Limits(window_length=table.windows.shape[1]))
-    producer = KafkaProducer(acks="all", linger_ms=5, **options)
+    producer = KafkaProducer(
+        **kafka_python_options(KafkaProducer, options, acks="all", linger_ms=5)
+    )
     sent_ms = np.empty(len(table))
     due = pace.due_s(table.ts_ms)
     futures = []

@@ -18,6 +18,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from streamer.alerts import Alert
 from streamer.broker.transactions import TRANSACTION_TIMEOUT_MS, Transaction, transactional_id
+from streamer.client_config import kafka_python_options
 from streamer.config import KafkaConfig
 from streamer.errors import DeliveryError
 from streamer.records import DeadLetter
@@ -61,19 +62,15 @@ class CachingPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-pyt
 
 def make_producer(kafka: KafkaConfig) -> KafkaProducer:
     """The producer every sink of a daemon shares; transactional when ``[kafka].transactional``."""
-    shared: dict[str, Any] = {
-        "acks": "all",
-        "linger_ms": 5,
-        "partitioner": CachingPartitioner(),
-        **kafka.client_options(),
-    }
+    own: dict[str, Any] = {"acks": "all", "linger_ms": 5, "partitioner": CachingPartitioner()}
     if kafka.transactional:
-        return KafkaProducer(
-            transactional_id=transactional_id(kafka),
-            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-            **shared,
-        )
-    return KafkaProducer(retries=5, **shared)
+        own |= {
+            "transactional_id": transactional_id(kafka),
+            "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
+        }
+    else:
+        own["retries"] = 5
+    return KafkaProducer(**kafka_python_options(KafkaProducer, kafka.client_options(), **own))
 
 
 def ignore_wait(waited_s: float) -> None:

@@ -16,6 +16,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from streamer.broker.transactions import Transaction
+from streamer.client_config import kafka_python_options
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import TopicError
 from streamer.records import Partition, SourceRecord, first_offsets, next_offsets
@@ -94,14 +95,17 @@ class KafkaSource:
         self.in_hand: list[Any] = []
         self.committed_lag = CommittedLag()
         self.consumer = KafkaConsumer(
-            group_id=kafka.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=kafka.auto_offset_reset,
-            max_poll_records=batch.max_records,
-            metadata_max_age_ms=30_000,
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_ms(kafka.session_timeout_ms),
-            **kafka.client_options(),
+            **kafka_python_options(
+                KafkaConsumer,
+                kafka.client_options(),
+                group_id=kafka.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=kafka.auto_offset_reset,
+                max_poll_records=batch.max_records,
+                metadata_max_age_ms=30_000,
+                session_timeout_ms=kafka.session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_ms(kafka.session_timeout_ms),
+            )
         )
         # Join the group only once the topic's partitions are known: a member that joins first
         # can be handed nothing and wait for the next metadata refresh to rejoin.

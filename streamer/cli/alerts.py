@@ -22,6 +22,7 @@ from kafka import KafkaConsumer
 
 from streamer.backtest.times import utc_text
 from streamer.cli.options import add_config_option
+from streamer.client_config import kafka_python_options
 from streamer.config import TandemConfig
 
 log = structlog.get_logger(__name__)
@@ -92,11 +93,14 @@ def _alerts(
     """Alerts as they arrive; ends after ``idle_s`` without one (never when None)."""
     consumer = KafkaConsumer(
         config.kafka.alerts_topic,
-        group_id=None,  # a viewer commits nothing: no consumer group to leave behind
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        isolation_level="read_committed",  # with transactions, aborted alerts never show
-        **config.kafka.client_options(),
+        **kafka_python_options(
+            KafkaConsumer,
+            config.kafka.client_options(),
+            group_id=None,  # a viewer commits nothing: no consumer group to leave behind
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            isolation_level="read_committed",  # with transactions, aborted alerts never show
+        ),
     )
     try:
         last = time.monotonic()

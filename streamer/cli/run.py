@@ -84,6 +84,7 @@ def _run(
         watch_delivery,
     )
     from streamer.broker.models import ModelSwapper, ModelWatch
+    from streamer.broker.reachability import Reachability
     from streamer.calibrators import calibrator_description
     from streamer.metrics import Health, Metrics, MetricsServer
 
@@ -115,7 +116,9 @@ def _run(
         try:
             check_stop()
             log.info("daemon_started")  # input_topic and group are bound above
-            run_loop(pipeline, metrics, health, stop, ModelSwapper(watch, config, metrics))
+            models = ModelSwapper(watch, config, metrics)
+            reachability = Reachability(config.kafka.bootstrap_servers)
+            run_loop(pipeline, metrics, health, stop, models, reachability)
         finally:
             health.mark_not_ready("stopping")
             pipeline.close()

@@ -36,6 +36,7 @@ from kafka.errors import KafkaError
 from streamer.backtest.events import Event
 from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics, delete_topics
 from streamer.broker.replay import ReplayReport
+from streamer.client_config import kafka_python_options
 from streamer.config import CalibrationConfig, KafkaConfig
 from streamer.demo.synthetic import injected_events, sensor_series
 from streamer.tables import WindowTable, windows_from_frame
@@ -214,7 +215,7 @@ def delete_demo_topics(
     apart): the broker refuses to delete a group while a member stopped a moment ago is still
     in it. (The viewer used to have a group of its own, which CI once found left behind.)"""
     delete_topics(options, [topics.input, topics.alerts, topics.dead_letter, topics.state])
-    admin = KafkaAdminClient(**options)
+    admin = KafkaAdminClient(**kafka_python_options(KafkaAdminClient, options))
     failed: dict[str, Any] = {}
     try:
         for _ in range(attempts):

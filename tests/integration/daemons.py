@@ -58,6 +58,8 @@ class Setup:
     """``[kafka].client``: kafka-python or librdkafka."""
     kafka: str = ""
     """More ``[kafka]`` settings (TOML lines)."""
+    batch: str = ""
+    """More ``[batch]`` settings (TOML lines)."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -67,7 +69,7 @@ class Setup:
             f'dead_letter_topic = "{self.dead_letter_topic}"\n'
             f'group_id = "{self.group}"\ntransactional = {str(self.transactional).lower()}\n'
             f'client = "{self.client}"\n{self.kafka}'
-            f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n"
+            f"[batch]\nmax_records = {self.max_records}\nmax_wait_ms = 100\n{self.batch}"
             f'[model]\nbundle = "{self.bundle}"\ndevice = "cpu"\n{self.model}'
             f"[calibration]\n{self.calibration}"
             f"[alerts]\n{self.alerts}"

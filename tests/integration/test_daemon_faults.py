@@ -1,6 +1,6 @@
 """``tandem run`` under the faults it must survive, as real processes against a real broker: a
 ``kill -9`` and restart, SIGTERM in the middle of a stream, a second daemon joining and leaving
-the group, and the broker itself going away and coming back."""
+the group. The broker itself going away and coming back is ``test_outages.py``'s."""
 
 from __future__ import annotations
 
@@ -15,15 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from streamer.broker.admin import TopicSpec, create_topics, wait_for_broker
-from streamer.config import KafkaConfig
-from tests.conftest import Broker, _script, read_topic
+from tests.conftest import Broker, read_topic
 from tests.integration.daemons import (
     Daemon,
     Setup,
     committed,
     feed,
-    health,
     key_of,
     produce,
     produce_in_background,
@@ -268,84 +265,3 @@ def test_two_daemons_share_the_partitions_and_hand_over_calibrator_state(
     alerts = alerts_in(setup.bootstrap, setup.alerts_topic, first.alerted() + second.alerted())
     assert_alerted(alerts, last[:8])  # each key's second anomaly is in the event its first opened
     assert_one_id_per_window(alerts)
-
-
-OUTAGE_S = 20.0
-"""How long the broker stays down: the scenario, not a wait for an event. 20 s outages killed
-the daemon in most runs, through the fetch process asking the absent broker for a position to
-compute the lag."""
-
-STALL_S = 10.0
-"""``[metrics].stall_s`` of the daemon under test: half the outage, so a run loop silent while
-it waits for the absent broker (a flush that did not come back until the broker did) shows as a
-failed ``/health/live``, and twice what a batch of 16 windows takes on a loaded machine."""
-
-
-@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
-def test_the_daemon_survives_a_broker_outage_mid_stream(
-    tiny_bundle: Path, tmp_path: Path, client: str
-) -> None:
-    """A private broker (this test stops it) on its own port and log dir, down for
-    ``OUTAGE_S`` mid-stream: the daemon retries with backoff, stays alive and says so on
-    ``/health/live`` throughout, and once the broker is back scores the rest, alerting every
-    anomaly once. Stopped while the broker is down again, it exits 0 without waiting for the
-    producer's delivery timeout: its final checkpoint gives up after 10 s."""
-    env = {"TANDEM_BROKER_PORT": "19492", "TANDEM_BROKER_HOME": str(tmp_path / "kafka")}
-    unset = ("TANDEM_KAFKA_BOOTSTRAP",)
-    started = _script("start", env=env, unset=unset)
-    assert started.returncode == 0, started.stderr
-    bootstrap = "127.0.0.1:19492"
-    try:
-        options = KafkaConfig(bootstrap=bootstrap).client_options()
-        setup = Setup(
-            bootstrap,
-            "in",
-            "alerts",
-            "dead",
-            tiny_bundle,
-            tmp_path,
-            max_records=16,
-            stall_s=STALL_S,
-            client=client,
-        )
-        create_topics(options, [TopicSpec("in", 2), TopicSpec("alerts", 2), TopicSpec("dead", 1)])
-        total = 4000
-        anomalies = list(range(1300, total, 300))
-        windows = feed(total, anomalies=anomalies)
-        daemon = Daemon(setup, "daemon")
-        try:
-            produce(bootstrap, "in", windows, 0, total)
-            wait_committed(setup, 1500, [daemon])
-            port = daemon.events("metrics_server_started")[0]["port"]
-            stopped = _script("stop", env=env, unset=unset)
-            assert stopped.returncode == 0, stopped.stderr
-            answers = _health_for(port, OUTAGE_S)
-            assert daemon.alive(), daemon.tail()
-            assert {code for code, _ in answers} == {200}, answers
-            assert _script("start", env=env, unset=unset).returncode == 0
-            wait_for_broker(options, timeout_s=60)
-            wait_committed(setup, total, [daemon], timeout_s=240)
-            alerted = daemon.alerted()
-            assert _script("stop", env=env, unset=unset).returncode == 0
-        finally:
-            code = daemon.terminate()
-        assert code == 0, daemon.tail()
-        assert _script("start", env=env, unset=unset).returncode == 0
-        wait_for_broker(options, timeout_s=60)
-        alerts = alerts_in(bootstrap, "alerts", alerted)
-        assert_alerted(alerts, anomalies)
-        assert_one_id_per_window(alerts)
-    finally:
-        _script("stop", env=env, unset=unset)
-
-
-def _health_for(port: int, seconds: float) -> list[tuple[int, str]]:
-    """``/health/live``'s status and ``/health/ready``'s reason, twice a second for
-    ``seconds``."""
-    answers = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        live = health(port, "/health/live")[0]
-        answers.append((live, health(port, "/health/ready")[1]["reason"]))
-        time.sleep(0.5)
-    return answers
