@@ -16,10 +16,10 @@ import time
 import numpy as np
 import orjson
 
-from streamer.codec import JsonCodec, Limits
 from streamer.config import CodecConfig
+from streamer.ingest.codec import JsonCodec, Limits
+from streamer.ingest.windows import window_feature_names
 from streamer.records import SourceRecord
-from streamer.windows import window_feature_names
 
 CHANNELS, STEPS = ("temp", "flow", "rpm"), 16
 

@@ -78,11 +78,11 @@ from streamer.broker.admin import (
 from streamer.broker.daemon import build_pipeline
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.broker.sources import KafkaSource
-from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig, TandemConfig, load_config
 from streamer.demo.synthetic import sensor_feed
 from streamer.errors import BrokerUnavailableError, TandemError
-from streamer.features import FeatureLayout
+from streamer.ingest.codec import JsonCodec, Limits
+from streamer.ingest.features import FeatureLayout
 from streamer.logging import configure_logging
 from streamer.records import BatchReport
 

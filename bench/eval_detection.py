@@ -1,8 +1,8 @@
 """Detection quality on labelled public series (NAB, SKAB): tandem beside two peers, as JSON.
 
 Per series, every method sees the same sliding windows (``--window`` steps of every channel,
-stride 1, stamped with their last step: ``streamer.tables.windows_from_frame``) and the same labels
-(a window is anomalous when it holds a labelled step):
+stride 1, stamped with their last step: ``streamer.ingest.tables.windows_from_frame``) and the
+same labels (a window is anomalous when it holds a labelled step):
 
 - ``tandem``: a small cascade (``cascade_spec``) trained on the series' leading normal part, then
   the whole series backtested through the daemon's run loop (``run_backtest`` over a
@@ -108,8 +108,8 @@ from streamer.backtest.nab import (
 )
 from streamer.config import CalibrationConfig, TandemConfig
 from streamer.errors import NabError
+from streamer.ingest.tables import WindowTable, windows_from_frame
 from streamer.logging import configure_logging
-from streamer.tables import WindowTable, windows_from_frame
 
 log = structlog.get_logger("bench.eval_detection")
 
@@ -284,7 +284,7 @@ def run_tandem(
     from streamer.backtest.run import run_backtest
     from streamer.backtest.sources import FileSource
     from streamer.backtest.sweep import SweepSetting, parse_sweep, run_sweep
-    from streamer.codec import JsonCodec, Limits
+    from streamer.ingest.codec import JsonCodec, Limits
 
     started = time.perf_counter()
     spec = cascade_spec(table.windows.shape[1], args.epochs, SCALER[run.dataset])

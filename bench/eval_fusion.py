@@ -182,7 +182,7 @@ def rescored(
     kind, over every such window rather than only alerts."""
     from detectors.registry import load_detector
     from streamer.backtest.events import evaluate
-    from streamer.tables import load_windows
+    from streamer.ingest.tables import load_windows
 
     table = load_windows(directory / "series.csv", WINDOW).in_time_order()
     assert table.kinds is not None and table.labels is not None

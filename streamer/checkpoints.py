@@ -27,7 +27,7 @@ import structlog
 
 from calibration.base import Calibrator
 from calibration.state import GLOBAL, entity_names
-from streamer.readings import Windower
+from streamer.ingest.readings import Windower
 from streamer.records import Partition, SourceRecord, WindowBatch, first_offsets, next_offsets
 
 log = structlog.get_logger(__name__)
@@ -37,10 +37,10 @@ log = structlog.get_logger(__name__)
 # buffered readings belong to one partition, so all travel in one checkpoint: ``MODEL_MAGIC``,
 # the model version's length (2 bytes, big-endian) and the version (UTF-8); with readings input
 # ``READINGS_MAGIC``, the buffers' length (8 bytes, big-endian) and the buffers
-# (``streamer.readings``); then ``MAGIC``, the calibrator snapshot's length (8 bytes, big-endian),
-# the calibrator snapshot (``calibration.state``), then the event state (``streamer.events``,
-# JSON). Older checkpoints start at ``MAGIC`` (no model named) or are a bare calibrator snapshot
-# (a zip archive: no open events either).
+# (``streamer.ingest.readings``); then ``MAGIC``, the calibrator snapshot's length (8 bytes,
+# big-endian), the calibrator snapshot (``calibration.state``), then the event state
+# (``streamer.events``, JSON). Older checkpoints start at ``MAGIC`` (no model named) or are a
+# bare calibrator snapshot (a zip archive: no open events either).
 
 MODEL_MAGIC = b"TNDMKM1\n"
 READINGS_MAGIC = b"TNDMKR1\n"

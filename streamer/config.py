@@ -279,10 +279,10 @@ class CodecConfig(_Section):
     order is not the model's: the model's feature names, or for a model cut from a series its
     channel names (each step then lists the channels in this order); empty: the model's order.
     ``missing``: a missing value (JSON ``null``, NaN) makes the record a dead letter, or is
-    filled from the same channel's previous step in the window (``streamer.features``).
+    filled from the same channel's previous step in the window (``streamer.ingest.features``).
     ``input``: each record is a window, or one reading per step that the daemon cuts into
     windows per key, a window every ``stride`` readings, restarting a key's series after a gap
-    of more than ``max_gap_ms`` (0: never) (``streamer.readings``)."""
+    of more than ``max_gap_ms`` (0: never) (``streamer.ingest.readings``)."""
 
     format: Literal["json", "f32"] = "json"
     input: Literal["windows", "readings"] = "windows"

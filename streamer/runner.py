@@ -29,9 +29,9 @@ from calibration.base import Calibrator, Flags
 from detectors.base import Detector, Scores
 from streamer.alerts import Alert
 from streamer.checkpoints import KeyState
-from streamer.codec import Codec
 from streamer.events import EventTracker, Judgement
-from streamer.readings import Cut, Windower
+from streamer.ingest.codec import Codec
+from streamer.ingest.readings import Cut, Windower
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 from streamer.resume import Resumption
 

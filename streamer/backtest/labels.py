@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from streamer.backtest.events import find_events
 from streamer.backtest.run import Backtest
 from streamer.errors import LabelError, MissingFileError
-from streamer.tables import WindowTable, read_table, windows_from_frame
+from streamer.ingest.tables import WindowTable, read_table, windows_from_frame
 
 
 def load_labelled_windows(

@@ -23,10 +23,10 @@ from calibration.base import Flags
 from detectors.base import Detector, Scores
 from streamer.backtest.sweep import SweepResult
 from streamer.calibrators import build_calibrator, calibrator_description
-from streamer.codec import Codec
 from streamer.config import AlertsConfig, CalibrationConfig
 from streamer.events import EventTracker, Judgement
-from streamer.readings import Windower
+from streamer.ingest.codec import Codec
+from streamer.ingest.readings import Windower
 from streamer.records import BatchReport, DeadLetter, Partition, SourceRecord, WindowBatch
 from streamer.runner import Runner
 from streamer.testing import ListSink, NoCheckpoints

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from streamer.codec import Codec
+from streamer.ingest.codec import Codec
+from streamer.ingest.tables import WindowTable
 from streamer.records import Partition, SourceRecord
-from streamer.tables import WindowTable
 
 
 class FileSource:

@@ -31,7 +31,7 @@ from streamer.backtest.times import utc_iso
 from streamer.config import AlertsConfig
 
 WINDOW_STEP = re.compile(r"\[t-\d+\]$")
-"""The step suffix of a feature of a series cut into windows (``streamer.windows``)."""
+"""The step suffix of a feature of a series cut into windows (``streamer.ingest.windows``)."""
 THRESHOLD_POINTS = 400
 """Points per threshold curve in report.json (evenly spaced over the run)."""
 REPORTED_KEYS = 1000

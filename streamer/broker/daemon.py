@@ -34,7 +34,7 @@ from streamer.checkpoints import PartitionCheckpoints
 from streamer.config import TandemConfig
 from streamer.errors import FetchProcessError, StopRequestedError
 from streamer.events import EventTracker
-from streamer.inputs import build_input
+from streamer.ingest.build import build_input
 from streamer.metrics import Health, Metrics
 from streamer.runner import Runner
 

@@ -22,11 +22,11 @@ import structlog
 
 from detectors.base import Detector
 from streamer.calibrators import build_calibrator
-from streamer.codec import Codec
 from streamer.config import TandemConfig
-from streamer.inputs import build_input
+from streamer.ingest.build import build_input
+from streamer.ingest.codec import Codec
+from streamer.ingest.readings import Windower
 from streamer.metrics import Metrics
-from streamer.readings import Windower
 from streamer.runner import Runner
 
 log = structlog.get_logger(__name__)

@@ -18,9 +18,9 @@ from numpy.typing import NDArray
 
 from streamer.broker.admin import committed_offsets, read_to_end
 from streamer.client_config import kafka_python_options
-from streamer.codec import Codec, JsonCodec, Limits
 from streamer.errors import ReplayError
-from streamer.tables import WindowTable
+from streamer.ingest.codec import Codec, JsonCodec, Limits
+from streamer.ingest.tables import WindowTable
 
 log = structlog.get_logger(__name__)
 

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from streamer.backtest.run import FiniteSource
-    from streamer.codec import Codec
-    from streamer.tables import WindowTable
+    from streamer.ingest.codec import Codec
+    from streamer.ingest.tables import WindowTable
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +70,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.backtest.sweep import parse_sweep, run_sweep
     from streamer.backtest.write import write_report
     from streamer.cli.progress import ScoringProgress
-    from streamer.inputs import build_input
+    from streamer.ingest.build import build_input
 
     if (args.data is None) == (args.topic is None):
         raise ConfigError("give either --data FILE or --topic TOPIC")

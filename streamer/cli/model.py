@@ -26,7 +26,7 @@ from streamer.cli.retrain import accepted_windows, add_topic_options, next_to, p
 from streamer.config import TandemConfig
 from streamer.demo.synthetic import injected_events, sensor_series
 from streamer.errors import ConfigError
-from streamer.tables import WindowTable, load_windows, write_table
+from streamer.ingest.tables import WindowTable, load_windows, write_table
 
 log = structlog.get_logger(__name__)
 

@@ -51,9 +51,9 @@ def _positive(text: str) -> float:
 def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics
     from streamer.broker.replay import Pace, replay
-    from streamer.codec import Limits, make_codec
-    from streamer.features import FeatureLayout
-    from streamer.tables import load_windows
+    from streamer.ingest.codec import Limits, make_codec
+    from streamer.ingest.features import FeatureLayout
+    from streamer.ingest.tables import load_windows
 
     readings = config.codec.input == "readings"
     if readings and args.window is not None:

@@ -27,8 +27,8 @@ from streamer.cli.options import add_topic_range_options, model_bundle
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
 from streamer.events import EventTracker, Judgement
+from streamer.ingest.tables import WindowTable
 from streamer.records import WindowBatch
-from streamer.tables import WindowTable
 from streamer.testing import ListSink, NoCheckpoints
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ def accepted_windows(
     its bundle path as given (a link, for ``--promote``)."""
     from detectors.registry import load_detector
     from streamer.broker.range_source import TopicRangeSource, parse_bound
-    from streamer.inputs import build_input
+    from streamer.ingest.build import build_input
     from streamer.runner import Runner
 
     bundle = model_bundle(args.model, config.model.bundle)

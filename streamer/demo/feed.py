@@ -39,7 +39,7 @@ from streamer.broker.replay import ReplayReport
 from streamer.client_config import kafka_python_options
 from streamer.config import CalibrationConfig, KafkaConfig
 from streamer.demo.synthetic import injected_events, sensor_series
-from streamer.tables import WindowTable, windows_from_frame
+from streamer.ingest.tables import WindowTable, windows_from_frame
 
 log = structlog.get_logger(__name__)
 

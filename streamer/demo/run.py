@@ -40,7 +40,7 @@ from streamer.demo.feed import (
     make_feed,
     score_alerts,
 )
-from streamer.tables import write_table
+from streamer.ingest.tables import write_table
 
 OK, FAILURE = 0, 1
 MAX_ECHOED_WARNINGS = 10

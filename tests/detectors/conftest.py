@@ -16,7 +16,7 @@ from detectors.fusion import FusionDetector
 from detectors.members import load_member, select_features
 from detectors.spec import DETECTOR_KINDS, AutoencoderSpec, CascadeSpec, FusionSpec
 from streamer.demo.synthetic import sensor_series
-from streamer.tables import WindowTable, windows_from_frame
+from streamer.ingest.tables import WindowTable, windows_from_frame
 
 WINDOW = 16
 CHANNELS = 4

@@ -21,9 +21,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from streamer.broker.admin import committed_offsets
-from streamer.codec import JsonCodec, Limits
 from streamer.config import KafkaConfig
 from streamer.demo.children import Child, child_environment
+from streamer.ingest.codec import JsonCodec, Limits
 
 WIDTH = 8
 """Features per window of the tests' tiny bundle."""

@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaProducer
 
 from streamer.broker.admin import committed_offsets
-from streamer.codec import JsonCodec, Limits
+from streamer.ingest.codec import JsonCodec, Limits
 from tests.conftest import Broker, read_topic
 
 N = 1500

@@ -16,8 +16,8 @@ from detectors.cascade import CascadeDetector
 from streamer.broker.admin import committed_offsets
 from streamer.broker.daemon import build_pipeline
 from streamer.calibrators import build_calibrator
-from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
+from streamer.ingest.codec import JsonCodec, Limits
 from tests.conftest import Broker, read_topic
 
 N = 1200

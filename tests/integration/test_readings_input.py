@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from streamer.cli.main import ExitCode, main
-from streamer.windows import sliding_windows, window_feature_names
+from streamer.ingest.windows import sliding_windows, window_feature_names
 from tests.integration.daemons import Daemon, Setup, wait_committed
 from tests.integration.test_daemon_faults import alerts_in
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from streamer.cli.main import ExitCode, main
-from streamer.codec import JsonCodec, Limits
+from streamer.ingest.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
 from tests.conftest import Broker, read_topic
 

@@ -13,7 +13,7 @@ import pytest
 from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
 from streamer.alerts import build_alerts
-from streamer.codec import JsonCodec, Limits
+from streamer.ingest.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
 
 SCHEMA = json.loads(

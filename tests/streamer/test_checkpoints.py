@@ -13,7 +13,7 @@ from calibration.quantile import RollingQuantile
 from calibration.state import GLOBAL, entity_names
 from detectors.cascade import CascadeDetector
 from streamer.checkpoints import PartitionCheckpoints
-from streamer.codec import JsonCodec, Limits
+from streamer.ingest.codec import JsonCodec, Limits
 from streamer.records import SourceRecord, WindowBatch
 from streamer.runner import Runner
 from streamer.testing import ListSink, ListSource, MemoryStateStore

@@ -15,7 +15,7 @@ from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
 from streamer.alerts import Alert
 from streamer.checkpoints import PartitionCheckpoints
-from streamer.codec import JsonCodec, Limits
+from streamer.ingest.codec import JsonCodec, Limits
 from streamer.records import Partition, SourceRecord
 from streamer.resume import Resumption
 from streamer.runner import Runner

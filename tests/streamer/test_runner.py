@@ -8,7 +8,7 @@ import pytest
 from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
 from streamer.checkpoints import PartitionCheckpoints
-from streamer.codec import JsonCodec, Limits
+from streamer.ingest.codec import JsonCodec, Limits
 from streamer.records import SourceRecord
 from streamer.runner import Runner
 from streamer.testing import Journal, ListSink, ListSource, MemoryStateStore

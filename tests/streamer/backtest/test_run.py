@@ -20,10 +20,10 @@ from streamer.backtest.summary import summarise, sweep_table
 from streamer.backtest.sweep import parse_sweep, run_sweep
 from streamer.backtest.write import alerts_frame, write_report
 from streamer.cli.main import ExitCode, main
-from streamer.codec import JsonCodec, Limits
 from streamer.config import AlertsConfig, CalibrationConfig
 from streamer.errors import ConfigError
-from streamer.tables import WindowTable, load_windows
+from streamer.ingest.codec import JsonCodec, Limits
+from streamer.ingest.tables import WindowTable, load_windows
 
 START_MS = 1_764_000_000_000
 CALIBRATION = {

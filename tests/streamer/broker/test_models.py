@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from detectors.cascade import CascadeDetector
 from streamer.broker.models import ModelSwapper, ModelWatch
 from streamer.checkpoints import PartitionCheckpoints, model_of
-from streamer.codec import JsonCodec, Limits
 from streamer.config import TandemConfig
+from streamer.ingest.codec import JsonCodec, Limits
 from streamer.metrics import Metrics
 from streamer.records import SourceRecord
 from streamer.runner import Runner

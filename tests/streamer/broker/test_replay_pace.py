@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer.broker.replay import Pace
-from streamer.tables import WindowTable
+from streamer.ingest.tables import WindowTable
 
 
 def test_a_rate_spaces_windows_evenly_and_a_speed_follows_the_data_time() -> None:

@@ -2,9 +2,9 @@
 
 A bundle names its D features. A model trained on a series cut with ``--window W`` has W steps
 of C channels, named step-major (``temp[t-3]`` is channel ``temp`` three steps before the last:
-``streamer.windows``); its layout also knows the channels, so input may name channels and carry
-W readings each. Files are matched to the model by column name, JSON records may carry named
-values, and a positional array is in the model's order (or ``[codec].feature_names`` order).
+``streamer.ingest.windows``); its layout also knows the channels, so input may name channels and
+carry W readings each. Files are matched to the model by column name, JSON records may carry
+named values, and a positional array is in the model's order (or ``[codec].feature_names`` order).
 Every mismatch names the features missing and the ones the model does not know.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.windows import window_feature_names
+from streamer.ingest.windows import window_feature_names
 
 STEP_NAME = re.compile(r"^(?P<channel>.+)\[t-(?P<lag>0|[1-9][0-9]*)\]$")
 SHOWN = 5

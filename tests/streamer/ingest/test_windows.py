@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.windows import (
+from streamer.ingest.windows import (
     sliding_windows,
     window_any,
     window_count,

@@ -4,7 +4,7 @@ A file has optional reserved columns ``key`` (entity), ``ts`` (epoch millisecond
 ``timestamp``, ``datetime`` or ``time`` when there is no ``ts``),
 ``label`` (0/1) and ``kind`` (anomaly kind), and numeric feature columns: everything else. Each row
 is one window, unless a window length is given: then each row is one step of a multichannel
-series, cut per entity (in file order) into sliding windows with ``streamer.windows``.
+series, cut per entity (in file order) into sliding windows with ``streamer.ingest.windows``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from streamer.errors import MissingFileError, TableError
-from streamer.features import FeatureLayout, FeatureMismatchError
-from streamer.windows import sliding_windows, window_any, window_feature_names, window_last_steps
+from streamer.ingest.features import FeatureLayout, FeatureMismatchError
+from streamer.ingest.windows import (
+    sliding_windows,
+    window_any,
+    window_feature_names,
+    window_last_steps,
+)
 
 RESERVED = ("key", "ts", "label", "kind")
 DEFAULT_KEY = "default"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from streamer.codec import F32Codec, JsonCodec, Limits, make_codec
+from streamer.ingest.codec import F32Codec, JsonCodec, Limits, make_codec
 from streamer.records import NO_LABEL, SourceRecord
 
 D = 4

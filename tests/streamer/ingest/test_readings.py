@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.readings import Windower
+from streamer.ingest.readings import Windower
+from streamer.ingest.windows import sliding_windows
 from streamer.records import NO_LABEL, SourceRecord, WindowBatch
-from streamer.windows import sliding_windows
 
 CHANNELS = ("temp", "flow")
 

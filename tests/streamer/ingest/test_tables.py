@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from streamer.errors import MissingFileError, TableError
-from streamer.tables import load_windows, windows_from_frame, write_table
-from streamer.windows import window_feature_names
+from streamer.ingest.tables import load_windows, windows_from_frame, write_table
+from streamer.ingest.windows import window_feature_names
 
 
 def test_windows_file_keeps_rows_and_reserved_columns(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ import structlog
 from numpy.typing import NDArray
 
 from streamer.capped import drop_oldest, touch
+from streamer.ingest.windows import sliding_windows
 from streamer.records import DeadLetter, WindowBatch
-from streamer.windows import sliding_windows
 
 log = structlog.get_logger(__name__)
 

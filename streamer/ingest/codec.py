@@ -7,7 +7,7 @@ Two formats:
   milliseconds or ISO-8601; ``key`` may be left out when the record key is set (the record key
   wins when both are); optional ``"label"`` 0 or 1 for backtests. ``features`` may also name
   its values (``{"temp": [W readings], ...}`` or ``{"feature": value, ...}``:
-  ``streamer.features``); a ``null`` reading is a missing value.
+  ``streamer.ingest.features``); a ``null`` reading is a missing value.
 - ``f32``: the value is exactly D little-endian float32 values; the key is the record key and the
   time the record timestamp. A batch is decoded with one ``numpy.frombuffer``.
 
@@ -44,7 +44,7 @@ import orjson
 from numpy.typing import NDArray
 
 from streamer.errors import ConfigError
-from streamer.features import FeatureLayout, FeatureMismatchError, fill_previous
+from streamer.ingest.features import FeatureLayout, FeatureMismatchError, fill_previous
 from streamer.records import NO_LABEL, DeadLetter, SourceRecord, WindowBatch
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ class JsonCodec:
 
     def __init__(self, limits: Limits, readings: bool = False) -> None:
         """``readings``: records are single readings whose channels are fields of their own
-        (``{"key": "pump-7", "ts": ..., "temp": 71.2, "flow": 3.1}``; ``streamer.readings``),
+        (``{"key": "pump-7", "ts": ..., "temp": 71.2, "flow": 3.1}``; ``streamer.ingest.readings``),
         decoded as windows of one step; ``limits.layout`` names the channels."""
         self.limits, self.readings = limits, readings
         if readings and limits.layout is None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from streamer.codec import Codec, Limits, make_codec
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
-from streamer.features import FeatureLayout
-from streamer.readings import Windower
+from streamer.ingest.codec import Codec, Limits, make_codec
+from streamer.ingest.features import FeatureLayout
+from streamer.ingest.readings import Windower
 
 
 def build_input(

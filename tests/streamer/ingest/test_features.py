@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.features import FeatureLayout, FeatureMismatchError, fill_previous
-from streamer.windows import sliding_windows, window_feature_names
+from streamer.ingest.features import FeatureLayout, FeatureMismatchError, fill_previous
+from streamer.ingest.windows import sliding_windows, window_feature_names
 
 SERIES = FeatureLayout.of(window_feature_names(["temp", "flow"], 3))
 FLAT = FeatureLayout.of(["ret_1", "ret_5", "spread"])
