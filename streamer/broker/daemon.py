@@ -47,6 +47,9 @@ log = structlog.get_logger(__name__)
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+STOP_WAIT_S = 10.0
+"""How long a wait for acknowledgements goes on once a stop is requested (as long as the final
+checkpoint is given: ``Pipeline.close``)."""
 
 
 TOPIC_POLL_S = 1.0
@@ -204,22 +207,36 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
     return Pipeline(runner, source, producer, wait)
 
 
-def watch_delivery(pipeline: Pipeline, health: Health) -> None:
+def watch_delivery(
+    pipeline: Pipeline,
+    health: Health,
+    stop: threading.Event | None = None,
+    reachability: Reachability | None = None,
+) -> None:
     """While the pipeline waits for the broker to acknowledge a batch's output, or for its
     fetch process to answer (in an outage, it spends a request timeout on each commit), keep
     ``/health/live`` up (both waits are bounded: the producer's delivery timeout, the fetch
-    process's ``answer_within_s``) and ``/health/ready`` down with how long it has waited."""
+    process's ``answer_within_s``) and ``/health/ready`` down with how long it has waited, and
+    "broker unreachable" first when ``reachability`` finds no bootstrap server. Once ``stop``
+    is set, a wait for acknowledgements gives up after ``STOP_WAIT_S`` (the batch stays
+    uncommitted, so nothing is lost): a stop in an outage otherwise waited out the producer's
+    delivery timeout, 120 s from the batch."""
 
-    def waiting_for(what: str) -> Callable[[float], None]:
+    def waiting_for(what: str, delivery: bool) -> Callable[[float], None]:
         def waiting(waited_s: float) -> None:
             health.beat()
-            health.mark_not_ready(f"waiting for {what} ({waited_s:.0f} s)")
+            unreachable = reachability is not None and not reachability.check()
+            prefix = _unreachable(reachability) if unreachable else ""
+            health.mark_not_ready(f"{prefix}waiting for {what} ({waited_s:.0f} s)")
+            if delivery and stop is not None and stop.is_set():
+                limit = pipeline.wait.limit_s
+                pipeline.wait.limit_s = min(limit, STOP_WAIT_S) if limit else STOP_WAIT_S
 
         return waiting
 
-    pipeline.wait.on_wait = waiting_for("the broker to acknowledge output")
+    pipeline.wait.on_wait = waiting_for("the broker to acknowledge output", delivery=True)
     if isinstance(pipeline.source, PrefetchingSource):
-        pipeline.source.on_wait = waiting_for("the fetch process")
+        pipeline.source.on_wait = waiting_for("the fetch process", delivery=False)
 
 
 def run_loop(

@@ -23,6 +23,13 @@ from streamer.records import Partition, SourceRecord, first_offsets, next_offset
 
 log = structlog.get_logger(__name__)
 
+COMMIT_TIMEOUT_MS = 5000
+"""How long a commit may wait for the group coordinator before ``KafkaTimeoutError`` hands it
+back to the run loop, which retries it with backoff and beats in between. kafka-python's own
+bound is the request timeout (30 s): in an outage the loop sat that long in one commit, and
+``/health/live`` failed at ``[metrics].stall_s = 10``. A commit takes milliseconds when the
+coordinator answers; one repeated after a timeout commits the same offsets again."""
+
 JOIN_POLL_MS = 5_000
 """How long a poll may wait while the group is rebalancing (see ``KafkaSource._rebalancing``)."""
 STUCK_REBALANCE_S = 120.0
@@ -216,7 +223,7 @@ class KafkaSource:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as error:
             # The group moved these partitions while the batch was out: their new owner reads
             # them again from the last commit (alert ids make the repeats harmless).

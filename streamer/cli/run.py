@@ -112,12 +112,12 @@ def _run(
             server.start()
         wait_for_input_topic(config, health, stop)
         pipeline = build_pipeline(config, detector, name=detector.name_)
-        watch_delivery(pipeline, health)
+        reachability = Reachability(config.kafka.bootstrap_servers)
+        watch_delivery(pipeline, health, stop, reachability)
         try:
             check_stop()
             log.info("daemon_started")  # input_topic and group are bound above
             models = ModelSwapper(watch, config, metrics)
-            reachability = Reachability(config.kafka.bootstrap_servers)
             run_loop(pipeline, metrics, health, stop, models, reachability)
         finally:
             health.mark_not_ready("stopping")

@@ -46,7 +46,7 @@ STALL_S = 10.0
 """``[metrics].stall_s`` of the daemon under test: half the shorter outage, so a run loop silent
 while it waits for the absent broker shows as a failed ``/health/live``, and twice what a batch
 of 16 windows takes on a loaded machine."""
-CHUNK = 1500
+CHUNK = 5000
 """Windows sent before each outage; the broker stops once the daemon is into them."""
 RESUME_WAIT_S = 240.0
 """How long the daemon may take to score again after the broker is back, on a loaded machine:
@@ -59,8 +59,13 @@ PORT = 19492
     ("client", "prefetch"), VARIANTS, ids=["fetch-process", "inline", "librdkafka"]
 )
 def test_the_daemon_survives_broker_outages_and_alerts_as_a_clean_run(
-    tiny_bundle: Path, tmp_path: Path, client: str, prefetch: int
+    tiny_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    client: str,
+    prefetch: int,
 ) -> None:
+    monkeypatch.delenv("TANDEM_KAFKA_BOOTSTRAP", raising=False)  # the backtest's: this broker
     env = {"TANDEM_BROKER_PORT": str(PORT), "TANDEM_BROKER_HOME": str(tmp_path / "kafka")}
     unset = ("TANDEM_KAFKA_BOOTSTRAP",)
 
