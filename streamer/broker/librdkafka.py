@@ -47,8 +47,8 @@ records again from the last commit (alert ids make the repeats harmless)."""
 
 def rdkafka_options(kafka: KafkaConfig) -> dict[str, Any]:
     """``[kafka]``'s servers, identity and security as librdkafka properties (the kafka-python
-    names of ``KafkaConfig.client_options`` translated), with librdkafka's logs and errors
-    sent to the daemon's log."""
+    names of ``KafkaConfig.client_options`` translated), then ``[kafka.client_config]``, with
+    librdkafka's logs and errors sent to the daemon's log."""
     options: dict[str, Any] = {
         "bootstrap.servers": ",".join(kafka.bootstrap_servers),
         "client.id": kafka.client_id,
@@ -73,6 +73,8 @@ def rdkafka_options(kafka: KafkaConfig) -> dict[str, Any]:
         options["ssl.endpoint.identification.algorithm"] = (
             "https" if kafka.ssl_check_hostname else "none"
         )
+    if kafka.client == "librdkafka":  # [kafka.client_config], in librdkafka's names
+        options.update(kafka.client_config)
     return options
 
 
