@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from streamer.broker.admin import committed_offsets
 from streamer.config import KafkaConfig
 from streamer.demo.children import Child, child_environment
+from streamer.errors import BrokerUnavailableError
 from streamer.ingest.codec import JsonCodec, Limits
 
 WIDTH = 8
@@ -242,7 +243,7 @@ def _committed_or_zero(setup: Setup) -> int:
     """The committed total, or 0 while the broker cannot say (say, just after its restart)."""
     try:
         return sum(committed(setup.bootstrap, setup.group, setup.input_topic).values())
-    except KafkaError:
+    except (KafkaError, BrokerUnavailableError):  # the admin client could not bootstrap yet
         return 0
 
 
