@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE_BYTES = 1_000_000
 """librdkafka's ``message.max.bytes``: the largest record its producer sends."""
 
+RECOMMIT_S = 5.0
+"""How long a commit may go unconfirmed before an idle source sends it again."""
 COMMIT_MOVED = {
     KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.ILLEGAL_GENERATION,
@@ -129,6 +131,9 @@ class RdkafkaSource:
     ) -> None:
         self.batch, self.listener, self.topic = batch, listener, kafka.input_topic
         self.committed_lag = CommittedLag()
+        self.unconfirmed: dict[Partition, int] = {}
+        """Offsets committed (asynchronously) that the broker has not confirmed yet."""
+        self.committed_at = 0.0
         self.consumer = Consumer(
             {
                 **rdkafka_options(kafka),
@@ -139,7 +144,7 @@ class RdkafkaSource:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": kafka.session_timeout_ms,
                 "heartbeat.interval.ms": heartbeat_ms(kafka.session_timeout_ms),
-                "on_commit": _commit_answered,
+                "on_commit": self._commit_answered,
             }
         )
         deadline = time.monotonic() + topic_wait_s
@@ -167,6 +172,8 @@ class RdkafkaSource:
         )
         records = [_record(message) for message in messages if _usable(message)]
         self.committed_lag.handed_out(records)
+        if not records:
+            self._resend_unconfirmed()
         return records
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
@@ -179,9 +186,50 @@ class RdkafkaSource:
         done = next_offsets(records)
         if not done:
             return
+        self._send_commit(done)
+        self.committed_lag.committed(done)
+
+    def _send_commit(self, done: Mapping[Partition, int]) -> None:
         offsets = [RdPartition(topic, number, offset) for (topic, number), offset in done.items()]
         self.consumer.commit(offsets=offsets, asynchronous=True)
-        self.committed_lag.committed(done)
+        self.unconfirmed.update(done)
+        self.committed_at = time.monotonic()
+
+    def _resend_unconfirmed(self) -> None:
+        """Commit again what the broker has not confirmed ``RECOMMIT_S`` after it was sent, for
+        partitions still owned. An asynchronous commit sent while the coordinator was away can
+        be neither answered nor retried: after an outage, a daemon with no new records left its
+        last batches uncommitted (lag that never cleared, and a re-read on the next restart)."""
+        if not self.unconfirmed or time.monotonic() - self.committed_at < RECOMMIT_S:
+            return
+        owned = {(p.topic, p.partition) for p in self.consumer.assignment()}
+        again = {key: offset for key, offset in self.unconfirmed.items() if key in owned}
+        self.unconfirmed = again
+        if again:
+            log.info("commit_resent", partitions=len(again))
+            self._send_commit(again)
+
+    def _commit_answered(self, error: KafkaError | None, partitions: list[RdPartition]) -> None:
+        """The broker's answer to a commit (served inside ``consume``): confirmed offsets are
+        done with; a refusal is logged (the group moved the partitions, or the broker was away,
+        and their records are read again); one that failed for another reason is sent again
+        by ``_resend_unconfirmed``."""
+        if error is None or error.code() == KafkaError._NO_OFFSET:
+            for partition in partitions:
+                key = (partition.topic, partition.partition)
+                sent = self.unconfirmed.get(key)
+                if partition.error is None and sent is not None and partition.offset >= sent:
+                    del self.unconfirmed[key]
+            return
+        moved = error.code() in COMMIT_MOVED
+        log.warning(
+            "commit_refused" if moved else "commit_failed",
+            error=error.str(),
+            partitions=len(partitions),
+        )
+        if moved:
+            for partition in partitions:
+                self.unconfirmed.pop((partition.topic, partition.partition), None)
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, counted from the first not yet
@@ -222,6 +270,8 @@ class RdkafkaSource:
     def _revoked(self, consumer: Consumer, partitions: list[RdPartition]) -> None:
         moved = _partitions(partitions)
         self.committed_lag.forget(moved)
+        for partition in moved:
+            self.unconfirmed.pop(partition, None)
         if self.listener is not None and moved:
             self.listener.partitions_revoked(moved)
 
@@ -230,15 +280,6 @@ class RdkafkaSource:
         saved as on a revocation; commits for them will be refused."""
         log.warning("partitions_lost", partitions=len(partitions))
         self._revoked(consumer, partitions)
-
-
-def _commit_answered(error: KafkaError | None, partitions: list[RdPartition]) -> None:
-    """The broker's answer to a commit (served inside ``consume``): a refusal is logged; the
-    group moved the partitions, or the broker was away, and their records are read again."""
-    if error is None or error.code() == KafkaError._NO_OFFSET:
-        return
-    event = "commit_refused" if error.code() in COMMIT_MOVED else "commit_failed"
-    log.warning(event, error=error.str(), partitions=len(partitions))
 
 
 def _usable(message: Message) -> bool:
