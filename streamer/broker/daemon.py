@@ -226,8 +226,8 @@ def watch_delivery(
         def waiting(waited_s: float) -> None:
             health.beat()
             unreachable = reachability is not None and not reachability.check()
-            prefix = _unreachable(reachability) if unreachable else ""
-            health.mark_not_ready(f"{prefix}waiting for {what} ({waited_s:.0f} s)")
+            reason = f"waiting for {what} ({waited_s:.0f} s)"
+            health.mark_not_ready(_reason(reachability, reason) if unreachable else reason)
             if delivery and stop is not None and stop.is_set():
                 limit = pipeline.wait.limit_s
                 pipeline.wait.limit_s = min(limit, STOP_WAIT_S) if limit else STOP_WAIT_S
@@ -264,11 +264,8 @@ def run_loop(
             failures += 1
             metrics.count_delivery_failure()
             unreachable = reachability is not None and not reachability.check(force=True)
-            health.mark_not_ready(
-                _unreachable(reachability) + f"batch failed: {error!r}"
-                if unreachable
-                else f"batch failed: {error!r}"
-            )
+            failed = f"batch failed: {error!r}"
+            health.mark_not_ready(_reason(reachability, failed) if unreachable else failed)
             log.error(
                 "batch_failed",
                 error=repr(error),
@@ -283,7 +280,7 @@ def run_loop(
             log.info("batch_recovered", after_failures=failures)
         failures, backoff = 0, FIRST_BACKOFF_S
         if reachability is not None and report is None and not reachability.check():
-            health.mark_not_ready(_unreachable(reachability).rstrip("; "))
+            health.mark_not_ready(_reason(reachability))
         else:
             if reachability is not None and report is not None:
                 reachability.saw_broker()
@@ -312,7 +309,8 @@ def run_loop(
             metrics.count_evictions(runner.windower.dropped, "readings")
 
 
-def _unreachable(reachability: Reachability | None) -> str:
-    """Readiness's reason in an outage, before what failed, if anything."""
+def _reason(reachability: Reachability | None, then: str = "") -> str:
+    """Readiness's reason in an outage, followed by ``then`` (what failed or is waited for)."""
     servers = reachability.describe() if reachability is not None else "?"
-    return f"broker unreachable (no connection to {servers}); "
+    unreachable = f"broker unreachable (no connection to {servers})"
+    return f"{unreachable}; {then}" if then else unreachable
