@@ -196,18 +196,17 @@ class RdkafkaSource:
         self.committed_at = time.monotonic()
 
     def _resend_unconfirmed(self) -> None:
-        """Commit again what the broker has not confirmed ``RECOMMIT_S`` after it was sent, for
-        partitions still owned. An asynchronous commit sent while the coordinator was away can
-        be neither answered nor retried: after an outage, a daemon with no new records left its
-        last batches uncommitted (lag that never cleared, and a re-read on the next restart)."""
+        """Commit again what the broker has not confirmed ``RECOMMIT_S`` after it was sent. An
+        asynchronous commit sent while the coordinator was away can be neither answered nor
+        retried: after an outage, a daemon with no new records left its last batches
+        uncommitted (lag that never cleared, and a re-read on the next restart). Partitions are
+        not filtered by the current assignment, which librdkafka may report empty while it
+        rejoins: a revocation drops them (``_revoked``), and the broker refuses a commit from a
+        member that no longer owns them (``commit_refused``)."""
         if not self.unconfirmed or time.monotonic() - self.committed_at < RECOMMIT_S:
             return
-        owned = {(p.topic, p.partition) for p in self.consumer.assignment()}
-        again = {key: offset for key, offset in self.unconfirmed.items() if key in owned}
-        self.unconfirmed = again
-        if again:
-            log.info("commit_resent", partitions=len(again))
-            self._send_commit(again)
+        log.info("commit_resent", partitions=len(self.unconfirmed))
+        self._send_commit(dict(self.unconfirmed))
 
     def _commit_answered(self, error: KafkaError | None, partitions: list[RdPartition]) -> None:
         """The broker's answer to a commit (served inside ``consume``): confirmed offsets are
