@@ -6,6 +6,7 @@ The daemon, the demo, the tests and ``scripts/kafka.sh`` all ask "does the broke
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,10 +16,15 @@ from typing import Any
 
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
 
 from streamer.client_config import kafka_python_options
-from streamer.errors import BrokerUnavailableError, StopRequestedError, TopicError
+from streamer.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    StopRequestedError,
+    TopicError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,22 +57,53 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
 
 
+class _Refusals(logging.Handler):
+    """The credential refusals kafka-python logs while it bootstraps.
+
+    kafka-python 3.0 raises only "Unable to bootstrap" (a timeout) when the broker refuses the
+    SASL credentials; the refusal itself (``SaslAuthenticationFailedError``) is an argument of
+    the warning it logs for each failed bootstrap connection. Its ``kafka`` logger is held at
+    WARNING or below (``streamer.logging``), so that warning always reaches this handler.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[SaslAuthenticationFailedError] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        arguments = record.args if isinstance(record.args, tuple) else ()
+        self.seen.extend(a for a in arguments if isinstance(a, SaslAuthenticationFailedError))
+
+
 @contextmanager
 def admin_client(client_options: Mapping[str, Any], timeout_s: float) -> Iterator[KafkaAdminClient]:
-    """An admin client; ``BrokerUnavailableError`` if bootstrapping takes over ``timeout_s``."""
+    """An admin client; ``BrokerUnavailableError`` if bootstrapping takes over ``timeout_s``,
+    ``AuthenticationError`` if the broker refused the credentials meanwhile (not retriable:
+    waiting longer cannot fix a password)."""
     timeout_ms = max(int(timeout_s * 1000), 1000)
     options = {
         **kafka_python_options(KafkaAdminClient, client_options),
         "request_timeout_ms": timeout_ms,
         "bootstrap_timeout_ms": timeout_ms,
     }
+    refusals = _Refusals()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(refusals)
     try:
         admin = KafkaAdminClient(**options)
     except KafkaError as error:
         servers = options.get("bootstrap_servers")
+        if refusals.seen:
+            raise AuthenticationError(
+                f"the broker refused the credentials of [kafka] (sasl_plain_username"
+                f" {options.get('sasl_plain_username')!r}, mechanism"
+                f" {options.get('sasl_mechanism')}, at {servers}): {refusals.seen[0]}"
+            ) from error
         raise BrokerUnavailableError(
             f"no broker answered at {servers} within {timeout_s:g}s: {error!r}"
         ) from error
+    finally:
+        kafka_log.removeHandler(refusals)
     try:
         yield admin
     finally:

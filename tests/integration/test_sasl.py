@@ -60,41 +60,34 @@ def test_the_right_password_is_served(sasl_broker: str) -> None:
     assert create_topics(options, [TopicSpec("over-sasl", 1)]) == ["over-sasl"]
 
 
-def test_a_wrong_password_is_never_written_to_the_log(
-    sasl_broker: str, tiny_bundle: Path, tmp_path: Path
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_a_wrong_password_is_an_authentication_failure_exit_4_never_logged(
+    sasl_broker: str, tiny_bundle: Path, tmp_path: Path, client: str
 ) -> None:
-    """``tandem run`` at debug level with a wrong password: the broker refuses it, the daemon
-    gives up after ``--broker-wait-s`` (exit 3: kafka-python 3.0 reports the refusal as a lost
-    connection, so "no broker answered" it is), and neither the password nor any escaped form
-    of it is in its output; ``***`` stands where kafka-python wrote it."""
-    ran = run_with_wrong_password(sasl_broker, tiny_bundle, tmp_path, "kafka-python", 5)
-    assert ran.returncode == ExitCode.BROKER, ran.stderr[-3000:]
+    """``tandem run`` at debug level with a wrong password: the broker's refusal is told from
+    an absent broker (kafka-python raises only a bootstrap timeout for it; the refusal it logs
+    meanwhile is caught), so the daemon says the credentials were refused, naming the user,
+    and exits 4 at once, well inside its 60 s wait for the broker. Neither the password nor
+    any escaped form of it is in its output; on kafka-python, which logs the SASL exchange
+    itself, ``***`` stands where the password was."""
+    ran = run_with_wrong_password(sasl_broker, tiny_bundle, tmp_path, client, 60)
+    assert ran.returncode == ExitCode.AUTHENTICATION, ran.stderr[-3000:]
+    assert "tandem: the broker refused the credentials of [kafka]" in ran.stderr
+    assert f"sasl_plain_username '{USER}'" in ran.stderr
     assert not any(form in ran.stdout + ran.stderr for form in written_forms(WRONG))
-    lines = (line for line in ran.stderr.splitlines() if line.startswith("{"))
-    written = "\n".join(str(orjson.loads(line)["event"]) for line in lines)  # JSON escapes undone
-    assert "SaslAuthenticateRequest" in written, "kafka-python logged the exchange"
-    leaked = sorted(form for form in written_forms(WRONG) if form in written)
-    assert not leaked, leaked
-    assert "auth_bytes=b'tandem\\x00tandem\\x00***'" in written
+    if client == "kafka-python":
+        lines = (line for line in ran.stderr.splitlines() if line.startswith("{"))
+        written = "\n".join(str(orjson.loads(line)["event"]) for line in lines)  # JSON unescaped
+        assert "SaslAuthenticateRequest" in written, "kafka-python logged the exchange"
+        leaked = sorted(form for form in written_forms(WRONG) if form in written)
+        assert not leaked, leaked
+        assert "auth_bytes=b'tandem\\x00tandem\\x00***'" in written
 
 
 def test_librdkafka_is_served_with_the_right_password(sasl_broker: str) -> None:
     from streamer.broker.librdkafka import check_credentials
 
     check_credentials(sasl(sasl_broker, PASSWORD), timeout_s=30.0)
-
-
-def test_on_librdkafka_a_wrong_password_is_an_authentication_failure_exit_4(
-    sasl_broker: str, tiny_bundle: Path, tmp_path: Path
-) -> None:
-    """librdkafka tells the broker's refusal from an absent broker: ``tandem run`` says the
-    credentials were refused, naming the user, exits 4 at once, and writes no form of the
-    password, at debug level."""
-    ran = run_with_wrong_password(sasl_broker, tiny_bundle, tmp_path, "librdkafka", 60)
-    assert ran.returncode == ExitCode.AUTHENTICATION, ran.stderr[-3000:]
-    assert "tandem: the broker refused the credentials of [kafka]" in ran.stderr
-    assert f"sasl_plain_username '{USER}'" in ran.stderr
-    assert not any(form in ran.stdout + ran.stderr for form in written_forms(WRONG))
 
 
 def run_with_wrong_password(
