@@ -25,10 +25,11 @@ from streamer.broker.admin import TopicSpec, admin_client, create_topics, topic_
 from streamer.broker.models import ModelSwapper
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.broker.reachability import Reachability
-from streamer.broker.sinks import AlertSink, DeadLetterSink, DeliveryWait, make_producer
+from streamer.broker.sinks import AlertSink, DeadLetterSink, make_producer
 from streamer.broker.sources import KafkaSource
 from streamer.broker.state_store import KafkaStateStore
 from streamer.broker.transactions import Transaction
+from streamer.broker.waits import DeliveryWait
 from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.config import TandemConfig
@@ -157,16 +158,16 @@ class Pipeline:
                 log.warning("producer_close_failed", error=repr(again))
 
 
-def _client(config: TandemConfig) -> tuple[Any, Source, Transaction | None]:
-    """The producer, source and transaction (if exactly-once) of ``[kafka].client``: librdkafka's
-    (no fetch process: it parses in C threads) or kafka-python's (polling ahead in a fetch
-    process when ``[batch].prefetch``)."""
+def _client(config: TandemConfig, wait: DeliveryWait) -> tuple[Any, Source, Transaction | None]:
+    """The producer, source and transaction (if exactly-once, waiting on the broker through
+    ``wait``) of ``[kafka].client``: librdkafka's (no fetch process: it parses in C threads) or
+    kafka-python's (polling ahead in a fetch process when ``[batch].prefetch``)."""
     if config.kafka.client == "librdkafka":
         from streamer.broker.librdkafka import RdkafkaProducer, RdkafkaSource
 
         return RdkafkaProducer(config.kafka), RdkafkaSource(config.kafka, config.batch), None
     producer = make_producer(config.kafka)
-    transaction = Transaction(producer) if config.kafka.transactional else None
+    transaction = Transaction(producer, wait) if config.kafka.transactional else None
     source: Source
     if config.batch.prefetch:
         source = PrefetchingSource(config.kafka, config.batch, config.log, transaction=transaction)
@@ -180,7 +181,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
     restored from its last checkpoint when the partition is assigned."""
     ensure_topics(config)
     wait = DeliveryWait()
-    producer, source, transaction = _client(config)
+    producer, source, transaction = _client(config, wait)
     codec, windower = build_input(detector.feature_names, config)
     checkpoints = PartitionCheckpoints(
         KafkaStateStore(producer, config.kafka, transaction, wait=wait),

@@ -25,9 +25,9 @@ from typing import Any
 
 import structlog
 
-from streamer.broker.sinks import ignore_wait
 from streamer.broker.sources import CommittedLag, PartitionListener, kafka_offsets
 from streamer.broker.transactions import Transaction
+from streamer.broker.waits import ignore_wait
 from streamer.config import BatchConfig, KafkaConfig, LogConfig
 from streamer.errors import BrokerUnavailableError, FetchProcessError, TopicError
 from streamer.records import Partition, SourceRecord, first_offsets, from_columns, next_offsets

@@ -1,23 +1,21 @@
 """Kafka sinks: alerts and dead letters produced with ``acks=all``; ``flush`` returns only when
 the broker acknowledged every record added since the last flush, and raises otherwise, so the run
-loop never commits a batch whose output might be lost. A flush waits in slices (``DeliveryWait``),
-so a daemon waiting on an absent broker is seen to wait, not to hang.
+loop never commits a batch whose output might be lost. A flush waits in slices
+(``streamer.broker.waits``), so a daemon waiting on an absent broker is seen to wait, not to hang.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from streamer.alerts import Alert
 from streamer.broker.transactions import TRANSACTION_TIMEOUT_MS, Transaction, transactional_id
+from streamer.broker.waits import DeliveryWait
 from streamer.client_config import kafka_python_options
 from streamer.config import KafkaConfig
 from streamer.errors import DeliveryError
@@ -71,43 +69,6 @@ def make_producer(kafka: KafkaConfig) -> KafkaProducer:
     else:
         own["retries"] = 5
     return KafkaProducer(**kafka_python_options(KafkaProducer, kafka.client_options(), **own))
-
-
-def ignore_wait(waited_s: float) -> None:
-    """No one to tell that a wait goes on (a flush's, or one for the fetch process)."""
-
-
-@dataclass
-class DeliveryWait:
-    """How a daemon's sinks wait for the broker's acknowledgements, shared by all of them.
-
-    A flush waits in slices of ``slice_s`` seconds and calls ``on_wait`` with the seconds waited
-    after each unfinished one: the producer's own delivery timeout (120 s) bounds the wait, but
-    a run loop silent for that long looked stalled to ``/health/live`` while the broker was
-    down; the daemon beats and says why it is not ready instead. ``limit_s``, when set, gives
-    up after that many seconds with a ``DeliveryError`` (set while closing: a final checkpoint
-    to an absent broker held the exit for 29 to 70 s).
-    """
-
-    slice_s: float = 1.0
-    limit_s: float | None = None
-    on_wait: Callable[[float], None] = field(default=ignore_wait)
-
-    def flush(self, producer: KafkaProducer) -> None:
-        """Return once every record sent before the call has completed (acknowledged or
-        failed); raise ``DeliveryError`` past ``limit_s``."""
-        started = time.monotonic()
-        while True:
-            try:
-                producer.flush(timeout=self.slice_s)
-                return
-            except KafkaTimeoutError:
-                waited = time.monotonic() - started
-                if self.limit_s is not None and waited >= self.limit_s:
-                    raise DeliveryError(
-                        f"the broker acknowledged nothing within {self.limit_s:g} s"
-                    ) from None
-                self.on_wait(waited)
 
 
 class ProducerSink:

@@ -10,8 +10,9 @@ import structlog
 from kafka import KafkaProducer
 
 from streamer.broker.admin import read_to_end
-from streamer.broker.sinks import DeliveryWait, ProducerSink
+from streamer.broker.sinks import ProducerSink
 from streamer.broker.transactions import Transaction
+from streamer.broker.waits import DeliveryWait
 from streamer.checkpoints import SavedState
 from streamer.config import KafkaConfig
 from streamer.records import Partition

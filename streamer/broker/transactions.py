@@ -6,6 +6,11 @@ Each daemon process gets its own ``transactional.id``; fencing of a stale instan
 consumer group's generation (KIP-447: the offsets are sent with the consumer's group metadata).
 A transaction left open by a crashed process is aborted by the broker after
 ``TRANSACTION_TIMEOUT_MS``; until then read-committed subscribers wait at that point.
+
+kafka-python's calls that end a transaction wait for the broker with no time limit; they go
+through the daemon's ``DeliveryWait`` (``call``), so in an outage the loop still beats and says
+why it waits, and a stop gives up after its bound (the transaction is then aborted by the broker,
+and its batch read again by the next owner).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import structlog
 from kafka import KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from streamer.broker.waits import DeliveryWait
 from streamer.config import KafkaConfig
 
 log = structlog.get_logger(__name__)
@@ -35,8 +41,9 @@ class Transaction:
     with the batch's offsets, aborted when anything in it fails (the batch is then delivered
     again in a new one)."""
 
-    def __init__(self, producer: KafkaProducer) -> None:
+    def __init__(self, producer: KafkaProducer, wait: DeliveryWait | None = None) -> None:
         self.producer = producer
+        self.wait = wait or DeliveryWait()
         self.open = False
         producer.init_transactions()
 
@@ -53,8 +60,11 @@ class Transaction:
         self.ensure_open()
         try:
             if offsets:
-                self.producer.send_offsets_to_transaction(dict(offsets), group)
-            self.producer.commit_transaction()
+                self.wait.call(
+                    "send_offsets_to_transaction",
+                    lambda: self.producer.send_offsets_to_transaction(dict(offsets), group),
+                )
+            self.wait.call("commit_transaction", self.producer.commit_transaction)
         except Exception:
             self.abort()
             raise
@@ -66,6 +76,6 @@ class Transaction:
             return
         self.open = False
         try:
-            self.producer.abort_transaction()
+            self.wait.call("abort_transaction", self.producer.abort_transaction)
         except Exception as error:  # the producer may be unusable; the next begin will say so
             log.warning("transaction_abort_failed", error=repr(error))

@@ -3,7 +3,8 @@ by itself, says so on its health endpoints, resumes within seconds of the broker
 alerts exactly what a clean backtest of the topic alerts, once each. Stopped while the broker
 is down again, it exits 0 without waiting for the producer's delivery timeout.
 
-Each variant (kafka-python with and without its fetch process, and librdkafka) runs against a
+Each variant (kafka-python with and without its fetch process, exactly-once on kafka-python,
+and librdkafka) runs against a
 private broker (this test stops it) on its own port and log directory. ``TANDEM_OUTAGES``
 (default 1) sets how many outages a run makes; their lengths alternate 20 s and 60 s, starting
 where the variant's place in the list says, so a default run has both. The floor run sets it to
@@ -52,7 +53,13 @@ CHUNK = 2500
 RESUME_WAIT_S = 240.0
 """How long the daemon may take to score again after the broker is back, on a loaded machine:
 the broker's own start-up and group coordinator load, a rejoin, and backoff of up to 30 s."""
-VARIANTS = [("kafka-python", 2), ("kafka-python", 0), ("librdkafka", 2)]
+VARIANTS = [
+    ("kafka-python", 2, False),
+    ("kafka-python", 0, False),
+    ("librdkafka", 2, False),
+    ("kafka-python", 2, True),
+]
+"""(client, prefetch, transactional)"""
 LIBRDKAFKA_IDLE_COMMIT = pytest.mark.xfail(
     strict=False,
     reason="open: on librdkafka, when the stream was all read before the outage, the group's "
@@ -65,11 +72,12 @@ PORT = int(os.environ.get("TANDEM_OUTAGE_PORT", "19492"))
 
 @pytest.mark.timeout(300 + 150 * OUTAGES)  # each outage adds at most its 60 s and a resume
 @pytest.mark.parametrize(
-    ("client", "prefetch"),
+    ("client", "prefetch", "transactional"),
     [
         pytest.param(*VARIANTS[0], id="fetch-process"),
         pytest.param(*VARIANTS[1], id="inline"),
         pytest.param(*VARIANTS[2], id="librdkafka", marks=LIBRDKAFKA_IDLE_COMMIT),
+        pytest.param(*VARIANTS[3], id="exactly-once"),
     ],
 )
 def test_the_daemon_survives_broker_outages_and_alerts_as_a_clean_run(
@@ -78,6 +86,7 @@ def test_the_daemon_survives_broker_outages_and_alerts_as_a_clean_run(
     monkeypatch: pytest.MonkeyPatch,
     client: str,
     prefetch: int,
+    transactional: bool,
 ) -> None:
     monkeypatch.delenv("TANDEM_KAFKA_BOOTSTRAP", raising=False)  # the backtest's: this broker
     env = {"TANDEM_BROKER_PORT": str(PORT), "TANDEM_BROKER_HOME": str(tmp_path / "kafka")}
@@ -101,6 +110,7 @@ def test_the_daemon_survives_broker_outages_and_alerts_as_a_clean_run(
             max_records=16,
             stall_s=STALL_S,
             client=client,
+            transactional=transactional,
             batch=f"prefetch = {prefetch}\n",
             calibration=(
                 'method = "spot"\ntarget_rate = 0.001\nwindow = 1000\nwarmup = 150\n'
@@ -110,7 +120,7 @@ def test_the_daemon_survives_broker_outages_and_alerts_as_a_clean_run(
         create_topics(options, [TopicSpec("in", 2), TopicSpec("alerts", 2), TopicSpec("dead", 1)])
         total = CHUNK * (OUTAGES + 1)
         windows = calm_feed(total, anomalies=range(300, total, 173))
-        first = VARIANTS.index((client, prefetch))
+        first = VARIANTS.index((client, prefetch, transactional))
         measured: list[dict[str, Any]] = []
         daemon = Daemon(setup, "daemon")
         try:
@@ -156,9 +166,10 @@ def test_the_daemon_survives_broker_outages_and_alerts_as_a_clean_run(
         args = ["backtest", "--config", config, "--topic", "in", "--out", str(out)]
         assert main(args) == ExitCode.OK
         clean = pd.read_csv(out / "alerts.csv")
-        alerts = alerts_in(bootstrap, "alerts", alerted)
+        isolation = "read_committed" if transactional else "read_uncommitted"
+        alerts = alerts_in(bootstrap, "alerts", alerted, isolation)
         ids = [alert["alert_id"] for alert in alerts]
-        _report(client, prefetch, measured, stop_s, len(ids), len(clean))
+        _report(client, prefetch, transactional, measured, stop_s, len(ids), len(clean))
         assert len(clean) > OUTAGES, "each outage's stream has alerts"
         assert set(ids) == set(clean["alert_id"]), measured
         assert len(ids) == len(set(ids)), f"no alert repeated: {measured}"
@@ -206,6 +217,7 @@ def _health_for(port: int, seconds: float) -> list[tuple[int, str]]:
 def _report(
     client: str,
     prefetch: int,
+    transactional: bool,
     measured: list[dict[str, Any]],
     stop_s: float,
     alerts: int,
@@ -214,7 +226,8 @@ def _report(
     """Append the run's figures to ``TANDEM_OUTAGE_REPORT``, when set."""
     path = os.environ.get("TANDEM_OUTAGE_REPORT")
     if path:
-        line = {"client": client, "prefetch": prefetch, "outages": measured}
+        line = {"client": client, "prefetch": prefetch, "transactional": transactional}
+        line |= {"outages": measured}
         line |= {"stop_in_outage_s": stop_s, "alert_records": alerts, "clean_alerts": clean}
         with Path(path).open("ab") as out:
             out.write(orjson.dumps(line) + b"\n")

@@ -1,49 +1,18 @@
 """The sinks' producer: the caching partitioner places every key where kafka-python's default
-partitioner (and so the Java client) would; dead letters too large to send are cut to fit; a
-flush that waits on an absent broker says so slice by slice, and gives up when told to."""
+partitioner (and so the Java client) would; dead letters too large to send are cut to fit."""
 
 from __future__ import annotations
 
 import pytest
-from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
 from streamer.broker.sinks import (
     FRAMING_BYTES,
     CachingPartitioner,
-    DeliveryWait,
     Fitted,
     fit_dead_letter,
 )
-from streamer.errors import DeliveryError
 from streamer.records import DeadLetter, SourceRecord
-
-
-class SlowBroker:
-    """A producer's ``flush(timeout)`` as kafka-python's behaves while the broker is away: a
-    ``KafkaTimeoutError`` per slice for ``away`` slices, then done."""
-
-    def __init__(self, away: int) -> None:
-        self.away, self.timeouts = away, []
-
-    def flush(self, timeout: float | None = None) -> None:
-        self.timeouts.append(timeout)
-        if len(self.timeouts) <= self.away:
-            raise KafkaTimeoutError("Timeout waiting for future")
-
-
-def test_a_flush_waiting_on_the_broker_tells_of_every_slice_then_returns() -> None:
-    waited: list[float] = []
-    producer = SlowBroker(away=3)
-    DeliveryWait(slice_s=0.01, on_wait=waited.append).flush(producer)
-    assert producer.timeouts == [0.01] * 4, "never one unbounded wait"
-    assert len(waited) == 3 and waited == sorted(waited)
-
-
-def test_a_flush_with_a_limit_gives_up_with_a_delivery_error() -> None:
-    wait = DeliveryWait(slice_s=0.01, limit_s=0.0)
-    with pytest.raises(DeliveryError, match="within 0 s"):
-        wait.flush(SlowBroker(away=1000))
 
 
 class Cluster:
