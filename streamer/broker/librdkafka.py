@@ -35,8 +35,10 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE_BYTES = 1_000_000
 """librdkafka's ``message.max.bytes``: the largest record its producer sends."""
 
-RECOMMIT_S = 5.0
-"""How long a commit may go unconfirmed before an idle source sends it again."""
+RECHECK_S = 5.0
+"""How often an idle source compares the group's committed offsets with its own last commits."""
+COMMITTED_TIMEOUT_S = 2.0
+"""The longest an idle source waits for the group's committed offsets (it then tries later)."""
 COMMIT_MOVED = {
     KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.ILLEGAL_GENERATION,
@@ -131,9 +133,10 @@ class RdkafkaSource:
     ) -> None:
         self.batch, self.listener, self.topic = batch, listener, kafka.input_topic
         self.committed_lag = CommittedLag()
-        self.unconfirmed: dict[Partition, int] = {}
-        """Offsets committed (asynchronously) that the broker has not confirmed yet."""
-        self.committed_at = 0.0
+        self.sent: dict[Partition, int] = {}
+        """The last offset committed per owned partition (asynchronously: not known to be in
+        the group's offsets until ``_recheck_commits`` saw it there)."""
+        self.checked_at = 0.0
         self.consumer = Consumer(
             {
                 **rdkafka_options(kafka),
@@ -173,7 +176,7 @@ class RdkafkaSource:
         records = [_record(message) for message in messages if _usable(message)]
         self.committed_lag.handed_out(records)
         if not records:
-            self._resend_unconfirmed()
+            self._recheck_commits()
         return records
 
     def commit(self, records: Sequence[SourceRecord]) -> None:
@@ -192,33 +195,37 @@ class RdkafkaSource:
     def _send_commit(self, done: Mapping[Partition, int]) -> None:
         offsets = [RdPartition(topic, number, offset) for (topic, number), offset in done.items()]
         self.consumer.commit(offsets=offsets, asynchronous=True)
-        self.unconfirmed.update(done)
-        self.committed_at = time.monotonic()
+        self.sent.update(done)
 
-    def _resend_unconfirmed(self) -> None:
-        """Commit again what the broker has not confirmed ``RECOMMIT_S`` after it was sent. An
-        asynchronous commit sent while the coordinator was away can be neither answered nor
-        retried: after an outage, a daemon with no new records left its last batches
-        uncommitted (lag that never cleared, and a re-read on the next restart). Partitions are
-        not filtered by the current assignment, which librdkafka may report empty while it
-        rejoins: a revocation drops them (``_revoked``), and the broker refuses a commit from a
-        member that no longer owns them (``commit_refused``)."""
-        if not self.unconfirmed or time.monotonic() - self.committed_at < RECOMMIT_S:
+    def _recheck_commits(self) -> None:
+        """While idle, every ``RECHECK_S``: ask the group for its committed offsets and commit
+        again each partition's last offset that is not there. Asynchronous commits sent around
+        a broker outage were sometimes lost although librdkafka answered some of them as done:
+        the daemon then sat idle with its last batches uncommitted (lag that never cleared, and
+        a re-read on the next restart). Checking the group itself does not depend on which
+        answers can be trusted. A partition revoked or lost is dropped (``_revoked``); one the
+        group has moved meanwhile is refused by the broker (``commit_refused``)."""
+        if not self.sent or time.monotonic() - self.checked_at < RECHECK_S:
             return
-        log.info("commit_resent", partitions=len(self.unconfirmed))
-        self._send_commit(dict(self.unconfirmed))
+        self.checked_at = time.monotonic()
+        asked = [RdPartition(topic, number) for topic, number in self.sent]
+        try:
+            answer = self.consumer.committed(asked, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as error:  # the broker or coordinator is away: try again later
+            log.debug("committed_unknown", error=str(error))
+            return
+        group = {(p.topic, p.partition): p.offset for p in answer if p.error is None}
+        behind = {key: offset for key, offset in self.sent.items() if group.get(key, -1) < offset}
+        if behind:
+            log.info("commit_resent", partitions=len(behind))
+            self._send_commit(behind)
 
     def _commit_answered(self, error: KafkaError | None, partitions: list[RdPartition]) -> None:
-        """The broker's answer to a commit (served inside ``consume``): confirmed offsets are
-        done with; a refusal is logged (the group moved the partitions, or the broker was away,
-        and their records are read again); one that failed for another reason is sent again
-        by ``_resend_unconfirmed``."""
+        """The broker's answer to a commit (served inside ``consume``): a failure is logged
+        (``commit_refused`` when the group moved the partitions: their new owner reads the
+        records again); whether the offsets landed is checked with the group itself
+        (``_recheck_commits``)."""
         if error is None or error.code() == KafkaError._NO_OFFSET:
-            for partition in partitions:
-                key = (partition.topic, partition.partition)
-                sent = self.unconfirmed.get(key)
-                if partition.error is None and sent is not None and partition.offset >= sent:
-                    del self.unconfirmed[key]
             return
         moved = error.code() in COMMIT_MOVED
         log.warning(
@@ -226,9 +233,6 @@ class RdkafkaSource:
             error=error.str(),
             partitions=len(partitions),
         )
-        if moved:
-            for partition in partitions:
-                self.unconfirmed.pop((partition.topic, partition.partition), None)
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the end of each assigned partition, counted from the first not yet
@@ -270,7 +274,7 @@ class RdkafkaSource:
         moved = _partitions(partitions)
         self.committed_lag.forget(moved)
         for partition in moved:
-            self.unconfirmed.pop(partition, None)
+            self.sent.pop(partition, None)
         if self.listener is not None and moved:
             self.listener.partitions_revoked(moved)
 
