@@ -27,9 +27,12 @@ from tests.conftest import Broker
 TIMEOUT_S = 60.0
 
 
-def configure(broker: Broker, topic: str, max_records: int = 64) -> TandemConfig:
+def configure(
+    broker: Broker, topic: str, max_records: int = 64, session_timeout_ms: int = 45_000
+) -> TandemConfig:
+    kafka = {"input_topic": topic, "group_id": f"prefetch-{uuid.uuid4().hex[:8]}"}
     return broker.config(
-        kafka={"input_topic": topic, "group_id": f"prefetch-{uuid.uuid4().hex[:8]}"},
+        kafka={**kafka, "session_timeout_ms": session_timeout_ms},
         batch={"max_records": max_records, "max_wait_ms": 100, "prefetch": 2},
     )
 
@@ -188,7 +191,9 @@ def test_a_dead_fetch_process_is_restarted_and_one_that_keeps_dying_stops_the_da
     topic = make_topic(partitions=2)
     produce(kafka_broker, topic, 200, partitions=2)
     listener = Recorder()
-    config = configure(kafka_broker, topic)
+    # A killed fetch process's membership lapses after the session timeout, and only then does
+    # its successor get the partitions: 10 s (as the kill -9 tests) instead of 45 s per kill.
+    config = configure(kafka_broker, topic, session_timeout_ms=10_000)
     source = open_source(config, listener)
     try:
         first = poll_until(source, lambda got: len(got) >= 64)
