@@ -136,6 +136,8 @@ class RdkafkaSource:
         self.sent: dict[Partition, int] = {}
         """The last offset committed per owned partition (asynchronously: not known to be in
         the group's offsets until ``_recheck_commits`` saw it there)."""
+        self.unchecked = False
+        """Whether a commit was sent since the group last held every one of ``sent``."""
         self.checked_at = 0.0
         self.consumer = Consumer(
             {
@@ -196,6 +198,7 @@ class RdkafkaSource:
         offsets = [RdPartition(topic, number, offset) for (topic, number), offset in done.items()]
         self.consumer.commit(offsets=offsets, asynchronous=True)
         self.sent.update(done)
+        self.unchecked = True
 
     def _recheck_commits(self) -> None:
         """While idle, every ``RECHECK_S``: ask the group for its committed offsets and commit
@@ -205,8 +208,8 @@ class RdkafkaSource:
         a re-read on the next restart). Checking the group itself does not depend on which
         answers can be trusted. A partition revoked or lost is dropped (``_revoked``); one the
         group has moved meanwhile is refused by the broker (``commit_refused``)."""
-        if not self.sent or time.monotonic() - self.checked_at < RECHECK_S:
-            return
+        if not self.unchecked or time.monotonic() - self.checked_at < RECHECK_S:
+            return  # nothing sent since the group held it all: no request while idle
         self.checked_at = time.monotonic()
         asked = [RdPartition(topic, number) for topic, number in self.sent]
         try:
@@ -216,6 +219,7 @@ class RdkafkaSource:
             return
         group = {(p.topic, p.partition): p.offset for p in answer if p.error is None}
         behind = {key: offset for key, offset in self.sent.items() if group.get(key, -1) < offset}
+        self.unchecked = False
         if behind:
             log.info("commit_resent", partitions=len(behind))
             self._send_commit(behind)
