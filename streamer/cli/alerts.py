@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
-from collections.abc import Generator
 from types import FrameType
 from typing import Any
 
 import orjson
-import structlog
-from kafka import KafkaConsumer
 
 from streamer.backtest.times import utc_text
+from streamer.broker.alert_reader import read_alerts
 from streamer.cli.options import add_config_option
-from streamer.client_config import kafka_python_options
 from streamer.config import TandemConfig
-
-log = structlog.get_logger(__name__)
 
 
 def add_alerts_command(
@@ -58,7 +52,9 @@ def alerts_command(args: argparse.Namespace, config: TandemConfig) -> int:
             f"{'time (UTC)':<23} {'type':<7} {'key':<16} {'score':>8} {'threshold':>9}  "
             f"{'flagged':>7}  top feature  alert_id"
         )
-    stream = _alerts(config, args.from_beginning, None if not args.no_follow else args.idle_s)
+    stream = read_alerts(
+        config.kafka, args.from_beginning, None if not args.no_follow else args.idle_s
+    )
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for alert in stream:
@@ -85,37 +81,6 @@ def _interrupt(number: int, frame: FrameType | None) -> None:
     default ends it at once, leaving a member that keeps the group alive (and undeletable)
     until its session times out."""
     raise KeyboardInterrupt
-
-
-def _alerts(
-    config: TandemConfig, from_beginning: bool, idle_s: float | None
-) -> Generator[dict[str, Any]]:
-    """Alerts as they arrive; ends after ``idle_s`` without one (never when None)."""
-    consumer = KafkaConsumer(
-        config.kafka.alerts_topic,
-        **kafka_python_options(
-            KafkaConsumer,
-            config.kafka.client_options(),
-            group_id=None,  # a viewer commits nothing: no consumer group to leave behind
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest",
-            isolation_level="read_committed",  # with transactions, aborted alerts never show
-        ),
-    )
-    try:
-        last = time.monotonic()
-        following = False
-        while idle_s is None or time.monotonic() - last < idle_s:
-            batches = consumer.poll(timeout_ms=500)
-            if not following and consumer.assignment():
-                following = True  # a demo waits for this before it replays
-                log.info("alerts_following", partitions=len(consumer.assignment()))
-            for records in batches.values():
-                for record in records:
-                    last = time.monotonic()
-                    yield orjson.loads(record.value)
-    finally:
-        consumer.close()
 
 
 def _format(alert: dict[str, Any], fmt: str) -> str:
