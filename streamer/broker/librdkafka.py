@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -320,23 +321,39 @@ def _partitions(partitions: Collection[RdPartition]) -> list[Partition]:
 
 
 class Delivery:
-    """One record's delivery report, as the sinks read a kafka-python future."""
+    """One record's delivery report, as the sinks and ``tandem replay`` read a kafka-python
+    future: ``succeeded()``, ``failed()``, ``exception``, and ``value.partition`` once
+    acknowledged."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
         self.done: bool = False
         self.error: KafkaError | None = None
+        self.value: Acknowledged | None = None
 
     def __call__(self, error: KafkaError | None, message: Message) -> None:
         self.done, self.error = True, error
+        if error is None:
+            self.value = Acknowledged(int(message.partition() or 0), int(message.offset() or 0))
 
     def succeeded(self) -> bool:
         return self.done and self.error is None
 
+    def failed(self) -> bool:
+        return not self.succeeded()
+
     @property
     def exception(self) -> object:
         return self.error if self.done else "no delivery report"
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """Where an acknowledged record landed (kafka-python's ``RecordMetadata``, the part read)."""
+
+    partition: int
+    offset: int
 
 
 class RdkafkaProducer:
@@ -363,6 +380,7 @@ class RdkafkaProducer:
         key: bytes | None = None,
         value: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> Delivery:
         delivery = Delivery()
         while True:
@@ -373,6 +391,7 @@ class RdkafkaProducer:
                     key,
                     headers=headers,  # type: ignore[arg-type]  # bytes values are allowed
                     on_delivery=delivery,
+                    timestamp=timestamp_ms or 0,  # 0: the producer's clock, as kafka-python's None
                 )
                 break
             except BufferError:  # the local queue is full: serve delivery reports, then again

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from streamer.broker.admin import committed_offsets, read_to_end
 from streamer.client_config import kafka_python_options
+from streamer.config import KafkaConfig
 from streamer.errors import ReplayError
 from streamer.ingest.codec import Codec, JsonCodec, Limits
 from streamer.ingest.tables import WindowTable
@@ -70,7 +71,7 @@ class Pace:
 
 
 def replay(
-    options: Mapping[str, Any],
+    kafka: KafkaConfig,
     topic: str,
     table: WindowTable,
     pace: Pace,
@@ -79,11 +80,10 @@ def replay(
     """Produce every window of ``table`` (in its order) as a record keyed by entity, stamped
     with its own time, paced by ``pace``; wait for all acks. ``codec`` encodes the value
     (default: JSON windows), with the window's label when the table has labels (the daemon
-    ignores it; a backtest of the topic reads it)."""
+    ignores it; a backtest of the topic reads it). The producer is ``[kafka].client``'s; both
+    partition keys alike (murmur2, as the Java client), so a key lands on the same partition."""
     codec = codec or JsonCodec(Limits(window_length=table.windows.shape[1]))
-    producer = KafkaProducer(
-        **kafka_python_options(KafkaProducer, options, acks="all", linger_ms=5)
-    )
+    producer = _producer(kafka)
     sent_ms = np.empty(len(table))
     due = pace.due_s(table.ts_ms)
     futures = []
@@ -116,6 +116,18 @@ def replay(
         )
     per_partition = Counter(future.value.partition for future in futures)
     return ReplayReport(sent_ms, dict(sorted(per_partition.items())), time.monotonic() - started)
+
+
+def _producer(kafka: KafkaConfig) -> Any:
+    """An ``acks=all`` producer of ``[kafka].client`` with kafka-python's ``send``/``flush``/
+    ``close`` (librdkafka's: ``streamer.broker.librdkafka.RdkafkaProducer``)."""
+    if kafka.client == "librdkafka":
+        from streamer.broker.librdkafka import RdkafkaProducer
+
+        return RdkafkaProducer(kafka)
+    return KafkaProducer(
+        **kafka_python_options(KafkaProducer, kafka.client_options(), acks="all", linger_ms=5)
+    )
 
 
 def committed(options: Mapping[str, Any], group: str, topic: str) -> int:

@@ -80,7 +80,7 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
         f"replaying {len(table):,} windows of {len(set(table.keys.tolist()))} entities "
         f"({span_s:,.0f} s of data) from {args.data} into {topic}, {pace.describe()}"
     )
-    report = replay(options, topic, table, pace, codec)
+    report = replay(config.kafka, topic, table, pace, codec)
     log.info(
         "replay_done",
         topic=topic,

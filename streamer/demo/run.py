@@ -328,7 +328,7 @@ class DemoRun:
             f"[bold]  {'time':<8}  {'sensor':<10} {'score':>6} > {'thresh.':<7} "
             f"{'most blamed':<14} anomaly hit, delay[/]  [dim](sensor time, {day} UTC)[/]"
         )
-        report = replay(self.options, self.topics.input, feed.replay, pace)
+        report = replay(self.config.kafka, self.topics.input, feed.replay, pace)
         self.console.print(
             f"replayed {report.sent:,} windows in {report.seconds:.1f} s, all acknowledged; "
             f"per partition {report.per_partition}"

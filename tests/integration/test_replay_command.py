@@ -35,15 +35,18 @@ def windows_file(tmp_path: Path, per_key: int = 40) -> tuple[Path, pd.DataFrame]
     return path, data
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_every_window_arrives_keyed_and_stamped_with_its_own_time(
     kafka_broker: Broker,
     make_topic: Callable[..., str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    client: str,
 ) -> None:
     path, data = windows_file(tmp_path)
     topic = make_topic(partitions=2)
     monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    monkeypatch.setenv("TANDEM_KAFKA_CLIENT", client)
     assert main(["replay", "--data", str(path), "--topic", topic]) == ExitCode.OK
     records = read_topic(kafka_broker, topic, lambda got: len(got) >= len(data))
     assert len(records) == len(data)
@@ -58,6 +61,33 @@ def test_every_window_arrives_keyed_and_stamped_with_its_own_time(
         expected = data[data.key == key]
         assert batch.ts_ms[mine].tolist() == expected.ts.tolist(), f"{key} in time order"
         np.testing.assert_allclose(batch.windows[mine], expected[list("abcd")], atol=1e-6)
+
+
+def test_both_clients_put_a_key_on_the_same_partition(
+    kafka_broker: Broker,
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A feed replayed by either client reaches the daemon's partitions the same way, so
+    switching clients does not move a key (and its calibrator state) to another partition."""
+    rng = np.random.default_rng(5)
+    keys = [f"sensor-{i}" for i in range(12)]
+    data = pd.DataFrame(rng.normal(size=(len(keys), 4)).round(3), columns=list("abcd"))
+    data.insert(0, "ts", START_MS + 1000 * np.arange(len(keys)))
+    data.insert(0, "key", keys)
+    path = tmp_path / "keys.csv"
+    data.to_csv(path, index=False)
+    monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    placed = {}
+    for client in ("kafka-python", "librdkafka"):
+        topic = make_topic(partitions=4)
+        monkeypatch.setenv("TANDEM_KAFKA_CLIENT", client)
+        assert main(["replay", "--data", str(path), "--topic", topic]) == ExitCode.OK
+        records = read_topic(kafka_broker, topic, lambda got: len(got) >= len(keys))
+        placed[client] = {r.key.decode(): r.partition for r in records}
+    assert placed["kafka-python"] == placed["librdkafka"]
+    assert len(set(placed["kafka-python"].values())) > 1, "the keys spread over partitions"
 
 
 def test_speed_paces_the_replay_by_the_data_time(
