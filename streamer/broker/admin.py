@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -142,13 +143,18 @@ def wait_for_broker(
     first_backoff_s: float = 0.5,
     max_backoff_s: float = 10.0,
     stop: threading.Event | None = None,
+    probe: Callable[[float], BrokerInfo] | None = None,
 ) -> BrokerInfo:
     """Probe until the broker answers, backing off exponentially and logging each miss.
 
     Raises ``BrokerUnavailableError`` once ``timeout_s`` has passed without an answer, and
     ``StopRequestedError`` as soon as ``stop`` is set (between probes of at most 2 s): a daemon
-    told to stop while the broker is away must not sit out the whole wait.
+    told to stop while the broker is away must not sit out the whole wait. ``probe``: asks
+    once within the seconds it is given (default: ``probe_broker`` with ``client_options``;
+    librdkafka's is ``streamer.broker.rdkafka_admin.probe_broker``).
     """
+    if probe is None:
+        probe = partial(probe_broker, client_options)
     deadline = time.monotonic() + timeout_s
     backoff = first_backoff_s
     attempt = 1
@@ -157,7 +163,7 @@ def wait_for_broker(
             raise StopRequestedError()
         remaining = deadline - time.monotonic()
         try:
-            return probe_broker(client_options, timeout_s=min(max(remaining, 0.5), 2.0))
+            return probe(min(max(remaining, 0.5), 2.0))
         except BrokerUnavailableError as error:
             remaining = deadline - time.monotonic()
             pause = max(min(backoff, max_backoff_s, remaining), 0.0)

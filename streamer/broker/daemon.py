@@ -21,19 +21,20 @@ import structlog
 from kafka.errors import KafkaError
 
 from detectors.base import Detector
-from streamer.broker.admin import TopicSpec, admin_client, create_topics, topic_exists
+from streamer.broker.admin import TopicSpec
 from streamer.broker.models import ModelSwapper
 from streamer.broker.prefetch import PrefetchingSource
 from streamer.broker.reachability import Reachability
 from streamer.broker.sinks import AlertSink, DeadLetterSink, make_producer
 from streamer.broker.sources import KafkaSource
 from streamer.broker.state_store import KafkaStateStore
+from streamer.broker.topics import create_topics, topic_checker
 from streamer.broker.transactions import Transaction
 from streamer.broker.waits import DeliveryWait
 from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.config import TandemConfig
-from streamer.errors import FetchProcessError, StopRequestedError
+from streamer.errors import BrokerUnavailableError, FetchProcessError, StopRequestedError
 from streamer.events import EventTracker
 from streamer.ingest.build import build_input
 from streamer.metrics import Health, Metrics
@@ -70,16 +71,16 @@ def wait_for_input_topic(config: TandemConfig, health: Health, stop: threading.E
     topic = config.kafka.input_topic
     started = time.monotonic()
     logged_at: float | None = None
-    with admin_client(config.kafka.client_options(), timeout_s=10.0) as admin:
+    with topic_checker(config.kafka) as exists:
         while not stop.is_set():
             try:
-                if topic_exists(admin, topic):
+                if exists(topic):
                     if logged_at is not None:
                         log.info("input_topic_found", waited_s=round(time.monotonic() - started))
                     return
                 error = None
-            except KafkaError as raised:  # the broker went away meanwhile: ask again
-                error = repr(raised)
+            except (KafkaError, BrokerUnavailableError) as raised:  # the broker went away
+                error = repr(raised)  # ask again
             health.beat()
             health.mark_not_ready(f"input topic {topic!r} does not exist (or is not visible)")
             now = time.monotonic()
@@ -105,14 +106,12 @@ def ensure_topics(config: TandemConfig, partitions: int = 1) -> None:
         "segment.ms": "600000",
         "min.cleanable.dirty.ratio": "0.1",
     }
-    create_topics(
-        kafka.client_options(),
-        [
-            TopicSpec(kafka.alerts_topic, partitions),
-            TopicSpec(kafka.dead_letter_topic, partitions),
-            TopicSpec(kafka.state_topic, 1, configs=state_configs),
-        ],
-    )
+    specs = [
+        TopicSpec(kafka.alerts_topic, partitions),
+        TopicSpec(kafka.dead_letter_topic, partitions),
+        TopicSpec(kafka.state_topic, 1, configs=state_configs),
+    ]
+    create_topics(kafka, specs)
 
 
 @dataclass

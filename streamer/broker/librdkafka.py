@@ -176,7 +176,7 @@ class RdkafkaSource:
         messages = self.consumer.consume(
             num_messages=self.batch.max_records, timeout=self.batch.max_wait_ms / 1000
         )
-        records = [_record(message) for message in messages if _usable(message)]
+        records = [record_of(message) for message in messages if usable(message)]
         self.committed_lag.handed_out(records)
         if not records:
             self._recheck_commits()
@@ -290,7 +290,7 @@ class RdkafkaSource:
         self._revoked(consumer, partitions)
 
 
-def _usable(message: Message) -> bool:
+def usable(message: Message) -> bool:
     """Whether ``message`` is a record; an error event is logged (raised when fatal)."""
     error = message.error()
     if error is None:
@@ -301,7 +301,7 @@ def _usable(message: Message) -> bool:
     return False
 
 
-def _record(message: Message) -> SourceRecord:
+def record_of(message: Message) -> SourceRecord:
     """A librdkafka ``Message`` (a record, not an error event) as the pipeline's
     ``SourceRecord``; its headers' values are bytes, as a consumer receives them."""
     headers: Any = message.headers() or ()

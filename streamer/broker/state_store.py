@@ -9,7 +9,7 @@ from collections.abc import Collection
 import structlog
 from kafka import KafkaProducer
 
-from streamer.broker.admin import read_to_end
+from streamer.broker.ranges import read_to_end
 from streamer.broker.sinks import ProducerSink
 from streamer.broker.transactions import Transaction
 from streamer.broker.waits import DeliveryWait
@@ -64,7 +64,7 @@ class KafkaStateStore:
         wanted = {f"{topic}/{number}": (topic, number) for topic, number in partitions}
         # (partition, slot) -> index -> (generation, chunks, offset, bytes); later records win.
         slots: dict[tuple[Partition, str], dict[int, tuple[int, int, int, bytes]]] = {}
-        for record in read_to_end(self.kafka.client_options(), self.kafka.state_topic, timeout_s):
+        for record in read_to_end(self.kafka, self.kafka.state_topic, timeout_s):
             key, value, headers = record.key, record.value, record.headers or ()
             parts = key.decode(errors="replace").split("|") if key else []
             if len(parts) != 4 or f"{parts[0]}|" != self.prefix or parts[1] not in wanted:

@@ -124,7 +124,8 @@ def _open_source(
     columns matched by name to the model's ``feature_names``."""
     from streamer.backtest.labels import load_labelled_windows
     from streamer.backtest.sources import FileSource
-    from streamer.broker.range_source import TopicRangeSource, parse_bound
+    from streamer.broker.range_source import parse_bound
+    from streamer.broker.ranges import open_range
 
     if args.data is not None:
         # In time order, all entities interleaved: the order `tandem replay` sends them in, and
@@ -145,7 +146,7 @@ def _open_source(
         return FileSource(table, codec, args.data.name, batch_size), str(args.data), table
     start = parse_bound(args.from_offset, args.from_time, "from")
     end = parse_bound(args.to_offset, args.to_time, "to")
-    source = TopicRangeSource(config.kafka.client_options(), args.topic, start, end, batch_size)
+    source = open_range(config.kafka, args.topic, start, end, batch_size)
     name = f"{args.topic} [{start.describe('start')}, {end.describe('end')})"
     return source, name, None
 

@@ -49,8 +49,9 @@ def _positive(text: str) -> float:
 
 
 def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
-    from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec, create_topics
+    from streamer.broker.admin import NO_TIME_RETENTION, TopicSpec
     from streamer.broker.replay import Pace, replay
+    from streamer.broker.topics import create_topics
     from streamer.ingest.codec import Limits, make_codec
     from streamer.ingest.features import FeatureLayout
     from streamer.ingest.tables import load_windows
@@ -65,10 +66,9 @@ def replay_command(args: argparse.Namespace, config: TandemConfig) -> int:
     # Missing values travel as they are (JSON null, f32 NaN): the consumer's policy decides.
     table = load_windows(args.data, args.window, args.stride, keep_missing=True).in_time_order()
     topic = args.topic or config.kafka.input_topic
-    options = config.kafka.client_options()
     # Records carry the data's own timestamps, so time-based retention would delete historical
     # ones at the broker's next retention check; a topic created here keeps them.
-    create_topics(options, [TopicSpec(topic, args.partitions, configs=NO_TIME_RETENTION)])
+    create_topics(config.kafka, [TopicSpec(topic, args.partitions, configs=NO_TIME_RETENTION)])
     # Windows go out positionally, in the file's column order (the consumer's ``[codec]``
     # matches that order to its model's). Readings (``[codec].input``) go out one row each,
     # the JSON ones naming their channels.

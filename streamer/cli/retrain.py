@@ -75,7 +75,8 @@ def accepted_windows(
     """The windows of the topic range that the model in use accepts (n, D), that model, and
     its bundle path as given (a link, for ``--promote``)."""
     from detectors.registry import load_detector
-    from streamer.broker.range_source import TopicRangeSource, parse_bound
+    from streamer.broker.range_source import parse_bound
+    from streamer.broker.ranges import open_range
     from streamer.ingest.build import build_input
     from streamer.runner import Runner
 
@@ -84,9 +85,7 @@ def accepted_windows(
     codec, windower = build_input(detector.feature_names, config)
     start = parse_bound(args.from_offset, args.from_time, "from")
     end = parse_bound(args.to_offset, args.to_time, "to")
-    source = TopicRangeSource(
-        config.kafka.client_options(), args.topic, start, end, config.batch.max_records
-    )
+    source = open_range(config.kafka, args.topic, start, end, config.batch.max_records)
     kept, dead = _Accepted(), ListSink("dead_letters")
     runner = Runner(
         source,

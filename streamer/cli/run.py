@@ -21,6 +21,7 @@ from types import FrameType
 import structlog
 
 from streamer.broker.admin import wait_for_broker
+from streamer.broker.topics import prober
 from streamer.cli.options import add_config_option, model_bundle
 from streamer.config import TandemConfig
 from streamer.errors import StopRequestedError
@@ -97,7 +98,12 @@ def _run(
         from streamer.broker.librdkafka import check_credentials
 
         check_credentials(config.kafka)  # a refusal is not an absent broker: exit 4, not 3
-    info = wait_for_broker(config.kafka.client_options(), timeout_s=args.broker_wait_s, stop=stop)
+    info = wait_for_broker(
+        config.kafka.client_options(),
+        timeout_s=args.broker_wait_s,
+        stop=stop,
+        probe=prober(config.kafka),
+    )
     log.info("broker_ready", brokers=info.brokers, protocol=info.api_version)
     watch = ModelWatch(bundle, config.model.watch_s)  # before loading: a change meanwhile counts
     detector = load_detector(bundle, device=config.model.device)

@@ -64,3 +64,36 @@ def test_the_daemon_asks_to_create_nothing_when_its_topics_exist(
         assert create_requests == [state_topic], "a second start asks to create nothing"
     finally:
         delete_topics(kafka_broker.client_options(), [state_topic])
+
+
+def test_librdkafka_creates_only_missing_topics_and_never_creates_by_asking(
+    kafka_broker: Broker, make_topic: Callable[..., str]
+) -> None:
+    """The daemon's topic questions on librdkafka: a probe that describes the cluster, a
+    missing topic that stays missing when asked about, and only the missing topics created,
+    with their partitions and configs."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from streamer.broker import rdkafka_admin
+
+    kafka = kafka_broker.config(kafka={"client": "librdkafka"}).kafka
+    info = rdkafka_admin.probe_broker(kafka)
+    assert info.brokers and info.cluster_id == kafka_broker.info.cluster_id
+    existing, absent = make_topic(), f"test.admin.{uuid.uuid4().hex[:8]}"
+    checker = rdkafka_admin.TopicChecker(kafka)
+    assert checker.exists(existing)
+    assert not checker.exists(absent) and not checker.exists(absent), "asking creates nothing"
+    try:
+        specs = [
+            TopicSpec(existing),
+            TopicSpec(absent, partitions=2, configs={"cleanup.policy": "compact"}),
+        ]
+        assert rdkafka_admin.create_topics(kafka, specs) == [absent]
+        assert checker.exists(absent)
+        assert rdkafka_admin.create_topics(kafka, specs) == [], "both exist now"
+        admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+        assert len(admin.list_topics(absent, timeout=10).topics[absent].partitions) == 2
+        (described,) = admin.describe_configs([ConfigResource("topic", absent)]).values()
+        assert described.result()["cleanup.policy"].value == "compact"
+    finally:
+        delete_topics(kafka_broker.client_options(), [absent])

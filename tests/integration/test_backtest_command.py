@@ -24,6 +24,7 @@ from tests.streamer.backtest.test_run import ANOMALOUS_ROWS, CALIBRATION, window
 WINDOWS = 1200
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_backtests_of_the_topic_and_of_the_file_flag_what_the_daemon_flagged(
     kafka_broker: Broker,
     make_topic: Callable[..., str],
@@ -31,7 +32,10 @@ def test_backtests_of_the_topic_and_of_the_file_flag_what_the_daemon_flagged(
     tiny_detector: CascadeDetector,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    client: str,
 ) -> None:
+    """``client``: the one the topic's backtest reads with (the daemon reads with
+    kafka-python's)."""
     data = tmp_path / "windows.csv"
     windows_frame(WINDOWS).to_csv(data, index=False)
     topic = make_topic()
@@ -59,6 +63,7 @@ def test_backtests_of_the_topic_and_of_the_file_flag_what_the_daemon_flagged(
     assert len(daemon) == alerted > 0 and all(a["type"] != "window" for a in daemon), "events"
 
     model = ["--model", str(tiny_bundle)]
+    monkeypatch.setenv("TANDEM_KAFKA_CLIENT", client)
     from_topic, from_file = tmp_path / "topic", tmp_path / "file"
     topic_args = ["backtest", "--topic", topic, *model, "--out", str(from_topic)]
     assert main([*topic_args, "--batch-size", "37"]) == ExitCode.OK
@@ -88,18 +93,21 @@ def test_backtests_of_the_topic_and_of_the_file_flag_what_the_daemon_flagged(
     assert file_alerts["threshold"].tolist() == [a["threshold"] for a in daemon]
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_a_range_of_offsets_or_times_reads_only_that_range(
     kafka_broker: Broker,
     make_topic: Callable[..., str],
     tiny_bundle: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    client: str,
 ) -> None:
     data = tmp_path / "windows.csv"
     frame = windows_frame(400)
     frame.to_csv(data, index=False)
     topic = make_topic(partitions=2)
     monkeypatch.setenv("TANDEM_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    monkeypatch.setenv("TANDEM_KAFKA_CLIENT", client)
     monkeypatch.setenv("TANDEM_CALIBRATION_WARMUP", "50")
     monkeypatch.setenv("TANDEM_CALIBRATION_WINDOW", "200")
     monkeypatch.setenv("TANDEM_CALIBRATION_REFRESH", "20")

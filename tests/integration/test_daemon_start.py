@@ -75,11 +75,12 @@ def test_a_stop_request_during_start_up_exits_0(
         assert_stopped_cleanly(daemon)
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_a_stop_request_while_the_broker_is_unreachable_exits_0_at_once(
-    setup: Setup,
+    setup: Setup, client: str
 ) -> None:
     """Not after ``--broker-wait-s`` (300 s) with status 3."""
-    setup.bootstrap = "127.0.0.1:1"
+    setup.bootstrap, setup.client = "127.0.0.1:1", client
     daemon = Daemon(setup, "daemon")
     try:
         daemon.wait_for("broker_unreachable", timeout_s=START_S)
@@ -87,11 +88,13 @@ def test_a_stop_request_while_the_broker_is_unreachable_exits_0_at_once(
         assert_stopped_cleanly(daemon)
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_a_missing_input_topic_is_waited_for_then_scored(
-    setup: Setup, create_input: Callable[[], None]
+    setup: Setup, create_input: Callable[[], None], client: str
 ) -> None:
     """Before, the daemon exited after 30 s (``TopicError``): a restart loop under a
-    supervisor."""
+    supervisor. On librdkafka, asking whether the topic exists must not create it."""
+    setup.client = client
     daemon = Daemon(setup, "daemon")
     try:
         daemon.wait_for("input_topic_missing", timeout_s=START_S)

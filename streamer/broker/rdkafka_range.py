@@ -1,0 +1,164 @@
+"""A range of a topic read by librdkafka, as ``streamer.broker.range_source.TopicRangeSource``
+reads it with kafka-python: every partition from an offset or a time to an offset or a time, by
+assignment, without joining a consumer group, committed records only.
+
+librdkafka needs a ``group.id`` even to assign partitions; it names one (``<group>.range``) but
+never joins it or commits to it. A partition's end is reached when a record at or past it arrives
+or librdkafka reports the partition's end (its end-of-partition event), which also covers a range
+that ends on transaction markers, never delivered to a ``read_committed`` reader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import structlog
+from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import TopicPartition as RdPartition
+
+from streamer.broker.librdkafka import rdkafka_options, record_of, usable
+from streamer.broker.range_source import RangeBound
+from streamer.config import KafkaConfig
+from streamer.errors import TopicError
+from streamer.records import Partition, SourceRecord, first_offsets
+
+log = structlog.get_logger(__name__)
+
+SETTLE_ATTEMPTS = 5
+SETTLE_PAUSE_S = 0.3
+
+
+class RdkafkaRangeSource:
+    """Every partition of ``topic`` from ``start`` (inclusive) to ``end`` (exclusive), in
+    batches of at most ``batch_size``; the ends are fixed when the source opens. Raises
+    ``TopicError`` when the topic does not exist, or when no record arrives for ``timeout_s``
+    before the range's end."""
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        topic: str,
+        start: RangeBound,
+        end: RangeBound,
+        batch_size: int,
+        poll_s: float = 0.5,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.topic, self.batch_size, self.poll_s = topic, batch_size, poll_s
+        self.timeout_s = timeout_s
+        self.wait_s = kafka.request_timeout_ms / 1000
+        self.consumer = Consumer(
+            {
+                **rdkafka_options(kafka),
+                "group.id": f"{kafka.group_id}.range",  # required by librdkafka; never joined
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",  # a start below the log's (retention): its first
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            metadata = self.consumer.list_topics(topic, timeout=self.wait_s).topics.get(topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                raise TopicError(f"topic {topic!r} does not exist (or is not visible)")
+            self.numbers = sorted(metadata.partitions)
+            last = self._settled_ends()
+            self.starts = self._offsets(start, last, at_end=False)
+            self.ends = self._offsets(end, last, at_end=True)
+            self.position = dict(self.starts)
+            self.consumer.assign([RdPartition(topic, n, self.starts[n]) for n in self.numbers])
+        except BaseException:
+            self.consumer.close()
+            raise
+        self.last_progress = time.monotonic()
+        log.info("topic_range_opened", topic=topic, starts=self.starts, ends=self.ends)
+
+    def _settled_ends(self) -> dict[int, int]:
+        """Each partition's end offset, asked until two answers agree (as kafka-python's source
+        does: an end read right after a replay can lag behind)."""
+        ends = self._ends()
+        for _ in range(SETTLE_ATTEMPTS):
+            time.sleep(SETTLE_PAUSE_S)
+            again = self._ends()
+            if again == ends:
+                break
+            ends = again
+        return ends
+
+    def _ends(self) -> dict[int, int]:
+        return {
+            n: int(
+                self.consumer.get_watermark_offsets(
+                    RdPartition(self.topic, n), timeout=self.wait_s, cached=False
+                )[1]
+            )
+            for n in self.numbers
+        }
+
+    def _offsets(self, bound: RangeBound, last: Mapping[int, int], at_end: bool) -> dict[int, int]:
+        """Per partition, the offset ``bound`` names, at most the partition's end (``last``)."""
+        if bound.offset is not None:
+            return {n: min(max(bound.offset, 0), last[n]) for n in self.numbers}
+        if bound.time is not None:
+            stamp_ms = int(bound.time.timestamp() * 1000)
+            found = self.consumer.offsets_for_times(
+                [RdPartition(self.topic, n, stamp_ms) for n in self.numbers], timeout=self.wait_s
+            )
+            return {p.partition: last[p.partition] if p.offset < 0 else p.offset for p in found}
+        return dict(last) if at_end else dict.fromkeys(self.numbers, 0)
+
+    @property
+    def total(self) -> int:
+        """Offsets in the range (records, but for transaction markers and aborted records)."""
+        return sum(max(self.ends[n] - self.starts[n], 0) for n in self.numbers)
+
+    @property
+    def finished(self) -> bool:
+        return all(self.position[n] >= self.ends[n] for n in self.numbers)
+
+    def poll(self) -> list[SourceRecord]:
+        """Up to ``batch_size`` records of the range; empty once it is read."""
+        while not self.finished:
+            records = []
+            for message in self.consumer.consume(self.batch_size, timeout=self.poll_s):
+                error = message.error()
+                number = message.partition() or 0
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    reached = message.offset() or 0
+                    self.position[number] = max(self.position[number], reached)
+                    continue
+                if not usable(message):
+                    continue
+                offset = message.offset() or 0
+                self.position[number] = max(self.position[number], offset + 1)
+                if offset < self.ends[number]:
+                    records.append(record_of(message))
+                if self.position[number] >= self.ends[number]:
+                    self.consumer.pause([RdPartition(self.topic, number)])
+            if records:
+                self.last_progress = time.monotonic()
+                return records
+            if time.monotonic() - self.last_progress > self.timeout_s:
+                raise TopicError(
+                    f"no record of {self.topic!r} arrived for {self.timeout_s:g} s before the "
+                    "end of the range"
+                )
+        return []
+
+    def commit(self, records: Sequence[SourceRecord]) -> None:
+        """Nothing to commit: the range is read without a consumer group."""
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        self.seek(first_offsets(records))
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        for (topic, number), offset in offsets.items():
+            partition = RdPartition(topic, number, offset)
+            self.consumer.resume([partition])
+            self.consumer.seek(partition)
+            self.position[number] = offset
+
+    def close(self) -> None:
+        self.consumer.close()
