@@ -115,15 +115,6 @@ class KafkaConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _librdkafka_without_transactions(self) -> Self:
-        if self.client == "librdkafka" and self.transactional:
-            raise ValueError(
-                'transactional = true runs on client = "kafka-python" only, for now: '
-                "exactly-once is not yet built on librdkafka"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Self:
         if self.security_protocol.startswith("SASL"):
             if self.sasl_mechanism is None:

@@ -29,7 +29,7 @@ from streamer.broker.sinks import AlertSink, DeadLetterSink, make_producer
 from streamer.broker.sources import KafkaSource
 from streamer.broker.state_store import KafkaStateStore
 from streamer.broker.topics import create_topics, topic_checker
-from streamer.broker.transactions import Transaction
+from streamer.broker.transactions import Transaction, transactional_id
 from streamer.broker.waits import DeliveryWait
 from streamer.calibrators import build_calibrator, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
@@ -164,7 +164,13 @@ def _client(config: TandemConfig, wait: DeliveryWait) -> tuple[Any, Source, Tran
     if config.kafka.client == "librdkafka":
         from streamer.broker.librdkafka import RdkafkaProducer, RdkafkaSource
 
-        return RdkafkaProducer(config.kafka), RdkafkaSource(config.kafka, config.batch), None
+        exactly_once = config.kafka.transactional
+        rdkafka = RdkafkaProducer(
+            config.kafka, transactional_id(config.kafka) if exactly_once else None
+        )
+        transaction = Transaction(rdkafka, wait) if exactly_once else None
+        rdsource = RdkafkaSource(config.kafka, config.batch, transaction=transaction)
+        return rdkafka, rdsource, transaction
     producer = make_producer(config.kafka)
     transaction = Transaction(producer, wait) if config.kafka.transactional else None
     source: Source

@@ -26,7 +26,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka import TopicPartition as RdPartition
 from kafka.errors import KafkaTimeoutError
 
-from streamer.broker.sources import CommittedLag, PartitionListener, heartbeat_ms
+from streamer.broker.sources import CommittedLag, PartitionListener, heartbeat_ms, kafka_offsets
+from streamer.broker.transactions import TRANSACTION_TIMEOUT_MS, Transaction
 from streamer.config import BatchConfig, KafkaConfig
 from streamer.errors import AuthenticationError, TopicError
 from streamer.records import Partition, SourceRecord, first_offsets, next_offsets
@@ -131,8 +132,10 @@ class RdkafkaSource:
         batch: BatchConfig,
         listener: PartitionListener | None = None,
         topic_wait_s: float = 30.0,
+        transaction: Transaction | None = None,
     ) -> None:
         self.batch, self.listener, self.topic = batch, listener, kafka.input_topic
+        self.transaction = transaction
         self.committed_lag = CommittedLag()
         self.sent: dict[Partition, int] = {}
         """The last offset committed per owned partition (asynchronously: not known to be in
@@ -188,8 +191,17 @@ class RdkafkaSource:
         out a broker outage with the run loop silent (``/health/live`` failed). The batch's
         output is acknowledged before this is called, so a commit that does not land only makes
         the next owner read the batch again (at-least-once; its checkpoint, saved with the
-        batch, keeps it from being learned twice); ``_commit_answered`` logs one that failed."""
+        batch, keeps it from being learned twice); ``_commit_answered`` logs one that failed.
+
+        With transactions, the offsets go into the open transaction, committed with it (with
+        none, if ``records`` is empty: a checkpoint saved outside a batch), as on kafka-python.
+        """
         done = next_offsets(records)
+        if self.transaction is not None:
+            group = self.consumer.consumer_group_metadata()
+            self.transaction.commit(kafka_offsets(done), group)
+            self.committed_lag.committed(done)
+            return
         if not done:
             return
         self._send_commit(done)
@@ -362,7 +374,12 @@ class RdkafkaProducer:
 
     config: Mapping[str, int] = {"max_request_size": MAX_MESSAGE_BYTES}
 
-    def __init__(self, kafka: KafkaConfig) -> None:
+    def __init__(self, kafka: KafkaConfig, transactional_id: str | None = None) -> None:
+        transactional = (
+            {"transactional.id": transactional_id, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}
+            if transactional_id
+            else {}
+        )
         self.producer = Producer(
             {
                 **rdkafka_options(kafka),
@@ -371,8 +388,33 @@ class RdkafkaProducer:
                 "linger.ms": 5,
                 "partitioner": "murmur2_random",  # the Java client's, as kafka-python's
                 "message.max.bytes": MAX_MESSAGE_BYTES,
+                **transactional,
             }
         )
+
+    # Transactions, with kafka-python's calls (``streamer.broker.transactions.Transaction``).
+
+    def init_transactions(self) -> None:
+        self.producer.init_transactions()
+
+    def begin_transaction(self) -> None:
+        self.producer.begin_transaction()
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[Any, Any], group_metadata: object
+    ) -> None:
+        """``offsets``: kafka-python's ``TopicPartition`` → ``OffsetAndMetadata``;
+        ``group_metadata``: the source consumer's ``consumer_group_metadata()``."""
+        positions = [
+            RdPartition(tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items()
+        ]
+        self.producer.send_offsets_to_transaction(positions, group_metadata)
+
+    def commit_transaction(self) -> None:
+        self.producer.commit_transaction()
+
+    def abort_transaction(self) -> None:
+        self.producer.abort_transaction()
 
     def send(
         self,

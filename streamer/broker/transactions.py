@@ -7,7 +7,8 @@ consumer group's generation (KIP-447: the offsets are sent with the consumer's g
 A transaction left open by a crashed process is aborted by the broker after
 ``TRANSACTION_TIMEOUT_MS``; until then read-committed subscribers wait at that point.
 
-kafka-python's calls that end a transaction wait for the broker with no time limit; they go
+The producer is kafka-python's ``KafkaProducer`` or ``streamer.broker.librdkafka.RdkafkaProducer``
+(the same calls). Their calls that end a transaction wait for the broker with no time limit; they go
 through the daemon's ``DeliveryWait`` (``call``), so in an outage the loop still beats and says
 why it waits, and a stop gives up after its bound (the transaction is then aborted by the broker,
 and its batch read again by the next owner).
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from streamer.broker.waits import DeliveryWait
@@ -41,7 +42,7 @@ class Transaction:
     with the batch's offsets, aborted when anything in it fails (the batch is then delivered
     again in a new one)."""
 
-    def __init__(self, producer: KafkaProducer, wait: DeliveryWait | None = None) -> None:
+    def __init__(self, producer: Any, wait: DeliveryWait | None = None) -> None:
         self.producer = producer
         self.wait = wait or DeliveryWait()
         self.open = False

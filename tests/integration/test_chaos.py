@@ -42,10 +42,16 @@ FIRST_BATCH_WAIT_S = 180.0
 join, and with transactions, the broker's abort of the killed daemon's transaction (30 s)."""
 
 
-@pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
-def test_random_kills_change_no_alert(setup: Setup, transactional: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("client", "transactional"),
+    [("kafka-python", False), ("kafka-python", True), ("librdkafka", True)],
+    ids=["at-least-once", "exactly-once", "librdkafka-exactly-once"],
+)
+def test_random_kills_change_no_alert(
+    setup: Setup, client: str, transactional: bool, tmp_path: Path
+) -> None:
     setup.max_records = 32
-    setup.transactional = transactional
+    setup.transactional, setup.client = transactional, client
     setup.calibration = (
         'method = "spot"\ntarget_rate = 0.001\nwindow = 1000\nwarmup = 150\nrefresh = 20\n'
         "per_key = true\ncheckpoint_interval_s = 2\n"
@@ -60,7 +66,8 @@ def test_random_kills_change_no_alert(setup: Setup, transactional: bool, tmp_pat
     kills = []
     for n in range(KILLS):
         daemon = Daemon(setup, f"killed-{n}")
-        how = ("start-up", "daemon", "fetch process")[n % 3]
+        fetcher = "fetch process" if client == "kafka-python" else "daemon"  # librdkafka: none
+        how = ("start-up", "daemon", fetcher)[n % 3]
         if how == "start-up":
             time.sleep(rng.uniform(*STARTUP_KILL_S))
             daemon.kill()

@@ -57,8 +57,8 @@ def assert_alerted(alerts: list[dict[str, Any]], indices: list[int]) -> None:
 
 @pytest.mark.parametrize(
     ("client", "transactional"),
-    [("kafka-python", False), ("kafka-python", True), ("librdkafka", False)],
-    ids=["at-least-once", "exactly-once", "librdkafka"],
+    [("kafka-python", False), ("kafka-python", True), ("librdkafka", False), ("librdkafka", True)],
+    ids=["at-least-once", "exactly-once", "librdkafka", "librdkafka-exactly-once"],
 )
 def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
     setup: Setup,

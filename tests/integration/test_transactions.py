@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from detectors.cascade import CascadeDetector
@@ -43,8 +44,12 @@ def test_aborted_records_stay_invisible_and_committed_ones_appear_once(
     assert [r.value for r in visible] == [b"committed"]
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_the_transactional_pipeline_commits_alerts_with_offsets(
-    kafka_broker: Broker, make_topic: Callable[..., str], tiny_detector: CascadeDetector
+    kafka_broker: Broker,
+    make_topic: Callable[..., str],
+    tiny_detector: CascadeDetector,
+    client: str,
 ) -> None:
     config = kafka_broker.config(
         kafka={
@@ -53,6 +58,7 @@ def test_the_transactional_pipeline_commits_alerts_with_offsets(
             "dead_letter_topic": make_topic(),
             "group_id": f"txn-{uuid.uuid4().hex[:8]}",
             "transactional": True,
+            "client": client,
         },
         batch={"max_records": 128, "max_wait_ms": 100},
         calibration={"method": "spot", "target_rate": 1e-3, "window": 2000, "warmup": 600},
