@@ -6,10 +6,10 @@ same ``Runner`` the daemon uses."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from kafka import KafkaConsumer, TopicPartition
@@ -42,7 +42,79 @@ class RangeBound:
         return default
 
 
-class TopicRangeSource:
+K = TypeVar("K", bound=Hashable)
+
+
+def bound_offsets(
+    bound: RangeBound,
+    last: Mapping[K, int],
+    at_end: bool,
+    by_time: Callable[[int], Mapping[K, int | None]],
+) -> dict[K, int]:
+    """Per partition (the keys of ``last``, each partition's end), the offset ``bound`` names,
+    at most the end. ``by_time``: each partition's first offset at or after an epoch ms (None:
+    none is).
+
+    A partition starts at offset 0; a seek below the log's start (records deleted by
+    retention) is reset to its earliest record. Historical records keep their own timestamps,
+    so a topic with time-based retention deletes them within minutes of a broker's retention
+    check: ``tandem replay`` creates its topics without it."""
+    if bound.offset is not None:
+        return {p: min(max(bound.offset, 0), end) for p, end in last.items()}
+    if bound.time is not None:
+        found = by_time(int(bound.time.timestamp() * 1000))
+        return {p: end if found.get(p) is None else int(found[p] or 0) for p, end in last.items()}
+    return dict(last) if at_end else dict.fromkeys(last, 0)
+
+
+def settled(
+    ask: Callable[[], dict[K, int]], attempts: int = 5, pause_s: float = 0.3
+) -> dict[K, int]:
+    """The partitions' end offsets, asked until two answers agree: a consumer opened right after
+    a replay was seen to be answered 0 for partitions holding hundreds of records."""
+    ends = ask()
+    for _ in range(attempts):
+        time.sleep(pause_s)
+        again = ask()
+        if again == ends:
+            break
+        ends = again
+    return ends
+
+
+class RangeReading:
+    """What a range source does whatever its client: nothing to commit, a rewind as a seek, and
+    a range whose records stop coming before its end an error. Subclasses set ``topic``,
+    ``timeout_s`` and ``last_progress`` and implement ``seek``."""
+
+    topic: str
+    timeout_s: float
+    last_progress: float
+
+    def _arrived(self, records: Sequence[SourceRecord]) -> bool:
+        """Whether ``records`` holds any (noted as progress); ``TopicError`` when none has
+        arrived for ``timeout_s``."""
+        if records:
+            self.last_progress = time.monotonic()
+            return True
+        if time.monotonic() - self.last_progress > self.timeout_s:
+            raise TopicError(
+                f"no record of {self.topic!r} arrived for {self.timeout_s:g} s before the "
+                "end of the range"
+            )
+        return False
+
+    def commit(self, records: Sequence[SourceRecord]) -> None:
+        """Nothing to commit: the range is read without a consumer group."""
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        self.seek(first_offsets(records))
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        raise NotImplementedError
+
+
+class TopicRangeSource(RangeReading):
     """Every partition of ``topic`` from ``start`` (inclusive) to ``end`` (exclusive), in
     batches of at most ``batch_size``; read committed records only, as subscribers of a
     transactional daemon do. The end offsets are fixed when the source opens, so records
@@ -95,31 +167,16 @@ class TopicRangeSource:
     def _offsets(
         self, bound: RangeBound, last: Mapping[TopicPartition, int], at_end: bool
     ) -> dict[TopicPartition, int]:
-        """Per partition, the offset ``bound`` names, at most the partition's end (``last``).
+        """Per partition, the offset ``bound`` names (``bound_offsets``)."""
 
-        A partition starts at offset 0; a seek below the log's start (records deleted by
-        retention) is reset to its earliest record. Historical records keep their own
-        timestamps, so a topic with time-based retention deletes them within minutes of a
-        broker's retention check: ``tandem replay`` creates its topics without it."""
-        if bound.offset is not None:
-            return {p: min(max(bound.offset, 0), last[p]) for p in self.partitions}
-        if bound.time is not None:
-            stamp_ms = int(bound.time.timestamp() * 1000)
-            found = self.consumer.offsets_for_times({p: stamp_ms for p in self.partitions})
-            return {p: last[p] if found[p] is None else found[p].offset for p in self.partitions}
-        return dict(last) if at_end else dict.fromkeys(self.partitions, 0)
+        def by_time(stamp_ms: int) -> dict[TopicPartition, int | None]:
+            found = self.consumer.offsets_for_times(dict.fromkeys(self.partitions, stamp_ms))
+            return {p: None if found[p] is None else found[p].offset for p in self.partitions}
 
-    def _settled_ends(self, attempts: int = 5, pause_s: float = 0.3) -> dict[TopicPartition, int]:
-        """The partitions' end offsets, read until two answers agree: a consumer opened right
-        after a replay was seen to be answered 0 for partitions holding hundreds of records."""
-        ends = self.consumer.end_offsets(self.partitions)
-        for _ in range(attempts):
-            time.sleep(pause_s)
-            again = self.consumer.end_offsets(self.partitions)
-            if again == ends:
-                break
-            ends = again
-        return dict(ends)
+        return bound_offsets(bound, last, at_end, by_time)
+
+    def _settled_ends(self) -> dict[TopicPartition, int]:
+        return settled(lambda: dict(self.consumer.end_offsets(self.partitions)))
 
     @property
     def total(self) -> int:
@@ -144,21 +201,9 @@ class TopicRangeSource:
             for partition in fetched:
                 if self.consumer.position(partition) > self.ends[partition]:
                     self.consumer.pause(partition)  # read past the range: nothing more wanted
-            if records:
-                self.last_progress = time.monotonic()
+            if self._arrived(records):
                 return records
-            if time.monotonic() - self.last_progress > self.timeout_s:
-                raise TopicError(
-                    f"no record of {self.topic!r} arrived for {self.timeout_s:g} s before the "
-                    "end of the range"
-                )
         return []
-
-    def commit(self, records: Sequence[SourceRecord]) -> None:
-        """Nothing to commit: the range is read without a consumer group."""
-
-    def rewind(self, records: Sequence[SourceRecord]) -> None:
-        self.seek(first_offsets(records))
 
     def seek(self, offsets: Mapping[Partition, int]) -> None:
         for (topic, number), offset in offsets.items():

@@ -11,25 +11,22 @@ that ends on transaction markers, never delivered to a ``read_committed`` reader
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import structlog
 from confluent_kafka import Consumer, KafkaError
 from confluent_kafka import TopicPartition as RdPartition
 
 from streamer.broker.librdkafka import rdkafka_options, record_of, usable
-from streamer.broker.range_source import RangeBound
+from streamer.broker.range_source import RangeBound, RangeReading, bound_offsets, settled
 from streamer.config import KafkaConfig
 from streamer.errors import TopicError
-from streamer.records import Partition, SourceRecord, first_offsets
+from streamer.records import Partition, SourceRecord
 
 log = structlog.get_logger(__name__)
 
-SETTLE_ATTEMPTS = 5
-SETTLE_PAUSE_S = 0.3
 
-
-class RdkafkaRangeSource:
+class RdkafkaRangeSource(RangeReading):
     """Every partition of ``topic`` from ``start`` (inclusive) to ``end`` (exclusive), in
     batches of at most ``batch_size``; the ends are fixed when the source opens. Raises
     ``TopicError`` when the topic does not exist, or when no record arrives for ``timeout_s``
@@ -64,7 +61,7 @@ class RdkafkaRangeSource:
             if metadata is None or metadata.error is not None or not metadata.partitions:
                 raise TopicError(f"topic {topic!r} does not exist (or is not visible)")
             self.numbers = sorted(metadata.partitions)
-            last = self._settled_ends()
+            last = settled(self._ends)
             self.starts = self._offsets(start, last, at_end=False)
             self.ends = self._offsets(end, last, at_end=True)
             self.position = dict(self.starts)
@@ -74,18 +71,6 @@ class RdkafkaRangeSource:
             raise
         self.last_progress = time.monotonic()
         log.info("topic_range_opened", topic=topic, starts=self.starts, ends=self.ends)
-
-    def _settled_ends(self) -> dict[int, int]:
-        """Each partition's end offset, asked until two answers agree (as kafka-python's source
-        does: an end read right after a replay can lag behind)."""
-        ends = self._ends()
-        for _ in range(SETTLE_ATTEMPTS):
-            time.sleep(SETTLE_PAUSE_S)
-            again = self._ends()
-            if again == ends:
-                break
-            ends = again
-        return ends
 
     def _ends(self) -> dict[int, int]:
         return {
@@ -98,16 +83,14 @@ class RdkafkaRangeSource:
         }
 
     def _offsets(self, bound: RangeBound, last: Mapping[int, int], at_end: bool) -> dict[int, int]:
-        """Per partition, the offset ``bound`` names, at most the partition's end (``last``)."""
-        if bound.offset is not None:
-            return {n: min(max(bound.offset, 0), last[n]) for n in self.numbers}
-        if bound.time is not None:
-            stamp_ms = int(bound.time.timestamp() * 1000)
-            found = self.consumer.offsets_for_times(
-                [RdPartition(self.topic, n, stamp_ms) for n in self.numbers], timeout=self.wait_s
-            )
-            return {p.partition: last[p.partition] if p.offset < 0 else p.offset for p in found}
-        return dict(last) if at_end else dict.fromkeys(self.numbers, 0)
+        """Per partition, the offset ``bound`` names (``bound_offsets``)."""
+
+        def by_time(stamp_ms: int) -> dict[int, int | None]:
+            asked = [RdPartition(self.topic, n, stamp_ms) for n in self.numbers]
+            found = self.consumer.offsets_for_times(asked, timeout=self.wait_s)
+            return {p.partition: None if p.offset < 0 else p.offset for p in found}
+
+        return bound_offsets(bound, last, at_end, by_time)
 
     @property
     def total(self) -> int:
@@ -137,21 +120,9 @@ class RdkafkaRangeSource:
                     records.append(record_of(message))
                 if self.position[number] >= self.ends[number]:
                     self.consumer.pause([RdPartition(self.topic, number)])
-            if records:
-                self.last_progress = time.monotonic()
+            if self._arrived(records):
                 return records
-            if time.monotonic() - self.last_progress > self.timeout_s:
-                raise TopicError(
-                    f"no record of {self.topic!r} arrived for {self.timeout_s:g} s before the "
-                    "end of the range"
-                )
         return []
-
-    def commit(self, records: Sequence[SourceRecord]) -> None:
-        """Nothing to commit: the range is read without a consumer group."""
-
-    def rewind(self, records: Sequence[SourceRecord]) -> None:
-        self.seek(first_offsets(records))
 
     def seek(self, offsets: Mapping[Partition, int]) -> None:
         for (topic, number), offset in offsets.items():
