@@ -29,7 +29,7 @@ from kafka.errors import KafkaTimeoutError
 from streamer.broker.sources import CommittedLag, PartitionListener, heartbeat_ms, kafka_offsets
 from streamer.broker.transactions import TRANSACTION_TIMEOUT_MS, Transaction
 from streamer.config import BatchConfig, KafkaConfig
-from streamer.errors import AuthenticationError, TopicError
+from streamer.errors import TopicError
 from streamer.records import Partition, SourceRecord, first_offsets, next_offsets
 
 log = structlog.get_logger(__name__)
@@ -62,7 +62,7 @@ def rdkafka_options(kafka: KafkaConfig) -> dict[str, Any]:
         "socket.timeout.ms": kafka.request_timeout_ms,
         "reconnect.backoff.max.ms": 2000,
         "logger": logging.getLogger("librdkafka"),
-        "error_cb": _log_error,
+        "error_cb": log_error,
     }
     given = kafka.client_options()
     names = {
@@ -84,38 +84,7 @@ def rdkafka_options(kafka: KafkaConfig) -> dict[str, Any]:
     return options
 
 
-def check_credentials(kafka: KafkaConfig, timeout_s: float = 10.0) -> None:
-    """Ask the cluster for its metadata once; an ``AuthenticationError`` naming the broker's
-    answer when it refuses the credentials (librdkafka tells a refusal from a broker that
-    does not answer, which is left to the caller's wait for the broker)."""
-    from confluent_kafka.admin import AdminClient
-
-    refused: list[KafkaError] = []
-
-    def noted(error: KafkaError) -> None:
-        if error.code() == KafkaError._AUTHENTICATION:
-            refused.append(error)
-        else:
-            _log_error(error)
-
-    settings: dict[str, Any] = {**rdkafka_options(kafka), "error_cb": noted}
-    admin = AdminClient(settings)
-    deadline = time.monotonic() + timeout_s
-    while not refused and time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=1.0)
-            return
-        except KafkaException:
-            admin.poll(0.1)
-    if refused:
-        raise AuthenticationError(
-            f"the broker refused the credentials of [kafka] (sasl_plain_username "
-            f"{kafka.sasl_plain_username!r}, mechanism {kafka.sasl_mechanism}): "
-            f"{refused[0].str()}"
-        )
-
-
-def _log_error(error: KafkaError) -> None:
+def log_error(error: KafkaError) -> None:
     """librdkafka's client-level errors (brokers down, authentication refused) as log events;
     it retries by itself, so they are warnings unless fatal."""
     emit = log.error if error.fatal() else log.warning

@@ -17,9 +17,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.broker.admin import BrokerInfo, TopicSpec
-from streamer.broker.librdkafka import rdkafka_options
+from streamer.broker.librdkafka import log_error, rdkafka_options
 from streamer.config import KafkaConfig
-from streamer.errors import BrokerUnavailableError, TopicError
+from streamer.errors import AuthenticationError, BrokerUnavailableError, TopicError
 
 log = structlog.get_logger(__name__)
 
@@ -28,12 +28,30 @@ LEADER_POLL_S = 0.2
 
 
 def probe_broker(kafka: KafkaConfig, timeout_s: float = 5.0) -> BrokerInfo:
-    """One metadata request, described; ``BrokerUnavailableError`` if it is not answered.
-    librdkafka does not tell the broker's version: ``api_version`` says so."""
-    admin = AdminClient(rdkafka_options(kafka))
+    """One metadata request, described; ``BrokerUnavailableError`` if it is not answered, and
+    ``AuthenticationError`` if the broker refused the credentials (librdkafka tells the two
+    apart, so a refusal is never waited out as an absent broker). librdkafka does not tell the
+    broker's version: ``api_version`` says so."""
+    refused: list[KafkaError] = []
+
+    def noted(error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            refused.append(error)
+        else:
+            log_error(error)
+
+    settings: dict[str, Any] = {**rdkafka_options(kafka), "error_cb": noted}
+    admin = AdminClient(settings)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as error:
+        admin.poll(0.1)  # serves the error callbacks waiting, a refusal among them
+        if refused:
+            raise AuthenticationError(
+                f"the broker refused the credentials of [kafka] (sasl_plain_username "
+                f"{kafka.sasl_plain_username!r}, mechanism {kafka.sasl_mechanism}): "
+                f"{refused[0].str()}"
+            ) from None
         raise BrokerUnavailableError(
             f"the broker did not answer a metadata request: {error.args[0].str()}"
         ) from error

@@ -94,10 +94,8 @@ def _run(
             raise StopRequestedError()
 
     check_stop()
-    if config.kafka.client == "librdkafka":
-        from streamer.broker.librdkafka import check_credentials
-
-        check_credentials(config.kafka)  # a refusal is not an absent broker: exit 4, not 3
+    # On librdkafka the probe tells a refusal of the credentials from an absent broker: exit 4,
+    # not a wait for the broker and exit 3.
     info = wait_for_broker(
         config.kafka.client_options(),
         timeout_s=args.broker_wait_s,
