@@ -8,9 +8,12 @@
   librdkafka fetches and parses in its own C threads, so no fetch process is needed.
 - ``RdkafkaProducer``: an idempotent producer (``acks=all``) with the interface the sinks use
   (``send`` returning a delivery handle, ``flush(timeout)`` raising ``KafkaTimeoutError`` when
-  not everything was acknowledged in time), partitioning keys as the Java client does.
+  not everything was acknowledged in time), partitioning keys as the Java client does; with a
+  ``transactional.id``, kafka-python's transaction calls (exactly-once,
+  ``streamer.broker.transactions``).
 
-Checkpoints are still read, and topics administered, with kafka-python (docs/delivery.md).
+Topic ranges and checkpoints are read by ``streamer.broker.rdkafka_range``, topics administered
+by ``streamer.broker.rdkafka_admin``.
 """
 
 from __future__ import annotations

@@ -42,7 +42,13 @@ def read_to_end(kafka: KafkaConfig, topic: str, timeout_s: float = 30.0) -> Iter
 
     try:
         source = RdkafkaRangeSource(
-            kafka, topic, RangeBound(), RangeBound(), WHOLE_TOPIC_BATCH, timeout_s=timeout_s
+            kafka,
+            topic,
+            RangeBound(),
+            RangeBound(),
+            WHOLE_TOPIC_BATCH,
+            timeout_s=timeout_s,
+            settle=False,
         )
     except TopicError:
         return  # no such topic: nothing in it

@@ -28,7 +28,9 @@ log = structlog.get_logger(__name__)
 
 class RdkafkaRangeSource(RangeReading):
     """Every partition of ``topic`` from ``start`` (inclusive) to ``end`` (exclusive), in
-    batches of at most ``batch_size``; the ends are fixed when the source opens. Raises
+    batches of at most ``batch_size``; the ends are fixed when the source opens (asked until
+    two answers agree, unless not ``settle``: a reader of checkpoints at a partition's
+    assignment takes the first answer, as kafka-python's does). Raises
     ``TopicError`` when the topic does not exist, or when no record arrives for ``timeout_s``
     before the range's end."""
 
@@ -41,6 +43,7 @@ class RdkafkaRangeSource(RangeReading):
         batch_size: int,
         poll_s: float = 0.5,
         timeout_s: float = 30.0,
+        settle: bool = True,
     ) -> None:
         self.topic, self.batch_size, self.poll_s = topic, batch_size, poll_s
         self.timeout_s = timeout_s
@@ -61,7 +64,7 @@ class RdkafkaRangeSource(RangeReading):
             if metadata is None or metadata.error is not None or not metadata.partitions:
                 raise TopicError(f"topic {topic!r} does not exist (or is not visible)")
             self.numbers = sorted(metadata.partitions)
-            last = settled(self._ends)
+            last = settled(self._ends) if settle else self._ends()
             self.starts = self._offsets(start, last, at_end=False)
             self.ends = self._offsets(end, last, at_end=True)
             self.position = dict(self.starts)
