@@ -77,50 +77,32 @@ def _kafka_python_values(kafka: KafkaConfig, from_beginning: bool) -> Generator[
 def _rdkafka_values(kafka: KafkaConfig, from_beginning: bool) -> Generator[list[bytes]]:
     """Each poll's record values (possibly none), through librdkafka: every partition of the
     topic assigned once the topic exists, at its start or its end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    from streamer.broker.librdkafka import rdkafka_options
+    from streamer.broker.librdkafka import assigning_consumer, end_offset, topic_partitions
 
-    consumer = Consumer(
-        {
-            **rdkafka_options(kafka),
-            "group.id": f"{kafka.group_id}.viewer",  # required by librdkafka; never joined
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    topic, wait_s = kafka.alerts_topic, kafka.request_timeout_ms / 1000
+    consumer = assigning_consumer(kafka, "viewer")
     try:
-        partitions = _partitions_of(consumer, kafka.alerts_topic)
+        partitions = topic_partitions(consumer, topic, POLL_S * 4)
         while not partitions:
             yield []
             time.sleep(TOPIC_RETRY_S)
-            partitions = _partitions_of(consumer, kafka.alerts_topic)
-        starts = [TopicPartition(kafka.alerts_topic, p, OFFSET_BEGINNING) for p in partitions]
-        wait_s = kafka.request_timeout_ms / 1000
-        if not from_beginning:  # each partition's end now, so "following" means from here
-            starts = [
-                TopicPartition(kafka.alerts_topic, p.partition, _end_of(consumer, p, wait_s))
-                for p in starts
+            partitions = topic_partitions(consumer, topic, POLL_S * 4)
+        # Not from the beginning: each partition's end now, so "following" means from here.
+        consumer.assign(
+            [
+                TopicPartition(
+                    topic,
+                    p,
+                    OFFSET_BEGINNING if from_beginning else end_offset(consumer, topic, p, wait_s),
+                )
+                for p in partitions
             ]
-        consumer.assign(starts)
+        )
         log.info("alerts_following", partitions=len(partitions))
         while True:
             messages = consumer.consume(num_messages=1000, timeout=POLL_S)
             yield [value for m in messages if m.error() is None and (value := m.value())]
     finally:
         consumer.close()
-
-
-def _partitions_of(consumer: Any, topic: str) -> list[int]:
-    """The topic's partition numbers, sorted; empty while it does not exist."""
-    metadata = consumer.list_topics(topic, timeout=POLL_S * 4).topics.get(topic)
-    if metadata is None or metadata.error is not None:
-        return []
-    return sorted(metadata.partitions)
-
-
-def _end_of(consumer: Any, partition: Any, timeout_s: float) -> int:
-    """The partition's end offset now, asked of the broker."""
-    _, high = consumer.get_watermark_offsets(partition, timeout=timeout_s, cached=False)
-    return int(high)

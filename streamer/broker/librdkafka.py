@@ -94,6 +94,40 @@ def log_error(error: KafkaError) -> None:
     emit("librdkafka_error", code=error.name(), error=error.str())
 
 
+def topic_partitions(client: Any, topic: str, timeout_s: float) -> list[int]:
+    """``topic``'s partition numbers, sorted, from one metadata request for that topic only
+    (``client``: any librdkafka client; none creates a topic by asking); empty while it does not
+    exist. ``KafkaException`` when the broker does not answer."""
+    metadata = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return []
+    return sorted(metadata.partitions)
+
+
+def end_offset(consumer: Consumer, topic: str, number: int, timeout_s: float) -> int:
+    """The end offset of partition ``number`` of ``topic`` now, asked of the broker."""
+    _, high = consumer.get_watermark_offsets(
+        RdPartition(topic, number), timeout=timeout_s, cached=False
+    )
+    return int(high)
+
+
+def assigning_consumer(kafka: KafkaConfig, role: str, **more: Any) -> Consumer:
+    """A consumer that reads partitions it assigns itself, committed records only, and never
+    commits: librdkafka needs a ``group.id`` even so (``<group_id>.<role>``), which it never
+    joins. ``more``: further librdkafka properties."""
+    return Consumer(
+        {
+            **rdkafka_options(kafka),
+            "group.id": f"{kafka.group_id}.{role}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            **more,
+        }
+    )
+
+
 class RdkafkaSource:
     """Reads ``[kafka].input_topic`` in group ``[kafka].group_id`` (see the module docstring);
     the ``listener`` hears which partitions are revoked, lost or assigned."""
@@ -140,11 +174,9 @@ class RdkafkaSource:
 
     def _topic_known(self) -> bool:
         try:
-            metadata = self.consumer.list_topics(self.topic, timeout=5.0)
+            return bool(topic_partitions(self.consumer, self.topic, timeout_s=5.0))
         except KafkaException:
             return False
-        topic = metadata.topics.get(self.topic)
-        return topic is not None and topic.error is None and bool(topic.partitions)
 
     def poll(self) -> list[SourceRecord]:
         """Up to ``max_records`` records, waiting at most ``max_wait_ms``."""

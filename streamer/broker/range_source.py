@@ -63,7 +63,7 @@ def bound_offsets(
         return {p: min(max(bound.offset, 0), end) for p, end in last.items()}
     if bound.time is not None:
         found = by_time(int(bound.time.timestamp() * 1000))
-        return {p: end if found.get(p) is None else int(found[p] or 0) for p, end in last.items()}
+        return {p: end if (at := found.get(p)) is None else at for p, end in last.items()}
     return dict(last) if at_end else dict.fromkeys(last, 0)
 
 

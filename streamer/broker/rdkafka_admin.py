@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.broker.admin import BrokerInfo, TopicSpec
-from streamer.broker.librdkafka import log_error, rdkafka_options
+from streamer.broker.librdkafka import log_error, rdkafka_options, topic_partitions
 from streamer.config import KafkaConfig
 from streamer.errors import AuthenticationError, BrokerUnavailableError, TopicError
 
@@ -76,13 +76,11 @@ class TopicChecker:
         """Whether ``name`` exists with partitions; ``BrokerUnavailableError`` when the
         broker does not answer."""
         try:
-            metadata = self.admin.list_topics(topic=name, timeout=self.timeout_s)
+            return bool(topic_partitions(self.admin, name, self.timeout_s))
         except KafkaException as error:
             raise BrokerUnavailableError(
                 f"the broker did not answer a metadata request: {error.args[0].str()}"
             ) from error
-        topic = metadata.topics.get(name)
-        return topic is not None and topic.error is None and bool(topic.partitions)
 
 
 def create_topics(

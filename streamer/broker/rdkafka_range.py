@@ -2,10 +2,11 @@
 reads it with kafka-python: every partition from an offset or a time to an offset or a time, by
 assignment, without joining a consumer group, committed records only.
 
-librdkafka needs a ``group.id`` even to assign partitions; it names one (``<group>.range``) but
-never joins it or commits to it. A partition's end is reached when a record at or past it arrives
-or librdkafka reports the partition's end (its end-of-partition event), which also covers a range
-that ends on transaction markers, never delivered to a ``read_committed`` reader.
+Its consumer assigns itself the partitions and never joins the group it must name
+(``<group>.range``: ``streamer.broker.librdkafka.assigning_consumer``). A partition's end is
+reached when a record at or past it arrives or librdkafka reports the partition's end (its
+end-of-partition event), which also covers a range that ends on transaction markers, never
+delivered to a ``read_committed`` reader.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ import time
 from collections.abc import Mapping
 
 import structlog
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as RdPartition
 
-from streamer.broker.librdkafka import rdkafka_options, record_of, usable
+from streamer.broker.librdkafka import (
+    assigning_consumer,
+    end_offset,
+    record_of,
+    topic_partitions,
+    usable,
+)
 from streamer.broker.range_source import RangeBound, RangeReading, bound_offsets, settled
 from streamer.config import KafkaConfig
 from streamer.errors import TopicError
@@ -48,22 +55,18 @@ class RdkafkaRangeSource(RangeReading):
         self.topic, self.batch_size, self.poll_s = topic, batch_size, poll_s
         self.timeout_s = timeout_s
         self.wait_s = kafka.request_timeout_ms / 1000
-        self.consumer = Consumer(
-            {
-                **rdkafka_options(kafka),
-                "group.id": f"{kafka.group_id}.range",  # required by librdkafka; never joined
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
+        self.consumer = assigning_consumer(
+            kafka,
+            "range",
+            **{
                 "auto.offset.reset": "earliest",  # a start below the log's (retention): its first
-                "isolation.level": "read_committed",
                 "enable.partition.eof": True,
-            }
+            },
         )
         try:
-            metadata = self.consumer.list_topics(topic, timeout=self.wait_s).topics.get(topic)
-            if metadata is None or metadata.error is not None or not metadata.partitions:
+            self.numbers = topic_partitions(self.consumer, topic, self.wait_s)
+            if not self.numbers:
                 raise TopicError(f"topic {topic!r} does not exist (or is not visible)")
-            self.numbers = sorted(metadata.partitions)
             last = settled(self._ends) if settle else self._ends()
             self.starts = self._offsets(start, last, at_end=False)
             self.ends = self._offsets(end, last, at_end=True)
@@ -76,14 +79,7 @@ class RdkafkaRangeSource(RangeReading):
         log.info("topic_range_opened", topic=topic, starts=self.starts, ends=self.ends)
 
     def _ends(self) -> dict[int, int]:
-        return {
-            n: int(
-                self.consumer.get_watermark_offsets(
-                    RdPartition(self.topic, n), timeout=self.wait_s, cached=False
-                )[1]
-            )
-            for n in self.numbers
-        }
+        return {n: end_offset(self.consumer, self.topic, n, self.wait_s) for n in self.numbers}
 
     def _offsets(self, bound: RangeBound, last: Mapping[int, int], at_end: bool) -> dict[int, int]:
         """Per partition, the offset ``bound`` names (``bound_offsets``)."""
