@@ -15,6 +15,8 @@ from typing import Literal, Protocol, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from calibration.memory import MemorySeed
+
 FloatArray = NDArray[np.float32]
 DevicePreference = Literal["auto", "cpu", "gpu"]
 KindLabels = Sequence[str] | NDArray[np.str_]
@@ -88,6 +90,12 @@ class Detector(Protocol):
         """(m,) scores of the last held-out windows of training (at most
         ``HELD_OUT_SCORES_KEPT``), oldest first; empty when unknown (a bundle written before
         they were kept). Calibrators start from them (``WindowCalibrator.start_from``)."""
+        ...
+
+    @property
+    def memory_seed(self) -> MemorySeed | None:
+        """The training windows every key's memory starts from (``calibration.memory``); None
+        for a bundle written before they were kept (the run loop then runs without a memory)."""
         ...
 
     def fit(self, windows: NDArray[np.floating]) -> Self: ...

@@ -34,9 +34,13 @@ QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999, "max": 1.0}
 
 
 def write_bundle(
-    directory: Path, models: Mapping[str, keras.Model], manifest: Mapping[str, Any]
+    directory: Path,
+    models: Mapping[str, keras.Model],
+    manifest: Mapping[str, Any],
+    arrays: Mapping[str, NDArray[np.generic]] | None = None,
 ) -> str:
-    """Write ``<name>.keras`` for each model and ``bundle.json``; return the bundle's version.
+    """Write ``<name>.keras`` for each model, ``<name>.npy`` for each of ``arrays`` and
+    ``bundle.json``; return the bundle's version.
 
     The bundle is assembled in a sibling temporary directory and moved into place, so a reader
     never sees half a bundle. An existing bundle at ``directory`` is replaced.
@@ -49,6 +53,10 @@ def write_bundle(
         for name, model in models.items():
             path = staging / f"{name}.keras"
             model.save(path)
+            files[path.name] = _file_hash(path)
+        for name, array in (arrays or {}).items():
+            path = staging / f"{name}.npy"
+            np.save(path, np.asarray(array), allow_pickle=False)
             files[path.name] = _file_hash(path)
         body = {**manifest, "format": BUNDLE_FORMAT, "files": files}
         version = _manifest_hash(body)
@@ -106,6 +114,18 @@ def load_model(directory: Path, name: str) -> keras.Model:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as error:
         raise BundleError(f"{path} cannot be loaded safely: {error}") from None
+
+
+def load_array(directory: Path, name: str) -> NDArray[np.generic] | None:
+    """``<name>.npy`` of a verified bundle (no pickled objects), or None when it has none."""
+    path = Path(directory) / f"{name}.npy"
+    if not path.is_file():
+        return None
+    try:
+        array: NDArray[np.generic] = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise BundleError(f"{path} cannot be read: {error}") from None
+    return array
 
 
 def _file_hash(path: Path) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from calibration.memory import MemorySeed
 from detectors import bundle
 from detectors.backend import Device, select_device
 from detectors.base import DevicePreference, FloatArray, KindLabels, Scores, as_windows
@@ -33,6 +34,9 @@ from detectors.spec import TrainingSpec
 MIN_TRAINING_WINDOWS = 50
 
 HELD_OUT_SCORES_KEPT = 10_000
+MEMORY_WINDOWS_KEPT = 2_500
+"""Training windows the bundle keeps to start each key's memory (``calibration.memory``)."""
+MEMORY_FILE = "memory"
 """The most held-out scores a bundle keeps (the latest): a default calibration window's worth."""
 
 ScoringModels = tuple[keras.Model, keras.Model, Callable[[], keras.Model]]
@@ -69,6 +73,7 @@ class BundledDetector(ABC):
         self._version: str | None = None
         self._compiled: CompiledScorer | None = None
         self.held_out_scores_: NDArray[np.float64] = np.empty(0)
+        self.memory_seed_: MemorySeed | None = None
         self.kinds_: KindClassifier | None = None
         self.name_ = "unsaved"
 
@@ -88,6 +93,10 @@ class BundledDetector(ABC):
     @property
     def held_out_scores(self) -> NDArray[np.float64]:
         return self.held_out_scores_
+
+    @property
+    def memory_seed(self) -> MemorySeed | None:
+        return self.memory_seed_
 
     @abstractmethod
     def fit(self, windows: NDArray[np.floating]) -> Self:
@@ -136,11 +145,14 @@ class BundledDetector(ABC):
             scaler=self.scaler_.to_dict(),
             held_out_scores=self.held_out_scores_.tolist(),
             **self._bundle_entries(),
+            **self._memory_entries(),
         )
         if self.kinds_ is not None:
             models[CLASSIFIER_FILE] = self.kinds_.model
         self.name_ = str(manifest["name"])
-        self._version = bundle.write_bundle(Path(path), models, manifest)
+        seed = self.memory_seed_
+        arrays = {} if seed is None else {MEMORY_FILE: seed.windows}
+        self._version = bundle.write_bundle(Path(path), models, manifest, arrays)
         _log(type(self)).info(
             "bundle_written", path=str(path), version=self._version, kind=self.kind
         )
@@ -163,6 +175,7 @@ class BundledDetector(ABC):
         }
         detector.training_summary_ = manifest.get("training", {})
         detector.held_out_scores_ = np.asarray(manifest.get("held_out_scores", []), np.float64)
+        detector.memory_seed_ = _memory_seed(path, manifest)
         detector.kinds_ = KindClassifier.from_bundle(path, manifest)
         detector._compiled = detector._compile(select_device(device))
         detector._compiled.warm_up()
@@ -170,6 +183,14 @@ class BundledDetector(ABC):
         detector.name_ = str(manifest.get("name", path.name))
         _log(cls).info("bundle_loaded", path=str(path), version=detector._version, window=window)
         return detector
+
+    def _memory_entries(self) -> dict[str, Any]:
+        """``bundle.json``'s entry for the memory seed: the scaler that puts windows in its
+        units (the windows themselves are ``memory.npy``)."""
+        seed = self.memory_seed_
+        if seed is None:
+            return {}
+        return {"memory_scaler": FeatureScaler("standard", seed.center, seed.scale).to_dict()}
 
     def _start_training(self, n: int) -> tuple[int, float]:
         """How many of ``n`` windows, the last, ``fit`` holds out, and its start time
@@ -200,6 +221,9 @@ class BundledDetector(ABC):
         }
         self.kinds_ = None
         self._compiled = self._compile(select_device(self.device))
+        scaler = FeatureScaler.fit(data, "standard")
+        kept = np.asarray(data[-MEMORY_WINDOWS_KEPT:], np.float32)
+        self.memory_seed_ = MemorySeed(kept, scaler.center, scaler.scale)
         held_out = self.score(data[n_train:])
         self.held_out_scores_ = held_out.score[-HELD_OUT_SCORES_KEPT:].astype(np.float64)
         self.training_summary_ = {
@@ -263,3 +287,12 @@ def _log(kind: type[BundledDetector]) -> Any:
     """The logger of the kind's own module, so that its bundle events name the kind's module
     (``detectors.cascade``, ``detectors.fusion``), not this one."""
     return structlog.get_logger(kind.__module__)
+
+
+def _memory_seed(path: Path, manifest: Mapping[str, Any]) -> MemorySeed | None:
+    """The bundle's memory seed; None for a bundle written before it kept one."""
+    windows = bundle.load_array(path, MEMORY_FILE)
+    if windows is None or "memory_scaler" not in manifest:
+        return None
+    scaler = FeatureScaler.from_dict(manifest["memory_scaler"])
+    return MemorySeed(np.asarray(windows, np.float32), scaler.center, scaler.scale)

@@ -1,5 +1,6 @@
-"""The calibrator ``[calibration]`` asks for, and how an alert describes it: shared by the daemon,
-backtests and sweeps, so each way of running calibrates with the same object."""
+"""The calibrator ``[calibration]`` asks for, the memory ``[memory]`` asks for, and how an alert
+describes the calibrator: shared by the daemon, backtests and sweeps, so each way of running
+judges scores with the same objects."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from numpy.typing import NDArray
 
 from calibration.evt import Dspot, Spot, first_fit_after
 from calibration.likelihood import Likelihood
+from calibration.memory import Memory, MemorySeed, MemorySettings
 from calibration.quantile import RollingQuantile
 from calibration.window import WindowCalibrator
-from streamer.config import CalibrationConfig
+from streamer.config import CalibrationConfig, MemoryConfig
+from streamer.ingest.features import STEP_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,40 @@ def build_calibrator(
         used = calibrator.started
         log.debug("calibration_prior", scores=len(prior), used=used)
     return calibrator
+
+
+DEFAULT_EXCLUDE = 16
+"""``[memory].exclude`` when the model's feature names do not tell its window's length."""
+
+
+def build_memory(
+    config: MemoryConfig, seed: MemorySeed | None, feature_names: tuple[str, ...]
+) -> Memory | None:
+    """The per-key memory ``[memory]`` asks for, every key started from the model's ``seed``;
+    None when it is off or the bundle keeps no seed (written before memories)."""
+    if not config.enabled or seed is None or len(seed.windows) == 0:
+        if config.enabled:
+            log.warning("memory_off", reason="the model bundle keeps no training windows")
+        return None
+    settings = MemorySettings(
+        capacity=config.capacity,
+        stride=config.stride,
+        block=config.block,
+        reference=config.reference,
+        exclude=config.exclude or window_steps(feature_names) or DEFAULT_EXCLUDE,
+        gate=config.gate,
+        max_keys=config.max_keys,
+    )
+    return Memory(seed, settings)
+
+
+def window_steps(feature_names: tuple[str, ...]) -> int | None:
+    """How many steps a window spans when every feature name is a step of a cut series
+    (``temp[t-3]``); None otherwise."""
+    lags = [STEP_NAME.match(name) for name in feature_names]
+    if not lags or not all(lags):
+        return None
+    return 1 + max(int(match["lag"]) for match in lags if match is not None)
 
 
 def _likelihood(config: CalibrationConfig, prior: NDArray[np.float64] | None) -> Likelihood:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import structlog
 
 from calibration.base import Calibrator
+from calibration.memory import Memory
 from calibration.state import GLOBAL, entity_names
 from streamer.ingest.readings import Windower
 from streamer.records import Partition, SourceRecord, WindowBatch, first_offsets, next_offsets
@@ -37,13 +38,15 @@ log = structlog.get_logger(__name__)
 # buffered readings belong to one partition, so all travel in one checkpoint: ``MODEL_MAGIC``,
 # the model version's length (2 bytes, big-endian) and the version (UTF-8); with readings input
 # ``READINGS_MAGIC``, the buffers' length (8 bytes, big-endian) and the buffers
-# (``streamer.ingest.readings``); then ``MAGIC``, the calibrator snapshot's length (8 bytes,
-# big-endian), the calibrator snapshot (``calibration.state``), then the event state
-# (``streamer.events``, JSON). Older checkpoints start at ``MAGIC`` (no model named) or are a
-# bare calibrator snapshot (a zip archive: no open events either).
+# (``streamer.ingest.readings``); with a memory ``MEMORY_MAGIC``, its length (8 bytes,
+# big-endian) and the keys' memories (``calibration.memory``); then ``MAGIC``, the calibrator
+# snapshot's length (8 bytes, big-endian), the calibrator snapshot (``calibration.state``),
+# then the event state (``streamer.events``, JSON). Older checkpoints start at ``MAGIC`` (no
+# model named) or are a bare calibrator snapshot (a zip archive: no open events either).
 
 MODEL_MAGIC = b"TNDMKM1\n"
 READINGS_MAGIC = b"TNDMKR1\n"
+MEMORY_MAGIC = b"TNDMKY1\n"
 MAGIC = b"TNDMKS1\n"
 _LENGTH_BYTES = 8
 _MODEL_LENGTH_BYTES = 2
@@ -71,7 +74,8 @@ class EventState(Protocol):
 
 class KeyState:
     """A calibrator and its event tracker (and with readings input, the ``windower``'s
-    buffers), saved and restored as one checkpoint, for the model whose version is ``model``."""
+    buffers; with a memory, the keys' memories), saved and restored as one checkpoint, for the
+    model whose version is ``model``."""
 
     def __init__(
         self,
@@ -79,9 +83,10 @@ class KeyState:
         events: EventState,
         model: str,
         windower: Windower | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self.calibrator, self.events, self.model = calibrator, events, model
-        self.windower = windower
+        self.windower, self.memory = windower, memory
 
     def snapshot(self, keys: Collection[str]) -> bytes:
         """The global calibrator state and that of ``keys``, with their events (and buffers)."""
@@ -92,6 +97,9 @@ class KeyState:
         if self.windower is not None:
             buffers = self.windower.snapshot(keys)
             named += READINGS_MAGIC + len(buffers).to_bytes(_LENGTH_BYTES, "big") + buffers
+        if self.memory is not None:
+            memories = self.memory.snapshot(keys)
+            named += MEMORY_MAGIC + len(memories).to_bytes(_LENGTH_BYTES, "big") + memories
         return named + MAGIC + length + calibrator + self.events.snapshot(keys)
 
     def restore(self, data: bytes, with_global: bool = True) -> None:
@@ -104,6 +112,9 @@ class KeyState:
             raise ForeignCheckpointError(model)
         calibrator, events = split(data)
         states = None if events is None else self.events.parse(events)
+        memories = _section(_after_readings(_after_model(data)), MEMORY_MAGIC)[0]
+        if self.memory is not None and memories is not None:
+            self.memory.restore(memories)
         self.calibrator.restore(calibrator, with_global=with_global)
         if states is not None:
             self.events.load(states)
@@ -129,11 +140,22 @@ def model_of(data: bytes) -> str | None:
 
 def readings_of(data: bytes) -> bytes | None:
     """A checkpoint's buffered readings (None: it has none)."""
-    data = _after_model(data)
-    if not data.startswith(READINGS_MAGIC):
-        return None
-    start = len(READINGS_MAGIC) + _LENGTH_BYTES
-    return data[start : start + int.from_bytes(data[len(READINGS_MAGIC) : start], "big")]
+    return _section(_after_model(data), READINGS_MAGIC)[0]
+
+
+def _section(data: bytes, magic: bytes) -> tuple[bytes | None, bytes]:
+    """The length-prefixed section ``data`` starts with if its magic is ``magic`` (else None),
+    and what follows it."""
+    if not data.startswith(magic):
+        return None, data
+    start = len(magic) + _LENGTH_BYTES
+    end = start + int.from_bytes(data[len(magic) : start], "big")
+    return data[start:end], data[end:]
+
+
+def _after_readings(data: bytes) -> bytes:
+    """``data`` (past its model section) past its readings section, if any."""
+    return _section(data, READINGS_MAGIC)[1]
 
 
 def _after_model(data: bytes) -> bytes:
@@ -146,10 +168,7 @@ def _after_model(data: bytes) -> bytes:
 
 def split(data: bytes) -> tuple[bytes, bytes | None]:
     """A checkpoint's calibrator snapshot and event state (None in a calibrator-only one)."""
-    data = _after_model(data)
-    if data.startswith(READINGS_MAGIC):
-        start = len(READINGS_MAGIC) + _LENGTH_BYTES
-        data = data[start + int.from_bytes(data[len(READINGS_MAGIC) : start], "big") :]
+    data = _section(_after_readings(_after_model(data)), MEMORY_MAGIC)[1]
     if not data.startswith(MAGIC):
         return data, None
     start = len(MAGIC) + _LENGTH_BYTES

@@ -246,6 +246,30 @@ class CalibrationConfig(_Section):
         return self
 
 
+class MemoryConfig(_Section):
+    """A per-key memory of normal windows behind the detector (``calibration.memory``): a
+    window like one its key has shown scores no higher than its novelty, so a new daily pattern
+    or operating point stops alarming once it has been seen for a while.
+
+    ``enabled``: false scores with the model alone. ``capacity`` windows are remembered per key,
+    one learned window in every ``stride``; a window is learned when its score stays under
+    ``gate`` tail decades. ``block``: a key's windows judged against the memory as it stood at
+    their block's start (the same result under any batching). ``exclude``: remembered windows
+    this close in a key's order overlap a window and are not its neighbours (0: the window's
+    length in steps when the model's feature names tell it, as for a model cut from a series,
+    else 16). ``max_keys``: keys remembered, each 4 ``capacity`` D bytes (docs/alerts.md).
+    """
+
+    enabled: bool = True
+    capacity: Annotated[int, Field(ge=16, le=1_000_000)] = 2500
+    stride: Annotated[int, Field(ge=1, le=10_000)] = 4
+    block: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    reference: Annotated[int, Field(ge=16, le=1_000_000)] = 2000
+    exclude: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    gate: Annotated[float, Field(gt=0.0, le=1_000.0)] = 3.0
+    max_keys: Annotated[int, Field(ge=1, le=100_000_000)] = 1000
+
+
 class AlertsConfig(_Section):
     """What goes to the alerts topic: one record per flagged window (``windows``), or alert
     events (``events``): per key, an event opens at its first flagged window, is updated while
@@ -328,6 +352,7 @@ class TandemConfig(_Section):
     model: ModelConfig = ModelConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     alerts: AlertsConfig = AlertsConfig()
+    memory: MemoryConfig = MemoryConfig()
     codec: CodecConfig = CodecConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()

@@ -1,8 +1,8 @@
 """The run loop: one batch from source to commit, in one order, written once.
 
-    decode → score → calibrate → judge events → sinks.add (alerts, dead letters) → sinks.flush
-    (acknowledged) → apply the events → checkpoint calibrator and event state (when due, or an
-    event opened or closed) → commit source positions
+    decode → score → recall (each key's memory) → calibrate → judge events → sinks.add (alerts,
+    dead letters) → sinks.flush (acknowledged) → apply the events → checkpoint memory, calibrator
+    and event state (when due, or an event opened or closed) → commit source positions
 
 A position is committed only after everything its batch produced is acknowledged (and a due
 checkpoint saved), so a crash re-delivers at most the uncommitted batch, whose alert records come
@@ -19,13 +19,15 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
+import numpy as np
 import structlog
 
 from calibration.base import Calibrator, Flags
+from calibration.memory import Memory
 from detectors.base import Detector, Scores
 from streamer.alerts import Alert
 from streamer.checkpoints import KeyState
@@ -135,11 +137,13 @@ class Runner:
         events: EventTracker,
         observer: BatchObserver | None = None,
         windower: Windower | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self.source, self.codec, self.windower = source, codec, windower
         self.observer = observer
         self.detector, self.calibrator, self.events = detector, calibrator, events
-        self.state = KeyState(calibrator, events, detector.version or "unsaved", windower)
+        self.memory = memory
+        self.state = KeyState(calibrator, events, detector.version or "unsaved", windower, memory)
         self.alert_sink, self.dead_letter_sink = alert_sink, dead_letter_sink
         self.checkpoint = checkpoint
         self.scored_any = False
@@ -197,6 +201,9 @@ class Runner:
             self.scored_any = True
             with clock("score"):
                 scores = self.detector.score(batch.windows)
+            if self.memory is not None:
+                with clock("recall"):
+                    scores = recalled(self.memory, batch, scores)
             with clock("calibrate"):
                 flags = self.calibrator.update(batch.keys, scores.score)
             with clock("alerts"):
@@ -266,6 +273,7 @@ class Runner:
         calibrator: Calibrator,
         model: Mapping[str, str],
         windower: Windower | None = None,
+        memory: Memory | None = None,
     ) -> bool:
         """Score with ``detector`` (decoding with ``codec``, judging with ``calibrator``, fresh
         from its bundle: another model's thresholds do not apply) from the next batch on, and
@@ -273,16 +281,20 @@ class Runner:
         scored by two models. Every held partition's state is saved at once, so a crash before
         the next save resumes with this model from here. Returns False, changing nothing, while
         a batch waits for delivery or a restored partition replays: try after the next batch.
-        ``windower``: the new model's, when its windows differ (else the buffers carry on)."""
+        ``windower``: the new model's, when its windows differ (else the buffers carry on).
+        ``memory``: the new model's (its own training windows start every key's memory)."""
         if self.pending is not None or not self.resumption.idle:
             return False
         before = self.events.model.get("version")
         self.detector, self.codec, self.calibrator = detector, codec, calibrator
+        self.memory = memory
         self.events.feature_names = detector.feature_names
         self.events.model = dict(model)
         if windower is not None:
             self.windower = windower
-        self.state = KeyState(calibrator, self.events, detector.version or "unsaved", self.windower)
+        self.state = KeyState(
+            calibrator, self.events, detector.version or "unsaved", self.windower, memory
+        )
         self.checkpoint.save_all(self.state)
         self.source.commit(())  # a transactional source commits the saved state; others no-op
         log.info("model_swapped", previous=before, version=model.get("version"))
@@ -331,6 +343,15 @@ class Runner:
         """Save every partition's state (a graceful stop; offsets are already committed)."""
         self.checkpoint.save(self.state)
         self.source.commit(())
+
+
+def recalled(memory: Memory, batch: WindowBatch, scores: Scores) -> Scores:
+    """``scores`` after ``memory`` has judged the batch's windows: each score at most its
+    window's novelty, the difference a ``memory`` part (<= 0) so the parts still sum to it."""
+    recall = memory.recall(batch.keys, batch.windows, scores.score)
+    combined = recall.score.astype(np.float32)
+    parts = {**scores.parts, "memory": combined - scores.score}
+    return replace(scores, score=combined, parts=parts)
 
 
 def _made_at(alert: Alert) -> tuple[str, int, int]:

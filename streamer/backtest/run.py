@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 from calibration.base import Flags
 from detectors.base import Detector, Scores
 from streamer.backtest.sweep import SweepResult
-from streamer.calibrators import build_calibrator, calibrator_description
-from streamer.config import AlertsConfig, CalibrationConfig
+from streamer.calibrators import build_calibrator, build_memory, calibrator_description
+from streamer.config import AlertsConfig, CalibrationConfig, MemoryConfig
 from streamer.events import EventTracker, Judgement
 from streamer.ingest.codec import Codec
 from streamer.ingest.readings import Windower
@@ -156,11 +156,14 @@ def run_backtest(
     on_batch: Callable[[BatchReport], None] | None = None,
     alerting: AlertsConfig | None = None,
     windower: Windower | None = None,
+    remembering: MemoryConfig | None = None,
 ) -> Backtest:
     """Run every record of ``source`` through the daemon's run loop; ``on_batch`` is told after
     each batch (a progress bar). ``alerting`` is the ``[alerts]`` section (its defaults when
-    None: events). ``windower``: records are readings, cut into windows as the daemon would."""
+    None: events), ``remembering`` the ``[memory]`` section (its defaults when None: on).
+    ``windower``: records are readings, cut into windows as the daemon would."""
     alerting = alerting or AlertsConfig()
+    remembering = remembering or MemoryConfig()
     trace = ScoreTrace()
     alerts, dead = ListSink("alerts"), ListSink("dead_letters")
     runner = Runner(
@@ -180,6 +183,7 @@ def run_backtest(
         ),
         observer=trace,
         windower=windower,
+        memory=build_memory(remembering, detector.memory_seed, detector.feature_names),
     )
     stage_seconds: dict[str, float] = {}
     records = 0

@@ -31,7 +31,7 @@ from streamer.broker.state_store import KafkaStateStore
 from streamer.broker.topics import create_topics, topic_checker
 from streamer.broker.transactions import Transaction, transactional_id
 from streamer.broker.waits import DeliveryWait
-from streamer.calibrators import build_calibrator, calibrator_description
+from streamer.calibrators import build_calibrator, build_memory, calibrator_description
 from streamer.checkpoints import PartitionCheckpoints
 from streamer.config import TandemConfig
 from streamer.errors import BrokerUnavailableError, FetchProcessError, StopRequestedError
@@ -208,6 +208,7 @@ def build_pipeline(config: TandemConfig, detector: Detector, name: str) -> Pipel
             max_keys=config.calibration.max_keys,
         ),
         windower=windower,
+        memory=build_memory(config.memory, detector.memory_seed, detector.feature_names),
     )
     source.listener = runner
     return Pipeline(runner, source, producer, wait)

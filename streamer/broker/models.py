@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from detectors.base import Detector
-from streamer.calibrators import build_calibrator
+from streamer.calibrators import build_calibrator, build_memory
 from streamer.config import TandemConfig
 from streamer.ingest.build import build_input
 from streamer.ingest.codec import Codec
@@ -107,6 +107,9 @@ class ModelSwapper:
             candidate.calibrator,
             candidate.model,
             _changed(runner.windower, candidate.windower),
+            build_memory(
+                self.config.memory, candidate.detector.memory_seed, candidate.detector.feature_names
+            ),
         ):
             return  # a batch waits for delivery, or a partition replays: after the next batch
         else:

@@ -96,6 +96,7 @@ def backtest_command(args: argparse.Namespace, config: TandemConfig) -> int:
                 on_batch=lambda report: advance(report.records),
                 alerting=config.alerts,
                 windower=windower,
+                remembering=config.memory,
             )
     finally:
         close = getattr(source, "close", None)

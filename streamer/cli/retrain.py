@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from calibration.base import Flags
 from detectors.base import Detector, Scores
-from streamer.calibrators import build_calibrator, calibrator_description
+from streamer.calibrators import build_calibrator, build_memory, calibrator_description
 from streamer.cli.options import add_topic_range_options, model_bundle
 from streamer.config import TandemConfig
 from streamer.errors import ConfigError
@@ -103,6 +103,7 @@ def accepted_windows(
         ),
         observer=kept,
         windower=windower,
+        memory=build_memory(config.memory, detector.memory_seed, detector.feature_names),
     )
     try:
         while runner.step() is not None:

@@ -1,0 +1,305 @@
+"""A per-key memory of normal windows: a window like one its key has shown is no news.
+
+The detector is trained once, so a daily pattern training never saw, or a valve's operating
+point that drifted after it, scores as anomalous for ever. The memory keeps, per key, a sample
+of the windows it learned and judges each window's *novelty*: the distance to its nearest
+remembered neighbour, as tail decades of a robust z-score of the log-distance against the
+same distances of the windows it learned (``-log10 Q(z)``). The window's score becomes
+``min(score, novelty)``: anomalous only if the model finds it unlike training *and* the key has
+shown nothing like it. A window whose combined score is under ``gate`` decades is learned; an
+anomaly is not, so it stays news while it lasts.
+
+Every key starts from the model's training windows (``MemorySeed``), numbered from 0 in the
+order they were trained on; a key's own windows are numbered from 0 as they arrive, and
+remembered windows numbered within ``exclude`` of a window are not its neighbours (they
+overlap it). A backtest over the training series thus judges each training window against the
+others, as leave-one-out.
+
+Deterministic whatever the batching: a key's windows are taken in blocks of ``block`` of its
+own windows; each is judged against the memory as it stood at its block's start, and the
+block's learned windows join at its end. Nearest neighbours are picked by one matrix product and
+the best few candidates' distances recomputed row by row, so a window's novelty does not depend
+on what else was in its batch. Measurements and reasoning: docs/evaluation.md (a memory of
+recent windows).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import log_ndtr
+
+CANDIDATES = 4
+"""Nearest candidates from the matrix product whose distances are recomputed exactly."""
+DISTANCE_FLOOR = 1e-3
+"""Distances below this (scaled units: a thousandth of a feature's spread) are equal."""
+SPREAD_FLOOR = 0.1
+"""Least spread of the reference log-distances: 10 % further than usual is not news."""
+MAGIC = b"TNDMMEM1"
+_LOG10 = math.log(10.0)
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """How much a key remembers, counted in its own windows.
+
+    ``capacity`` windows are kept, one learned window in every ``stride`` (2,500 of 4: the last
+    10,000 learned windows, a week of 1-minute windows); the last ``reference`` learned windows'
+    nearest distances set the scale, and novelty is judged once ``min_reference`` of them are
+    in. ``exclude``: remembered windows numbered this close to a window overlap it. ``gate``:
+    the combined score, in tail decades, under which a window is learned (3: one in 1,000).
+    ``max_keys``: keys remembered (least recently seen dropped; one that returns starts from
+    the seed again); a key costs 4 ``capacity`` D bytes.
+    """
+
+    capacity: int = 2500
+    stride: int = 4
+    block: int = 256
+    reference: int = 2000
+    min_reference: int = 128
+    exclude: int = 32
+    gate: float = 3.0
+    max_keys: int = 1000
+
+
+@dataclass(frozen=True)
+class MemorySeed:
+    """Where every key starts: ``windows`` (m, D) raw training windows, oldest first, and the
+    per-feature ``center`` and ``scale`` (D,) that put windows in the memory's units."""
+
+    windows: NDArray[np.float32]
+    center: NDArray[np.float32]
+    scale: NDArray[np.float32]
+
+
+@dataclass
+class _KeyMemory:
+    """One key's memory: ``windows`` (k, D) scaled with their ``numbers`` (k,), the
+    ``reference`` distances, and what the current block learned, joining at its end."""
+
+    windows: NDArray[np.float32]
+    numbers: NDArray[np.int64]
+    reference: NDArray[np.float64]
+    seen: int = 0
+    centre: float = math.nan
+    spread: float = math.nan
+    pending_windows: list[NDArray[np.float32]] = field(default_factory=list)
+    pending_numbers: list[int] = field(default_factory=list)
+    pending_reference: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """What the memory made of n windows: ``score`` (n,) the combined score, ``novelty`` (n,)
+    tail decades (+inf where the key's memory does not judge yet), ``learned`` (n,) bool."""
+
+    score: NDArray[np.float64]
+    novelty: NDArray[np.float64]
+    learned: NDArray[np.bool_]
+
+
+class Memory:
+    """Per-key memories of normal windows, every key started from ``seed`` (module docstring)."""
+
+    def __init__(self, seed: MemorySeed, settings: MemorySettings | None = None) -> None:
+        self.settings = settings or MemorySettings()
+        self.center = np.asarray(seed.center, np.float32)
+        self.scale = np.asarray(seed.scale, np.float32)
+        self.keys: OrderedDict[str, _KeyMemory] = OrderedDict()
+        self._start = self._seeded(self._scaled(seed.windows))
+
+    def _scaled(self, windows: NDArray[np.floating]) -> NDArray[np.float32]:
+        return ((np.asarray(windows, np.float32) - self.center) / self.scale).astype(np.float32)
+
+    def _seeded(self, scaled: NDArray[np.float32]) -> _KeyMemory:
+        """A key's memory before its first window: the seed windows and their leave-out
+        distances to each other."""
+        s = self.settings
+        kept = scaled[-s.capacity :]
+        numbers = np.arange(len(scaled), dtype=np.int64)[-s.capacity :]
+        start = _KeyMemory(kept, numbers, np.zeros(0))
+        if len(kept):
+            distances = self._nearest(start, kept, numbers)
+            start.reference = distances[np.isfinite(distances)][-s.reference :]
+        _fit_scale(start, s.min_reference)
+        return start
+
+    def recall(
+        self,
+        keys: NDArray[np.str_],
+        windows: NDArray[np.floating],
+        scores: NDArray[np.floating],
+    ) -> Recalled:
+        """Judge and learn (n,) ``keys``' (n, D) raw ``windows`` with their (n,) model
+        ``scores``, in stream order."""
+        raw = np.asarray(scores, dtype=np.float64)
+        combined, novelty = raw.copy(), np.full(len(raw), np.inf)
+        learned = np.zeros(len(raw), dtype=bool)
+        if len(raw) == 0:
+            return Recalled(combined, novelty, learned)
+        data = self._scaled(windows)
+        names, inverse = np.unique(np.asarray(keys), return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+        for row, name in enumerate(names.tolist()):
+            at = order[bounds[row] : bounds[row + 1]]
+            self._run(self._memory_of(name), at, data, raw, combined, novelty, learned)
+        return Recalled(combined, novelty, learned)
+
+    def _memory_of(self, name: str) -> _KeyMemory:
+        memory = self.keys.get(name)
+        if memory is None:
+            start = self._start
+            memory = _KeyMemory(start.windows, start.numbers, start.reference)
+            memory.centre, memory.spread = start.centre, start.spread
+            self.keys[name] = memory
+            while len(self.keys) > self.settings.max_keys:
+                self.keys.popitem(last=False)
+        else:
+            self.keys.move_to_end(name)
+        return memory
+
+    def _run(
+        self,
+        memory: _KeyMemory,
+        at: NDArray[np.intp],
+        data: NDArray[np.float32],
+        raw: NDArray[np.float64],
+        combined: NDArray[np.float64],
+        novelty: NDArray[np.float64],
+        learned: NDArray[np.bool_],
+    ) -> None:
+        """One key's windows ``at`` (stream order), block by block of its own count."""
+        s = self.settings
+        start = 0
+        while start < len(at):
+            part = at[start : start + s.block - memory.seen % s.block]
+            numbers = memory.seen + np.arange(len(part), dtype=np.int64)
+            distances = self._nearest(memory, data[part], numbers)
+            if math.isfinite(memory.spread):
+                floored = np.log(np.maximum(distances, DISTANCE_FLOOR))
+                novelty[part] = -log_ndtr(-(floored - memory.centre) / memory.spread) / _LOG10
+            combined[part] = np.minimum(raw[part], novelty[part])
+            take = combined[part] < s.gate
+            learned[part] = take
+            for i in np.flatnonzero(take):
+                if math.isfinite(distances[i]):
+                    memory.pending_reference.append(float(distances[i]))
+                if int(numbers[i]) % s.stride == 0:
+                    memory.pending_windows.append(data[part[i]])
+                    memory.pending_numbers.append(int(numbers[i]))
+            memory.seen += len(part)
+            start += len(part)
+            if memory.seen % s.block == 0:
+                self._close_block(memory)
+
+    def _nearest(
+        self, memory: _KeyMemory, queries: NDArray[np.float32], numbers: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """(k,) Euclidean distance of each of the (k, D) ``queries`` to its nearest remembered
+        window that does not overlap it (+inf when there is none)."""
+        kept = memory.windows.astype(np.float64)
+        if len(kept) == 0 or len(queries) == 0:
+            return np.full(len(queries), np.inf)
+        q = queries.astype(np.float64)
+        rough = (kept * kept).sum(axis=1)[None, :] - 2.0 * (q @ kept.T)
+        near = np.abs(memory.numbers[None, :] - numbers[:, None]) < self.settings.exclude
+        rough[near] = np.inf
+        k = min(CANDIDATES, kept.shape[0])
+        candidates = np.argpartition(rough, k - 1, axis=1)[:, :k]
+        exact = ((kept[candidates] - q[:, None, :]) ** 2).sum(axis=2)
+        exact[np.take_along_axis(near, candidates, axis=1)] = np.inf
+        nearest: NDArray[np.float64] = np.sqrt(exact.min(axis=1))
+        return nearest
+
+    def _close_block(self, memory: _KeyMemory) -> None:
+        """A block ends: its learned windows and distances join the memory; the scale is
+        refitted on the last ``reference`` distances."""
+        s = self.settings
+        if memory.pending_windows:
+            memory.windows = np.concatenate([memory.windows, np.stack(memory.pending_windows)])[
+                -s.capacity :
+            ]
+            memory.numbers = np.concatenate(
+                [memory.numbers, np.asarray(memory.pending_numbers, np.int64)]
+            )[-s.capacity :]
+        if memory.pending_reference:
+            memory.reference = np.concatenate(
+                [memory.reference, np.asarray(memory.pending_reference)]
+            )[-s.reference :]
+        memory.pending_windows, memory.pending_numbers, memory.pending_reference = [], [], []
+        _fit_scale(memory, s.min_reference)
+
+    def snapshot(self, keys: Collection[str]) -> bytes:
+        """The memories of ``keys`` (those it holds), as bytes for ``restore``."""
+        arrays: dict[str, NDArray[np.generic]] = {}
+        header = []
+        for index, name in enumerate(sorted(set(keys) & set(self.keys))):
+            m = self.keys[name]
+            header.append(
+                {
+                    "key": name,
+                    "seen": m.seen,
+                    "centre": m.centre,
+                    "spread": m.spread,
+                    "pending_numbers": m.pending_numbers,
+                    "pending_reference": m.pending_reference,
+                }
+            )
+            width = len(self.center)
+            pending = np.stack(m.pending_windows) if m.pending_windows else np.zeros((0, width))
+            arrays[f"{index}.windows"] = m.windows
+            arrays[f"{index}.numbers"] = m.numbers
+            arrays[f"{index}.reference"] = m.reference
+            arrays[f"{index}.pending"] = pending.astype(np.float32)
+        buffer = io.BytesIO()
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        np.savez(buffer, allow_pickle=False, **arrays)
+        return MAGIC + buffer.getvalue()
+
+    def restore(self, data: bytes) -> None:
+        """Load the memories a ``snapshot`` holds, replacing those keys' own; a damaged
+        snapshot raises ``ValueError`` and changes nothing."""
+        if not data.startswith(MAGIC):
+            raise ValueError("not a memory snapshot")
+        loaded = {}
+        try:
+            with np.load(io.BytesIO(data[len(MAGIC) :]), allow_pickle=False) as saved:
+                header = json.loads(saved["header"].tobytes())
+                for index, entry in enumerate(header):
+                    loaded[str(entry["key"])] = _KeyMemory(
+                        windows=saved[f"{index}.windows"].astype(np.float32),
+                        numbers=saved[f"{index}.numbers"].astype(np.int64),
+                        reference=saved[f"{index}.reference"].astype(np.float64),
+                        seen=int(entry["seen"]),
+                        centre=float(entry["centre"]),
+                        spread=float(entry["spread"]),
+                        pending_windows=[
+                            row.astype(np.float32) for row in saved[f"{index}.pending"]
+                        ],
+                        pending_numbers=[int(v) for v in entry["pending_numbers"]],
+                        pending_reference=[float(v) for v in entry["pending_reference"]],
+                    )
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+            raise ValueError(f"damaged memory snapshot: {error}") from None
+        for name, memory in loaded.items():
+            self.keys[name] = memory
+            self.keys.move_to_end(name)
+        while len(self.keys) > self.settings.max_keys:
+            self.keys.popitem(last=False)
+
+
+def _fit_scale(memory: _KeyMemory, min_reference: int) -> None:
+    """The centre and spread of the log reference distances, once ``min_reference`` are in."""
+    if len(memory.reference) < min_reference:
+        return
+    logs = np.log(np.maximum(memory.reference, DISTANCE_FLOOR))
+    memory.centre = float(np.median(logs))
+    memory.spread = max(1.4826 * float(np.median(np.abs(logs - memory.centre))), SPREAD_FLOOR)
