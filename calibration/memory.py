@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ class _KeyMemory:
     numbers: NDArray[np.int64]
     reference: NDArray[np.float64]
     seen: int = 0
+    learned: int = 0
+    """Of ``windows``, how many (the last) the key learned; the rest are the seed's last."""
     centre: float = math.nan
     spread: float = math.nan
     pending_windows: list[NDArray[np.float32]] = field(default_factory=list)
@@ -151,7 +154,17 @@ class Memory:
         for row, name in enumerate(names.tolist()):
             at = order[bounds[row] : bounds[row + 1]]
             self._run(self._memory_of(name), at, data, raw, combined, novelty, learned)
+        self._evict(set(names.tolist()))
         return Recalled(combined, novelty, learned)
+
+    def _evict(self, keep: Collection[str]) -> None:
+        """Drop the least recently seen keys beyond ``max_keys``, never one of ``keep`` (the
+        batch's own keys, so a batch with more keys than the cap loses none of them)."""
+        while len(self.keys) > self.settings.max_keys:
+            oldest = next(iter(self.keys))
+            if oldest in keep:
+                return
+            del self.keys[oldest]
 
     def _memory_of(self, name: str) -> _KeyMemory:
         memory = self.keys.get(name)
@@ -160,8 +173,6 @@ class Memory:
             memory = _KeyMemory(start.windows, start.numbers, start.reference)
             memory.centre, memory.spread = start.centre, start.spread
             self.keys[name] = memory
-            while len(self.keys) > self.settings.max_keys:
-                self.keys.popitem(last=False)
         else:
             self.keys.move_to_end(name)
         return memory
@@ -224,6 +235,7 @@ class Memory:
         refitted on the last ``reference`` distances."""
         s = self.settings
         if memory.pending_windows:
+            memory.learned = min(memory.learned + len(memory.pending_windows), s.capacity)
             memory.windows = np.concatenate([memory.windows, np.stack(memory.pending_windows)])[
                 -s.capacity :
             ]
@@ -238,7 +250,9 @@ class Memory:
         _fit_scale(memory, s.min_reference)
 
     def snapshot(self, keys: Collection[str]) -> bytes:
-        """The memories of ``keys`` (those it holds), as bytes for ``restore``."""
+        """The memories of ``keys`` (those it holds), as bytes for ``restore``. Of a key's
+        windows only those it learned are written; the seed's are counted (every key starts
+        from the same seed), so a key that learned little costs little."""
         arrays: dict[str, NDArray[np.generic]] = {}
         header = []
         for index, name in enumerate(sorted(set(keys) & set(self.keys))):
@@ -247,6 +261,7 @@ class Memory:
                 {
                     "key": name,
                     "seen": m.seen,
+                    "from_seed": len(m.windows) - m.learned,
                     "centre": m.centre,
                     "spread": m.spread,
                     "pending_numbers": m.pending_numbers,
@@ -255,8 +270,8 @@ class Memory:
             )
             width = len(self.center)
             pending = np.stack(m.pending_windows) if m.pending_windows else np.zeros((0, width))
-            arrays[f"{index}.windows"] = m.windows
-            arrays[f"{index}.numbers"] = m.numbers
+            arrays[f"{index}.windows"] = m.windows[len(m.windows) - m.learned :]
+            arrays[f"{index}.numbers"] = m.numbers[len(m.numbers) - m.learned :]
             arrays[f"{index}.reference"] = m.reference
             arrays[f"{index}.pending"] = pending.astype(np.float32)
         buffer = io.BytesIO()
@@ -274,9 +289,13 @@ class Memory:
             with np.load(io.BytesIO(data[len(MAGIC) :]), allow_pickle=False) as saved:
                 header = json.loads(saved["header"].tobytes())
                 for index, entry in enumerate(header):
+                    windows = saved[f"{index}.windows"].astype(np.float32)
+                    from_seed = self._start.windows[len(self._start.windows) - entry["from_seed"] :]
+                    numbers = self._start.numbers[len(self._start.numbers) - entry["from_seed"] :]
                     loaded[str(entry["key"])] = _KeyMemory(
-                        windows=saved[f"{index}.windows"].astype(np.float32),
-                        numbers=saved[f"{index}.numbers"].astype(np.int64),
+                        windows=np.concatenate([from_seed, windows]),
+                        numbers=np.concatenate([numbers, saved[f"{index}.numbers"]]),
+                        learned=len(windows),
                         reference=saved[f"{index}.reference"].astype(np.float64),
                         seen=int(entry["seen"]),
                         centre=float(entry["centre"]),
@@ -287,13 +306,12 @@ class Memory:
                         pending_numbers=[int(v) for v in entry["pending_numbers"]],
                         pending_reference=[float(v) for v in entry["pending_reference"]],
                     )
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
             raise ValueError(f"damaged memory snapshot: {error}") from None
         for name, memory in loaded.items():
             self.keys[name] = memory
             self.keys.move_to_end(name)
-        while len(self.keys) > self.settings.max_keys:
-            self.keys.popitem(last=False)
+        self._evict(loaded)
 
 
 def _fit_scale(memory: _KeyMemory, min_reference: int) -> None:

@@ -66,7 +66,7 @@ def test_bundle_json_describes_the_model(saved: Path) -> None:
     manifest = json.loads((saved / "bundle.json").read_text())
     assert manifest["kind"] == "cascade" and manifest["format"] == bundle.BUNDLE_FORMAT
     assert manifest["window_length"] == 64 and manifest["name"] == "sensor"
-    assert set(manifest["files"]) == {"ae1.keras", "ae2.keras"}
+    assert set(manifest["files"]) == {"ae1.keras", "ae2.keras", "memory.npy"}
     assert manifest["scaler"]["method"] == "robust" and len(manifest["scaler"]["center"]) == 64
     assert manifest["normalisation"]["weights"] == {"ae1": 1.0, "ae2": 1.0}
     assert {"keras", "backend", "numpy"} <= set(manifest["libraries"])
@@ -189,3 +189,23 @@ def test_a_bundle_written_before_held_out_scores_were_kept_loads_without_them(
     manifest["version"] = bundle._manifest_hash(manifest)
     (copy / "bundle.json").write_text(json.dumps(manifest))
     assert len(CascadeDetector.load(copy, device="cpu").held_out_scores) == 0
+
+
+def test_a_bundle_keeps_the_training_windows_every_keys_memory_starts_from(
+    trained: CascadeDetector, saved: Path, labelled: Labelled, copy: Path
+) -> None:
+    """The last training windows, exactly, and a scaler fitted on all of them; a bundle
+    written before memories (no ``memory.npy``) loads without a seed."""
+    seed = trained.memory_seed
+    assert seed is not None
+    np.testing.assert_array_equal(seed.windows, labelled.train.windows[-len(seed.windows) :])
+    loaded = CascadeDetector.load(saved, device="cpu").memory_seed
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded.windows, seed.windows)
+    np.testing.assert_array_equal(loaded.scale, seed.scale)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    del manifest["files"]["memory.npy"], manifest["version"]
+    manifest["version"] = bundle._manifest_hash(manifest)
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    (copy / "memory.npy").unlink()
+    assert CascadeDetector.load(copy, device="cpu").memory_seed is None

@@ -254,3 +254,29 @@ def test_keys_with_open_events_beyond_the_cap_drop_the_least_recently_touched() 
         events.apply(events.judge(*batch_of(records[row : row + 1], flags[row : row + 1])))
     assert sorted(events._keys) == ["b", "c"] and events.dropped == 1
     assert events.open_events == 2
+
+
+def test_a_checkpoint_carries_the_keys_memories_beside_readings_and_calibrator() -> None:
+    from calibration.memory import Memory, MemorySeed, MemorySettings
+    from calibration.quantile import RollingQuantile
+
+    rng = np.random.default_rng(0)
+    seed = MemorySeed(rng.normal(size=(200, 3)).astype(np.float32), np.zeros(3), np.ones(3))
+    settings = MemorySettings(block=8, min_reference=16)
+    memory = Memory(seed, settings)
+    windows = rng.normal(size=(40, 3)).astype(np.float32)
+    memory.recall(np.array(["a"] * 20 + ["b"] * 20), windows, np.zeros(40))
+    calibrator = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
+    calibrator.update(["a"] * 20, np.arange(20.0))
+    saved = KeyState(calibrator, tracker(), "m", memory=memory).snapshot(["a"])
+    assert keys_in(saved) == ["a"] and split(saved)[1] is not None
+    restored = Memory(seed, settings)
+    fresh = RollingQuantile(0.9, window=50, warmup=10, refresh=5, per_key=True)
+    KeyState(fresh, tracker(), "m", memory=restored).restore(saved)
+    assert list(restored.keys) == ["a"] and fresh.threshold("a") == calibrator.threshold("a")
+    after = rng.normal(size=(10, 3)).astype(np.float32)
+    expected = memory.recall(np.array(["a"] * 10), after, np.full(10, 9.0)).score
+    assert np.array_equal(
+        restored.recall(np.array(["a"] * 10), after, np.full(10, 9.0)).score, expected
+    )
+    KeyState(RollingQuantile(0.9, window=50, warmup=10, refresh=5), tracker(), "m").restore(saved)
