@@ -4,6 +4,8 @@ snapshot resumes it bit for bit; keys beyond the cap go."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,9 +14,7 @@ from hypothesis import strategies as st
 from calibration.memory import Memory, MemorySeed, MemorySettings
 
 WIDTH = 4
-SMALL = MemorySettings(
-    capacity=300, stride=2, block=16, reference=200, min_reference=32, exclude=8
-)
+SMALL = MemorySettings(capacity=300, stride=2, block=16, reference=200, min_reference=32, exclude=8)
 
 
 def _seed(n: int = 400, width: int = WIDTH, seed: int = 0) -> MemorySeed:
@@ -69,7 +69,7 @@ def test_the_result_does_not_depend_on_batching(cuts: list[int]) -> None:
     bounds = [0, *sorted(set(cuts)), 600]
     parts = [
         memory.recall(keys[a:b], windows[a:b], scores[a:b])
-        for a, b in zip(bounds, bounds[1:], strict=False)
+        for a, b in itertools.pairwise(bounds)
         if b > a
     ]
     assert np.array_equal(np.concatenate([p.score for p in parts]), whole.score)
