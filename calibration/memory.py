@@ -20,7 +20,7 @@ own windows; each is judged against the memory as it stood at its block's start,
 block's learned windows join at its end. Nearest neighbours are picked by one matrix product and
 the best few candidates' distances recomputed row by row, so a window's novelty does not depend
 on what else was in its batch. Measurements and reasoning: docs/evaluation.md (a memory of
-recent windows).
+normal windows).
 """
 
 from __future__ import annotations

@@ -257,7 +257,8 @@ class MemoryConfig(_Section):
     their block's start (the same result under any batching). ``exclude``: remembered windows
     this close in a key's order overlap a window and are not its neighbours (0: the window's
     length in steps when the model's feature names tell it, as for a model cut from a series,
-    else 16). ``max_keys``: keys remembered, each 4 ``capacity`` D bytes (docs/alerts.md).
+    else 16). ``max_keys``: keys remembered, each 4 ``capacity`` D bytes (docs/evaluation.md,
+    a memory of normal windows).
     """
 
     enabled: bool = True
