@@ -37,8 +37,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import log_ndtr
 
-CANDIDATES = 4
-"""Nearest candidates from the matrix product whose distances are recomputed exactly."""
+ROUNDING = 1e-5
+"""Relative rounding of the float32 product's squared distances (about 80 float32 epsilons):
+every remembered window this close to the best is measured again exactly."""
 DISTANCE_FLOOR = 1e-3
 """Distances below this (scaled units: a thousandth of a feature's spread) are equal."""
 SPREAD_FLOOR = 0.1
@@ -96,6 +97,11 @@ class _KeyMemory:
     pending_windows: list[NDArray[np.float32]] = field(default_factory=list)
     pending_numbers: list[int] = field(default_factory=list)
     pending_reference: list[float] = field(default_factory=list)
+    norms: NDArray[np.float32] = field(init=False)
+    """(k,) squared norms of ``windows``, kept for the nearest-neighbour product."""
+
+    def __post_init__(self) -> None:
+        self.norms = np.einsum("ij,ij->i", self.windows, self.windows)
 
 
 @dataclass(frozen=True)
@@ -214,21 +220,34 @@ class Memory:
     def _nearest(
         self, memory: _KeyMemory, queries: NDArray[np.float32], numbers: NDArray[np.int64]
     ) -> NDArray[np.float64]:
-        """(k,) Euclidean distance of each of the (k, D) ``queries`` to its nearest remembered
-        window that does not overlap it (+inf when there is none)."""
-        kept = memory.windows.astype(np.float64)
+        """(k,) Euclidean distance of each of the (k, D) ``queries`` numbered ``numbers`` to
+        its nearest remembered window that does not overlap it (+inf when there is none).
+
+        A float32 product ranks the remembered windows; every window within its rounding of
+        the best is measured again in float64, one row at a time, so a product's rounding
+        (which depends on the batch's shape) cannot change a distance. Only the few remembered
+        windows numbered near the queries are checked for overlap."""
+        kept = memory.windows
         if len(kept) == 0 or len(queries) == 0:
             return np.full(len(queries), np.inf)
-        q = queries.astype(np.float64)
-        rough = (kept * kept).sum(axis=1)[None, :] - 2.0 * (q @ kept.T)
-        near = np.abs(memory.numbers[None, :] - numbers[:, None]) < self.settings.exclude
-        rough[near] = np.inf
-        k = min(CANDIDATES, kept.shape[0])
-        candidates = np.argpartition(rough, k - 1, axis=1)[:, :k]
-        exact = ((kept[candidates] - q[:, None, :]) ** 2).sum(axis=2)
-        exact[np.take_along_axis(near, candidates, axis=1)] = np.inf
-        nearest: NDArray[np.float64] = np.sqrt(exact.min(axis=1))
-        return nearest
+        exclude = self.settings.exclude
+        rough = queries @ kept.T
+        rough *= -2.0
+        rough += memory.norms[None, :]
+        low, high = int(numbers.min()) - exclude, int(numbers.max()) + exclude
+        close = np.flatnonzero((memory.numbers > low) & (memory.numbers < high))
+        if len(close):
+            overlap = np.abs(memory.numbers[close][None, :] - numbers[:, None]) < exclude
+            rough[:, close] = np.where(overlap, np.inf, rough[:, close])
+        best = rough.min(axis=1)
+        sizes = np.einsum("ij,ij->i", queries, queries) + float(memory.norms.max())
+        margin = np.where(np.isfinite(best), best + ROUNDING * sizes, -np.inf)
+        rows, columns = np.nonzero(rough <= margin[:, None])
+        picked = kept[columns].astype(np.float64) - queries[rows].astype(np.float64)
+        nearest = np.full(len(queries), np.inf)
+        np.minimum.at(nearest, rows, np.einsum("ij,ij->i", picked, picked))
+        distances: NDArray[np.float64] = np.sqrt(nearest)
+        return distances
 
     def _close_block(self, memory: _KeyMemory) -> None:
         """A block ends: its learned windows and distances join the memory; the scale is
@@ -242,6 +261,7 @@ class Memory:
             memory.numbers = np.concatenate(
                 [memory.numbers, np.asarray(memory.pending_numbers, np.int64)]
             )[-s.capacity :]
+            memory.norms = np.einsum("ij,ij->i", memory.windows, memory.windows)
         if memory.pending_reference:
             memory.reference = np.concatenate(
                 [memory.reference, np.asarray(memory.pending_reference)]
