@@ -97,11 +97,17 @@ class _KeyMemory:
     pending_windows: list[NDArray[np.float32]] = field(default_factory=list)
     pending_numbers: list[int] = field(default_factory=list)
     pending_reference: list[float] = field(default_factory=list)
-    norms: NDArray[np.float32] = field(init=False)
-    """(k,) squared norms of ``windows``, kept for the nearest-neighbour product."""
+    augmented: NDArray[np.float32] = field(init=False)
+    """(k, D + 1): ``windows`` with their squared norms, so that one product with a query
+    ``[-2 q, 1]`` gives each squared distance less the query's own norm."""
 
     def __post_init__(self) -> None:
-        self.norms = np.einsum("ij,ij->i", self.windows, self.windows)
+        self.augment()
+
+    def augment(self) -> None:
+        """Recompute ``augmented`` after ``windows`` changed."""
+        norms = np.einsum("ij,ij->i", self.windows, self.windows)
+        self.augmented = np.hstack([self.windows, norms[:, None]]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -206,12 +212,10 @@ class Memory:
             combined[part] = np.minimum(raw[part], novelty[part])
             take = combined[part] < s.gate
             learned[part] = take
-            for i in np.flatnonzero(take):
-                if math.isfinite(distances[i]):
-                    memory.pending_reference.append(float(distances[i]))
-                if int(numbers[i]) % s.stride == 0:
-                    memory.pending_windows.append(data[part[i]])
-                    memory.pending_numbers.append(int(numbers[i]))
+            memory.pending_reference.extend(distances[take & np.isfinite(distances)].tolist())
+            kept = take & (numbers % s.stride == 0)
+            memory.pending_windows.extend(data[part[kept]])
+            memory.pending_numbers.extend(numbers[kept].tolist())
             memory.seen += len(part)
             start += len(part)
             if memory.seen % s.block == 0:
@@ -231,18 +235,17 @@ class Memory:
         if len(kept) == 0 or len(queries) == 0:
             return np.full(len(queries), np.inf)
         exclude = self.settings.exclude
-        rough = queries @ kept.T
-        rough *= -2.0
-        rough += memory.norms[None, :]
+        lifted = np.hstack([-2.0 * queries, np.ones((len(queries), 1), np.float32)])
+        rough = lifted @ memory.augmented.T
         low, high = int(numbers.min()) - exclude, int(numbers.max()) + exclude
         close = np.flatnonzero((memory.numbers > low) & (memory.numbers < high))
         if len(close):
             overlap = np.abs(memory.numbers[close][None, :] - numbers[:, None]) < exclude
             rough[:, close] = np.where(overlap, np.inf, rough[:, close])
         best = rough.min(axis=1)
-        sizes = np.einsum("ij,ij->i", queries, queries) + float(memory.norms.max())
+        sizes = np.einsum("ij,ij->i", queries, queries) + float(memory.augmented[:, -1].max())
         margin = np.where(np.isfinite(best), best + ROUNDING * sizes, -np.inf)
-        rows, columns = np.nonzero(rough <= margin[:, None])
+        rows, columns = np.divmod(np.flatnonzero(rough <= margin[:, None]), len(kept))
         picked = kept[columns].astype(np.float64) - queries[rows].astype(np.float64)
         nearest = np.full(len(queries), np.inf)
         np.minimum.at(nearest, rows, np.einsum("ij,ij->i", picked, picked))
@@ -261,7 +264,7 @@ class Memory:
             memory.numbers = np.concatenate(
                 [memory.numbers, np.asarray(memory.pending_numbers, np.int64)]
             )[-s.capacity :]
-            memory.norms = np.einsum("ij,ij->i", memory.windows, memory.windows)
+            memory.augment()
         if memory.pending_reference:
             memory.reference = np.concatenate(
                 [memory.reference, np.asarray(memory.pending_reference)]
