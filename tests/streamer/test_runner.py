@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from calibration.memory import Memory
 from calibration.quantile import RollingQuantile
 from detectors.cascade import CascadeDetector
 from streamer.checkpoints import PartitionCheckpoints
@@ -36,7 +37,7 @@ def feed(n: int = 900) -> list[SourceRecord]:
 
 
 def runner(
-    detector: CascadeDetector, batch_size: int, journal: Journal
+    detector: CascadeDetector, batch_size: int, journal: Journal, memory: Memory | None = None
 ) -> tuple[Runner, ListSource, ListSink, ListSink]:
     source = ListSource(feed(), batch_size, journal)
     alerts, dead = ListSink("alerts", journal), ListSink("dead", journal)
@@ -50,6 +51,7 @@ def runner(
         dead,
         PartitionCheckpoints(MemoryStateStore(journal)),
         window_alerts(detector),
+        memory=memory,
     )
     return run, source, alerts, dead
 
@@ -159,3 +161,27 @@ def test_a_batch_that_failed_to_compute_is_served_again(detector: CascadeDetecto
     run.detector.score = score  # type: ignore[method-assign]
     drain(run)
     assert source.committed == {("feed", 0): 900}
+
+
+def test_the_memory_caps_scores_in_any_batches_and_its_part_keeps_the_sum(
+    detector: CascadeDetector,
+) -> None:
+    """Between scoring and calibrating, each key's memory caps a window's score at its
+    novelty: the flags and scores are the same in batches of 7 and of 500, the injected
+    anomalies still alert, and ``parts.memory`` (never positive) keeps the parts' sum."""
+    from streamer.calibrators import build_memory
+    from streamer.config import MemoryConfig
+
+    runs = []
+    for batch_size in (7, 500):
+        journal: Journal = []
+        memory = build_memory(MemoryConfig(), detector.memory_seed, detector.feature_names)
+        run, _, alerts, _ = runner(detector, batch_size, journal, memory)
+        drain(run)
+        runs.append(alerts.items)
+    small, large = ([(a.alert_id, a.body["score"]) for a in items] for items in runs)
+    assert small == large and {"feed/0/600", "feed/0/700"} <= {i for i, _ in small}
+    for alert in runs[0]:
+        parts = alert.body["parts"]
+        assert parts["memory"] <= 0.0
+        assert sum(parts.values()) == pytest.approx(alert.body["score"], rel=1e-5, abs=1e-5)
