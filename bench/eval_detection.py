@@ -50,7 +50,9 @@ training (interquartile range 0.001, steps of 1.0), so robust scaling sends it t
 its loss swamps the rest. Calibration per series: SPOT's warm-up is the training windows rounded
 down to whole refresh blocks of 64 (a threshold is in force from the first evaluated window), its
 window 10,000, its initial level ``min(0.98, 1 - 12 / warmup)`` so the warm-up holds 12 peaks
-(SPOT fits nothing below 10). Seeds fixed (cascade, HST, IForest).
+(SPOT fits nothing below 10). Each key's memory of normal windows is on (``--memory``), as the
+README's rule turns it on for series whose training part is short beside the patterns they go
+through: 15 % of a NAB file, SKAB's first 400 rows. Seeds fixed (cascade, HST, IForest).
 
 Aggregates (``rows``) pool counts over files: each file is one key of one ``evaluate`` call, so
 event recall is events detected / events, event precision events detected / (events detected +
@@ -106,7 +108,7 @@ from streamer.backtest.nab import (
     normalised_score,
     probation_rows,
 )
-from streamer.config import CalibrationConfig, TandemConfig
+from streamer.config import CalibrationConfig, MemoryConfig, TandemConfig
 from streamer.errors import NabError
 from streamer.ingest.tables import WindowTable, windows_from_frame
 from streamer.logging import configure_logging
@@ -307,6 +309,7 @@ def run_tandem(
         calibration,
         {"name": "eval_detection", "version": "unsaved"},
         run.name,
+        remembering=MemoryConfig(enabled=args.memory == "on"),
     )
     windows = backtest.windows
     offsets = windows["offset"].to_numpy()
@@ -812,6 +815,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="SPOT targets swept for spot_tuned (comma-separated)",
     )
     parser.add_argument("--river-q", type=float, default=0.95, help="QuantileFilter's q")
+    parser.add_argument(
+        "--memory",
+        choices=["on", "off"],
+        default="on",
+        help="each key's memory of normal windows ([memory] enabled; on: the README's rule)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--nab-export",
@@ -845,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "target_rate": args.target_rate,
             "sweep_rates": list(args.sweep_rates),
             "river_q": args.river_q,
+            "memory": args.memory,
             "seed": SEED,
         },
     }

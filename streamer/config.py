@@ -251,17 +251,18 @@ class MemoryConfig(_Section):
     window like one its key has shown scores no higher than its novelty, so a new daily pattern
     or operating point stops alarming once it has been seen for a while.
 
-    ``enabled``: false scores with the model alone. ``capacity`` windows are remembered per key,
-    one learned window in every ``stride``; a window is learned when its score stays under
-    ``gate`` tail decades. ``block``: a key's windows judged against the memory as it stood at
-    their block's start (the same result under any batching). ``exclude``: remembered windows
-    this close in a key's order overlap a window and are not its neighbours (0: the window's
-    length in steps when the model's feature names tell it, as for a model cut from a series,
-    else 16). ``max_keys``: keys remembered, each 4 ``capacity`` D bytes (docs/evaluation.md,
-    a memory of normal windows).
+    ``enabled``: true judges with the memory, false (the default) with the model alone (when
+    to turn it on: the README's "A memory of normal windows"). ``capacity`` windows are
+    remembered per key, one learned window in every ``stride``; a window is learned when its
+    score stays under ``gate`` tail decades. ``block``: a key's windows are judged against the
+    memory as it stood at their block's start (the same result under any batching).
+    ``exclude``: remembered windows this close in a key's order overlap a window and are not
+    its neighbours (0: the window's length in steps when the model's feature names tell it, as
+    for a model cut from a series, else 16). ``max_keys``: keys remembered, each 4 ``capacity``
+    D bytes (docs/evaluation.md, a memory of normal windows).
     """
 
-    enabled: bool = True
+    enabled: bool = False
     capacity: Annotated[int, Field(ge=16, le=1_000_000)] = 2500
     stride: Annotated[int, Field(ge=1, le=10_000)] = 4
     block: Annotated[int, Field(ge=1, le=1_000_000)] = 256

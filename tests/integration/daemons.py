@@ -61,6 +61,8 @@ class Setup:
     """More ``[kafka]`` settings (TOML lines)."""
     batch: str = ""
     """More ``[batch]`` settings (TOML lines)."""
+    memory: str = ""
+    """``[memory]`` settings (TOML lines)."""
 
     def write_config(self) -> Path:
         path = self.workdir / f"{self.group}.toml"
@@ -75,6 +77,7 @@ class Setup:
             f"[calibration]\n{self.calibration}"
             f"[alerts]\n{self.alerts}"
             f"[codec]\n{self.codec}"
+            f"[memory]\n{self.memory}"
             f"[metrics]\nport = 0\nstall_s = {self.stall_s}\n"
             f'[log]\nformat = "json"\n'
         )

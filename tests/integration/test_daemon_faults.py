@@ -68,11 +68,13 @@ def test_kill_9_then_restart_loses_no_alert_and_resumes_thresholds(
 ) -> None:
     """Warm-up is 2,000 scores; after the restart fewer than that arrive before the last two
     anomalies, so they are caught only if the thresholds were restored from the checkpoint.
+    The keys' memories of normal windows are on, so they are checkpointed and restored too.
     With transactions, a read-committed subscriber sees every alert exactly once (the killed
     daemon's open transaction is aborted by the broker after its timeout, 30 s)."""
     setup.max_records = 16
     setup.transactional, setup.client = transactional, client
     setup.kafka = "session_timeout_ms = 10000\n"  # the killed member's partitions move sooner
+    setup.memory = "enabled = true\n"
     setup.calibration = (
         'method = "spot"\ntarget_rate = 0.001\nwindow = 4000\nwarmup = 2000\nrefresh = 20\n'
         "checkpoint_interval_s = 0.2\n"

@@ -15,6 +15,7 @@ def test_readings_backtest_equals_the_windows_backtest_of_the_same_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TANDEM_TRAIN_EPOCHS", "1")
+    monkeypatch.setenv("TANDEM_MEMORY_ENABLED", "true")  # each key's memory numbers alike too
     feed, bundle = tmp_path / "feed.csv", tmp_path / "b"
     main(["generate", "--out", str(feed), "--steps", "700", "--keys", "3", "--channels", "2"])
     main(["train", "--data", str(feed), "--window", "6", "--out", str(bundle)])
