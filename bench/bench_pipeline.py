@@ -34,6 +34,10 @@ quiets them), the JSON alone to stdout. Exit status 1 if no broker answers.
   ``[kafka].client = "librdkafka"``. ``librdkafka_over_kafka_python`` is the daemon's records/s
   on librdkafka over kafka-python's (floor 2), ``librdkafka_over_raw_librdkafka`` over the raw
   librdkafka consume and decode (floor 0.5).
+- ``product_f32`` and ``librdkafka_f32`` (``--no-f32`` skips them): the daemon on both clients
+  over the same windows as raw float32 records (``[codec].format = "f32"``, one ``frombuffer``
+  per batch); ``librdkafka_over_kafka_python_f32`` is the second's records/s over the first's
+  (floor 3).
 
 Floor: product ≥ 0.8 times raw records/s (``floor_met``: reported, not asserted).
 Usage: .venv/bin/python bench/bench_pipeline.py [--records 200000] [--rate 2000] [--latency-s 10]
@@ -81,7 +85,7 @@ from streamer.broker.sources import KafkaSource
 from streamer.config import KafkaConfig, TandemConfig, load_config
 from streamer.demo.synthetic import sensor_feed
 from streamer.errors import BrokerUnavailableError, TandemError
-from streamer.ingest.codec import JsonCodec, Limits
+from streamer.ingest.codec import F32Codec, JsonCodec, Limits
 from streamer.ingest.features import FeatureLayout
 from streamer.logging import configure_logging
 from streamer.records import BatchReport
@@ -197,6 +201,16 @@ def make_feed(records: int, keys: int, partitions: int) -> tuple[Feed, np.ndarra
     feed_partitions = [(row % keys) % partitions for row in range(records)]
     encoded = Feed([name.encode() for name in names], values, feed_partitions)
     return encoded, rounded[rows].astype(np.float32)
+
+
+def make_f32_feed(feed: Feed, records: int, keys: int) -> Feed:
+    """The same windows as ``make_feed``'s, each a raw float32 record (``[codec].format =
+    "f32"``: the key is the record's, the time its timestamp), on the same partitions."""
+    windows = sensor_feed(records, n_keys=keys, window=WINDOW, seed=0).windows
+    codec = F32Codec(Limits(WINDOW))
+    rounded = np.round(windows.astype(np.float64), 3)
+    values = [codec.encode("", 0, row) for row in rounded]
+    return Feed(feed.keys, values, feed.partitions)
 
 
 def make_readings_feed(records: int, keys: int, partitions: int) -> Feed:
@@ -544,6 +558,7 @@ def main() -> int:
     parser.add_argument(
         "--no-librdkafka", action="store_true", help="skip the librdkafka client's phases"
     )
+    parser.add_argument("--no-f32", action="store_true", help="skip the f32 codec's phases")
     args = parser.parse_args()
     if args.records < 1000 or args.keys < 1 or args.partitions < 1 or args.rate <= 0:
         parser.error("--records must be at least 1000; --keys, --partitions, --rate positive")
@@ -588,6 +603,25 @@ def main() -> int:
             )
             product_rd = product_phase(rd_config, detector, args.records)
             log.info("bench_librdkafka_done", records_per_s=round(product_rd.rate))
+        f32 = f32_rd = None
+        if not args.no_f32:
+            f32_topic = made.new_topic("f32.input", args.partitions)
+            prefill(options, f32_topic, make_f32_feed(feed, args.records, args.keys))
+            f32_config = made.phase_config(config, f32_topic, "f32")
+            f32_config = f32_config.model_copy(
+                update={"codec": config.codec.model_copy(update={"format": "f32"})}
+            )
+            f32 = product_phase(f32_config, detector, args.records)
+            log.info("bench_f32_done", records_per_s=round(f32.rate))
+            if not args.no_librdkafka:
+                f32_rd_config = made.phase_config(f32_config, f32_topic, "f32-librdkafka")
+                f32_rd_config = f32_rd_config.model_copy(
+                    update={
+                        "kafka": f32_rd_config.kafka.model_copy(update={"client": "librdkafka"})
+                    }
+                )
+                f32_rd = product_phase(f32_rd_config, detector, args.records)
+                log.info("bench_f32_librdkafka_done", records_per_s=round(f32_rd.rate))
         readings = None
         if not args.no_readings:
             readings_feed = make_readings_feed(args.records, args.keys, args.partitions)
@@ -642,6 +676,7 @@ def main() -> int:
                 "product_alerts": product.alerts,
                 **_readings_fields(readings, product),
                 **_librdkafka_fields(raw_rd, product_rd, product),
+                **_f32_fields(f32, f32_rd),
                 "product_dead_letters": product.dead_letters,
                 "latency_rate_per_s": args.rate,
                 "latency_sent_per_s": round(latency.sent_per_s),
@@ -681,6 +716,22 @@ def _librdkafka_fields(raw: Phase | None, daemon: Phase | None, product: Phase) 
         "librdkafka_cpu_s": daemon.cpu_s,
         "raw_librdkafka_cpu_s": raw.cpu_s,
     }
+
+
+def _f32_fields(kafka_python: Phase | None, librdkafka: Phase | None) -> dict[str, Any]:
+    """The f32 codec's daemon phases (records/s), and librdkafka's over kafka-python's."""
+    if kafka_python is None:
+        return {}
+    fields: dict[str, Any] = {
+        "product_f32_records_per_s": round(kafka_python.rate),
+        "product_f32_seconds_by_stage": kafka_python.stages,
+        "product_f32_dead_letters": kafka_python.dead_letters,
+    }
+    if librdkafka is not None:
+        fields["librdkafka_f32_records_per_s"] = round(librdkafka.rate)
+        fields["librdkafka_over_kafka_python_f32"] = round(librdkafka.rate / kafka_python.rate, 3)
+        fields["librdkafka_f32_seconds_by_stage"] = librdkafka.stages
+    return fields
 
 
 def _readings_fields(readings: Phase | None, product: Phase) -> dict[str, Any]:
