@@ -175,7 +175,8 @@ def test_the_memory_caps_scores_in_any_batches_and_its_part_keeps_the_sum(
     runs = []
     for batch_size in (7, 500):
         journal: Journal = []
-        memory = build_memory(MemoryConfig(), detector.memory_seed, detector.feature_names)
+        config = MemoryConfig(enabled=True)
+        memory = build_memory(config, detector.memory_seed, detector.feature_names)
         run, _, alerts, _ = runner(detector, batch_size, journal, memory)
         drain(run)
         runs.append(alerts.items)
