@@ -34,10 +34,11 @@ from detectors.spec import TrainingSpec
 MIN_TRAINING_WINDOWS = 50
 
 HELD_OUT_SCORES_KEPT = 10_000
-MEMORY_WINDOWS_KEPT = 2_500
-"""Training windows the bundle keeps to start each key's memory (``calibration.memory``)."""
-MEMORY_FILE = "memory"
 """The most held-out scores a bundle keeps (the latest): a default calibration window's worth."""
+MEMORY_WINDOWS_KEPT = 2_500
+"""Training windows the bundle keeps (the latest) to start each key's memory
+(``calibration.memory``): ``[memory].capacity``'s default."""
+MEMORY_FILE = "memory"
 
 ScoringModels = tuple[keras.Model, keras.Model, Callable[[], keras.Model]]
 """``(scores, blame, latent)`` from (B, D) raw windows: ``[*parts, *errors]``, each (B,); (B, D)
