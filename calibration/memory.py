@@ -17,10 +17,10 @@ others, as leave-one-out.
 
 Deterministic whatever the batching: a key's windows are taken in blocks of ``block`` of its
 own windows; each is judged against the memory as it stood at its block's start, and the
-block's learned windows join at its end. Nearest neighbours are picked by one matrix product and
-the best few candidates' distances recomputed row by row, so a window's novelty does not depend
-on what else was in its batch. Measurements and reasoning: docs/evaluation.md (a memory of
-normal windows).
+block's learned windows join at its end. Nearest neighbours are ranked by one float32 matrix
+product and every window within its rounding of the best is measured again in float64, row by
+row, so a window's novelty does not depend on what else was in its batch. Measurements and
+reasoning: docs/evaluation.md (a memory of normal windows).
 """
 
 from __future__ import annotations
@@ -97,12 +97,14 @@ class _KeyMemory:
     pending_windows: list[NDArray[np.float32]] = field(default_factory=list)
     pending_numbers: list[int] = field(default_factory=list)
     pending_reference: list[float] = field(default_factory=list)
-    augmented: NDArray[np.float32] = field(init=False)
+    augmented: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     """(k, D + 1): ``windows`` with their squared norms, so that one product with a query
-    ``[-2 q, 1]`` gives each squared distance less the query's own norm."""
+    ``[-2 q, 1]`` gives each squared distance less the query's own norm (computed when not
+    given: a new key shares the seed's)."""
 
     def __post_init__(self) -> None:
-        self.augment()
+        if len(self.augmented) != len(self.windows):
+            self.augment()
 
     def augment(self) -> None:
         """Recompute ``augmented`` after ``windows`` changed."""
@@ -182,8 +184,14 @@ class Memory:
         memory = self.keys.get(name)
         if memory is None:
             start = self._start
-            memory = _KeyMemory(start.windows, start.numbers, start.reference)
-            memory.centre, memory.spread = start.centre, start.spread
+            memory = _KeyMemory(
+                start.windows,
+                start.numbers,
+                start.reference,
+                centre=start.centre,
+                spread=start.spread,
+                augmented=start.augmented,
+            )
             self.keys[name] = memory
         else:
             self.keys.move_to_end(name)

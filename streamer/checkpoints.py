@@ -112,7 +112,7 @@ class KeyState:
             raise ForeignCheckpointError(model)
         calibrator, events = split(data)
         states = None if events is None else self.events.parse(events)
-        memories = _section(_after_readings(_after_model(data)), MEMORY_MAGIC)[0]
+        memories = memories_of(data)
         if self.memory is not None and memories is not None:
             self.memory.restore(memories)
         self.calibrator.restore(calibrator, with_global=with_global)
@@ -141,6 +141,11 @@ def model_of(data: bytes) -> str | None:
 def readings_of(data: bytes) -> bytes | None:
     """A checkpoint's buffered readings (None: it has none)."""
     return _section(_after_model(data), READINGS_MAGIC)[0]
+
+
+def memories_of(data: bytes) -> bytes | None:
+    """A checkpoint's keys' memories (None: it has none)."""
+    return _section(_after_readings(_after_model(data)), MEMORY_MAGIC)[0]
 
 
 def _section(data: bytes, magic: bytes) -> tuple[bytes | None, bytes]:
