@@ -130,6 +130,8 @@ class Memory:
         self.center = np.asarray(seed.center, np.float32)
         self.scale = np.asarray(seed.scale, np.float32)
         self.keys: OrderedDict[str, _KeyMemory] = OrderedDict()
+        self.evicted = 0
+        """Keys dropped so far to stay within ``max_keys``."""
         self._start = self._seeded(self._scaled(seed.windows))
 
     def _scaled(self, windows: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -179,6 +181,7 @@ class Memory:
             if oldest in keep:
                 return
             del self.keys[oldest]
+            self.evicted += 1
 
     def _memory_of(self, name: str) -> _KeyMemory:
         memory = self.keys.get(name)

@@ -139,11 +139,11 @@ class Metrics:
             "tandem_keys_evicted_total",
             "Keys whose state was dropped to stay within [calibration].max_keys, by state: "
             "thresholds (the calibrator's), events (an open event or cooldown), readings (a "
-            "readings input's buffer).",
+            "readings input's buffer), memory (its memory of normal windows, [memory].max_keys).",
             ["state"],
             registry=r,
         )
-        for state in ("thresholds", "events", "readings"):
+        for state in ("thresholds", "events", "readings", "memory"):
             self.keys_evicted.labels(state=state)
         self.delivery_failures = Counter(
             "tandem_delivery_failures_total",
@@ -218,7 +218,7 @@ class Metrics:
         self._count_to(self.fetch_restarts, total)
 
     def count_evictions(self, total: int, state: str = "thresholds") -> None:
-        """Bring the eviction counter of ``state`` (thresholds, events or readings) to
+        """Bring the eviction counter of ``state`` (thresholds, events, readings, memory) to
         ``total``, the keys whose state of that kind was dropped so far."""
         self._count_to(self.keys_evicted.labels(state=state), total)
 

@@ -160,7 +160,7 @@ def run_backtest(
 ) -> Backtest:
     """Run every record of ``source`` through the daemon's run loop; ``on_batch`` is told after
     each batch (a progress bar). ``alerting`` is the ``[alerts]`` section (its defaults when
-    None: events), ``remembering`` the ``[memory]`` section (its defaults when None: on).
+    None: events), ``remembering`` the ``[memory]`` section (its defaults when None: off).
     ``windower``: records are readings, cut into windows as the daemon would."""
     alerting = alerting or AlertsConfig()
     remembering = remembering or MemoryConfig()

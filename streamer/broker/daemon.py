@@ -314,6 +314,8 @@ def run_loop(
         metrics.count_evictions(runner.events.dropped, "events")
         if runner.windower is not None:
             metrics.count_evictions(runner.windower.dropped, "readings")
+        if runner.memory is not None:
+            metrics.count_evictions(runner.memory.evicted, "memory")
 
 
 def _reason(reachability: Reachability | None, then: str = "") -> str:

@@ -112,8 +112,10 @@ def test_keys_beyond_the_cap_go_least_recently_seen_first_but_never_a_batchs_own
     for key in ["a", "b", "a", "c"]:
         memory.recall(np.array([key]), window, np.zeros(1))
     assert list(memory.keys) == ["a", "c"]
+    assert memory.evicted == 1
     memory.recall(np.array(["x", "y", "z"]), np.repeat(window, 3, axis=0), np.zeros(3))
     assert sorted(memory.keys) == ["x", "y", "z"], "a batch keeps its own keys over the cap"
+    assert memory.evicted == 3, "a and c; the daemon counts them in tandem_keys_evicted_total"
 
 
 def test_a_key_starts_from_the_seed_and_the_seeds_scale() -> None:
