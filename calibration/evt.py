@@ -9,14 +9,13 @@ with probability ``target_rate`` (the paper's equation 1):
 
     z = t + sigma / xi * ((target_rate * n / N_t) ** -xi - 1)     (t - sigma * ln(...) as xi → 0)
 
-A fitted shape below 0 (a tail that ends) is replaced by an exponential tail (``xi = 0``), so a
-short warm-up's light tail is never extrapolated to a threshold at its own largest scores.
-
 with ``n`` scores seen and ``N_t`` peaks over ``t``. Flagged scores are never learned but count
 as peaks censored where they were flagged (the threshold in force then), only as many as the
 normal tail explains (``_tail_allowance``). ``Dspot`` applies the same to residuals from the
 mean of the ``depth`` previous accepted scores. The same fit gives each score its surprise,
-``-log10 P(score >= s)``.
+``-log10 P(score >= s)``. A fitted shape below 0 (a tail that ends) is replaced by an
+exponential tail (``xi = 0``), so a short warm-up's light tail is never extrapolated to a
+threshold at its own largest scores.
 
 Reasoning, departures from the paper and measurements: docs/calibration.md.
 """
