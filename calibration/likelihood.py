@@ -3,9 +3,9 @@
 After Numenta's anomaly likelihood (Ahmad et al., 2017, the post-processing of HTM's NAB
 detector). Per key, each score is averaged with the key's ``smooth - 1`` previous scores; that
 moving average is compared with a normal distribution fitted (mean, standard deviation) on the
-key's last ``window`` moving averages, every score's, flagged or not. A window is flagged when
-the average's tail probability falls below ``target_rate``; its surprise is that probability in
-decades, ``-log10 Q(z)``.
+key's last ``window`` moving averages, every score's, flagged or not, up to the one before it.
+A window is flagged when the average's tail probability falls below ``target_rate``; its
+surprise is that probability in decades, ``-log10 Q(z)``.
 
 Why every score enters the history, unlike the windowed methods (``calibration.window``): a
 lasting change of regime (a level shift that stays, a new daily pattern) fills the history and
@@ -14,11 +14,18 @@ grows with the first of them); a short anomaly is a few of ``window`` values and
 it. What it gives up: a long anomaly is flagged at its onset, not for as long as it lasts
 (docs/calibration.md compares the two on NAB and SKAB).
 
-Batching: the fit is recomputed every ``refresh`` scores of a key, each moving average adds the
-same scores in the same order, and each fit reads its history oldest first, so flags,
-thresholds and surprise are bit for bit the same however the stream is cut into ``update``
-calls. A key is judged by its own history only (a prior's moving averages start it), never by
-other keys', so fetch order across keys changes nothing either.
+The fit follows every score: a key keeps running sums of its averages' deviations from a
+centre (and of their squares), each average added and the one it pushes out of the history
+taken away, and every ``refresh`` scores the fit is recomputed exactly from the history oldest
+first, which resets the sums' rounding (docs/calibration.md: what a fit held for ``refresh``
+scores cost).
+
+Batching: each moving average adds the same scores in the same order, a key's running sums
+add the same steps in the same order (a sequential cumulative sum, carried across batches),
+and the exact refits come at the same scores of the key, so flags, thresholds and surprise
+are bit for bit the same however the stream is cut into ``update`` calls. A key is judged by
+its own history only (a prior's moving averages start it), never by other keys', so fetch
+order across keys changes nothing either.
 
 Keys live in the rows of a few 2-D arrays, so a batch is judged with array operations over all
 its keys at once, a refresh phase at a time (as in ``calibration.window``).
@@ -74,7 +81,9 @@ class Likelihood:
     Per row (row 0: the prior, which new keys copy): ``_recent`` (smooth,) the latest scores,
     right-aligned, ``_held`` of them real (zeros before, where a key has none yet);
     ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written at
-    ``_next``; ``_seen`` scores in all; the fitted ``_mean`` and ``_spread`` (NaN before one).
+    ``_next``; ``_seen`` scores in all; the fit: the history's sums of deviations ``_sum1``
+    and squared deviations ``_sum2`` from ``_centre`` (NaN before a first fit), and the
+    ``_mean`` and ``_spread`` they give, which judge the key's next average.
     """
 
     method = "likelihood"
@@ -114,6 +123,9 @@ class Likelihood:
         self._started = False
         self._mean = np.zeros(0)
         self._spread = np.zeros(0)
+        self._centre = np.zeros(0)
+        self._sum1 = np.zeros(0)
+        self._sum2 = np.zeros(0)
         self._prior_row = self._allocate()
 
     def params(self) -> dict[str, Any]:
@@ -190,18 +202,21 @@ class Likelihood:
         refitted at once."""
         saved_params, states = state.unpack(data, self.method)
         for name, fields in states.items():
-            if {"recent", "history", "counts"} - set(fields) or len(fields["counts"]) != 3:
+            if {"recent", "history", "counts"} - set(fields) or len(fields["counts"]) not in (3, 4):
                 raise SnapshotError(f"snapshot state of {name!r} lacks fields or has bad ones")
         if not with_global:
             states.pop(state.GLOBAL, None)
         changed = saved_params != self.params()
         rows = self._rows_of(np.array(list(states))) if states else np.empty(0, dtype=np.int64)
         for row, fields in zip(rows.tolist(), states.values(), strict=True):
-            seen, mean, spread = fields["counts"].tolist()
+            seen, centre, *sums = fields["counts"].tolist()
             self._load(row, fields["recent"], fields["history"], int(seen))
-            self._mean[row], self._spread[row] = mean, spread
-            if changed:
-                self._fit(row, self._least(row))
+            if changed or len(sums) != 2:  # other parameters, or a fit saved without its sums
+                self._centre[row] = centre
+                self._fit(row, self._least(row) if math.isnan(centre) else MIN_FIT)
+            else:
+                self._centre[row], (self._sum1[row], self._sum2[row]) = centre, sums
+                self._settle(np.array([row]))
 
     # Rows ---------------------------------------------------------------------------------
 
@@ -216,7 +231,8 @@ class Likelihood:
                 self._grow(max(2 * row, 4))
         self._recent[row] = 0.0
         self._held[row] = self._filled[row] = self._next[row] = self._seen[row] = 0
-        self._mean[row] = self._spread[row] = np.nan
+        self._mean[row] = self._spread[row] = self._centre[row] = np.nan
+        self._sum1[row] = self._sum2[row] = 0.0
         return row
 
     def _grow(self, capacity: int) -> None:
@@ -229,6 +245,11 @@ class Likelihood:
         self._held, self._filled = grown(self._held), grown(self._filled)
         self._next, self._seen = grown(self._next), grown(self._seen)
         self._mean, self._spread = grown(self._mean), grown(self._spread)
+        self._centre, self._sum1, self._sum2 = (
+            grown(self._centre),
+            grown(self._sum1),
+            grown(self._sum2),
+        )
 
     def _rows_of(self, names: NDArray[np.str_]) -> NDArray[np.int64]:
         """Each name's row (n,), new keys started from the prior; the batch's keys become the
@@ -297,8 +318,9 @@ class Likelihood:
         self, rows: NDArray[np.int64], averages: Averages
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Thresholds and surprise (n,), a refresh phase at a time: phase ``b`` holds every
-        row's ``b``-th refresh block within this batch, judged by the fit in force, then
-        appended to the history; rows that completed a block refit before the next phase."""
+        row's ``b``-th refresh block within this batch, each average judged by the fit after
+        the ones before it (``_running``), then appended to the history; rows that completed a
+        block refit exactly before the next phase."""
         n = len(rows)
         thresholds, surprise = np.full(n, np.nan), np.full(n, np.nan)
         seen, rank = self._seen[rows], averages.rank
@@ -308,48 +330,105 @@ class Likelihood:
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             members = by_phase[lo:hi]
             member_rows = rows[members]
-            mean, spread = self._mean[member_rows], self._spread[member_rows]
+            starts = np.flatnonzero(np.r_[True, member_rows[1:] != member_rows[:-1]])
+            added = np.diff(np.r_[starts, len(members)])
+            within = np.arange(len(members)) - np.repeat(starts, added)
+            slots = (self._next[member_rows] + within) % self.window
+            values = averages.values[members]
+            mean, spread = self._running(member_rows, starts, within, slots, values)
             fitted = ~np.isnan(mean)
             at = members[fitted]
             limit = mean[fitted] + self.z_limit * spread[fitted]
             thresholds[at] = averages.counts[at] * limit - averages.before[at]
             z = (averages.values[at] - mean[fitted]) / spread[fitted]
             surprise[at] = np.minimum(-log_ndtr(-z) / math.log(10), MAX_DECADES)
-            first = np.r_[True, member_rows[1:] != member_rows[:-1]]
-            within = np.arange(len(members)) - np.maximum.accumulate(
-                np.where(first, np.arange(len(members)), 0)
-            )
-            slots = (self._next[member_rows] + within) % self.window
-            self._history[member_rows, slots] = averages.values[members]
-            touched = member_rows[first]
-            added = np.diff(np.r_[np.flatnonzero(first), len(members)])
+            self._history[member_rows, slots] = values
+            touched = member_rows[starts]
             self._next[touched] = (self._next[touched] + added) % self.window
             self._filled[touched] = np.minimum(self._filled[touched] + added, self.window)
             self._seen[touched] += added
+            self._settle(touched)
             for row in touched[self._seen[touched] % self.refresh == 0].tolist():
                 self._fit(row, self._least(row))
         return thresholds, surprise
 
+    def _running(
+        self,
+        member_rows: NDArray[np.int64],
+        starts: NDArray[np.int64],
+        within: NDArray[np.int64],
+        slots: NDArray[np.int64],
+        values: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The mean and spread (k,) that judge each of a phase's k moving averages ``values``
+        (grouped by row, ``within`` its group, written to ``slots``): each row's history after
+        the group's earlier averages, from its running sums. Each average adds its deviation
+        from the row's centre and takes away that of the one it overwrites; a row's steps are
+        summed in order after its carried sums (one sequential cumulative sum per row), which
+        are then carried on. NaN for rows without a fit."""
+        centre = self._centre[member_rows]
+        filled = self._filled[member_rows]
+        outgoing = np.where(
+            filled + within >= self.window, self._history[member_rows, slots], centre
+        )
+        new, old = values - centre, outgoing - centre
+        groups = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(member_rows)]))
+        touched = member_rows[starts]
+        steps = np.zeros((2, len(starts), int(within.max()) + 2))
+        steps[:, :, 0] = self._sum1[touched], self._sum2[touched]
+        steps[0, groups, within + 1] = new - old
+        steps[1, groups, within + 1] = new * new - old * old
+        sums = np.cumsum(steps, axis=2)
+        ends = np.diff(np.r_[starts, len(member_rows)])
+        self._sum1[touched], self._sum2[touched] = sums[:, np.arange(len(starts)), ends]
+        count = np.minimum(filled + within, self.window).astype(np.float64)
+        return self._fit_of(centre, sums[0, groups, within], sums[1, groups, within], count)
+
+    @staticmethod
+    def _fit_of(
+        centre: NDArray[np.float64],
+        sum1: NDArray[np.float64],
+        sum2: NDArray[np.float64],
+        count: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Mean and spread (sample standard deviation, at least ``MIN_SPREAD``) of ``count``
+        values whose deviations from ``centre`` sum to ``sum1`` and their squares to ``sum2``."""
+        count = np.maximum(count, 1.0)  # a row without history has no fit: its centre is NaN
+        variance = np.maximum(sum2 - sum1 * sum1 / count, 0.0) / np.maximum(count - 1.0, 1.0)
+        return centre + sum1 / count, np.maximum(np.sqrt(variance), MIN_SPREAD)
+
+    def _settle(self, rows: NDArray[np.int64]) -> None:
+        """Set ``rows``' mean and spread from their running sums (NaN without a fit)."""
+        count = self._filled[rows].astype(np.float64)
+        mean, spread = self._fit_of(self._centre[rows], self._sum1[rows], self._sum2[rows], count)
+        self._mean[rows], self._spread[rows] = mean, spread
+
     # State --------------------------------------------------------------------------------
 
     def _fit(self, row: int, least: int) -> None:
-        """Refit a row's mean and spread on its history, oldest first, when it holds
-        ``least`` moving averages."""
+        """Refit a row exactly on its history, oldest first, when it holds ``least`` moving
+        averages (else it has no fit): its mean becomes the centre of fresh running sums."""
         history = self._ordered(row)
         if len(history) < least:
+            self._centre[row] = self._mean[row] = self._spread[row] = np.nan
             return
-        self._mean[row] = float(np.mean(history))
-        self._spread[row] = max(float(np.std(history, ddof=1)), MIN_SPREAD)
+        centre = float(np.mean(history))
+        deviations = history - centre
+        self._centre[row] = centre
+        self._sum1[row] = float(np.sum(deviations))
+        self._sum2[row] = float(np.sum(deviations * deviations))
+        self._settle(np.array([row]))
 
     def _least(self, row: int) -> int:
         """Moving averages a row's next fit needs: ``warmup`` for its first without a prior."""
-        return MIN_FIT if self._started or not math.isnan(self._mean[row]) else self.warmup
+        return MIN_FIT if self._started or not math.isnan(self._centre[row]) else self.warmup
 
     def _copy(self, source: int, target: int) -> None:
         """Start row ``target`` as row ``source`` is (a new key from the prior)."""
         for array in (self._recent, self._history, self._held, self._filled, self._next):
             array[target] = array[source]
-        self._mean[target], self._spread[target] = self._mean[source], self._spread[source]
+        for fit in (self._mean, self._spread, self._centre, self._sum1, self._sum2):
+            fit[target] = fit[source]
         self._seen[target] = 0
 
     def _ordered(self, row: int) -> NDArray[np.float64]:
@@ -372,7 +451,7 @@ class Likelihood:
 
     def _fields(self, row: int) -> state.StateFields:
         held = int(self._held[row])
-        counts = [self._seen[row], self._mean[row], self._spread[row]]
+        counts = [self._seen[row], self._centre[row], self._sum1[row], self._sum2[row]]
         return {
             "recent": self._recent[row, self.smooth - held :].copy(),
             "history": self._ordered(row),

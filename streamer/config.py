@@ -205,7 +205,8 @@ class CalibrationConfig(_Section):
 
     ``target_rate`` is the wanted fraction of normal windows flagged (SPOT/DSPOT); ``quantile``
     is the rolling-quantile method's level. ``window`` and ``warmup`` count windows; ``refresh`` is
-    how many windows an entity sees between threshold recomputations. ``checkpoint_interval_s``
+    how many windows an entity sees between threshold recomputations (``likelihood``: between
+    exact refits; its fit follows every window in between). ``checkpoint_interval_s``
     is how often the state is saved to the state topic (0: after every batch). ``adapt_after``:
     an entity more than half of whose last ``adapt_after`` windows were flagged takes them as its
     new normal (0: never; else at least ``refresh``; why 2048: docs/calibration.md).

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scipy.stats import norm
 
+from calibration import state
 from calibration.base import Flags
 from calibration.errors import CalibrationError, SnapshotError
 from calibration.likelihood import Likelihood
@@ -95,6 +96,23 @@ def test_a_restart_from_a_snapshot_changes_nothing(seed: int, cut: int, with_pri
     )
 
 
+def test_a_snapshot_saved_before_running_sums_is_refitted_on_restore() -> None:
+    # Earlier releases saved (seen, mean, spread); such a key resumes from an exact fit of its
+    # history, as if a refit fell on the restore.
+    keys, scores = stream(4, keys=1)
+    saved = make()
+    saved.update(keys[:500], scores[:500])
+    (fields,) = state.unpack(saved.snapshot(), "likelihood")[1].values()
+    old = {**fields, "counts": np.array([500.0, 1.0, 1.0])}
+    restored = make()
+    restored.restore(state.pack("likelihood", saved.params(), {"k0": old}))
+    history = fields["history"]
+    limit = history.mean() + norm.isf(1e-3) * history.std(ddof=1)
+    expected = SMOOTH * limit - fields["recent"][1:].sum()
+    assert restored.threshold("k0") == pytest.approx(expected, rel=1e-12)
+    assert restored.update(keys[500:], scores[500:]).flags.sum() >= 1  # its spikes still flag
+
+
 def test_each_key_is_judged_by_its_own_history_whatever_the_interleaving() -> None:
     keys, scores = stream(3, n=1200, keys=4)
     interleaved = make(prior=PRIOR).update(keys, scores)
@@ -121,6 +139,21 @@ def test_the_flag_is_the_tail_probability_of_the_moving_average() -> None:
     expected = SMOOTH * limit - scores[first_fit - SMOOTH + 1 : first_fit].sum()
     assert flags.thresholds[first_fit] == pytest.approx(expected, rel=1e-9)
     assert np.array_equal(flags.flags, scores > flags.thresholds)
+
+
+def test_each_average_is_judged_by_the_fit_of_every_average_before_it() -> None:
+    # Between the exact refits every REFRESH scores the fit follows each score through running
+    # sums; past WINDOW averages, each one added pushes the oldest out. Spikes of +25 make the
+    # sums of squares move by hundreds, so rounding would show if it built up.
+    _, scores = stream(11, n=900, keys=1)
+    flags = make().update(np.full(len(scores), "k"), scores)
+    averages = pd_moving_average(scores)
+    first_fit = (WARMUP + REFRESH - 1) // REFRESH * REFRESH
+    for i in range(first_fit, len(scores)):
+        history = averages[max(0, i - WINDOW) : i]
+        limit = history.mean() + norm.isf(1e-3) * history.std(ddof=1)
+        expected = SMOOTH * limit - scores[i - SMOOTH + 1 : i].sum()
+        assert flags.thresholds[i] == pytest.approx(expected, rel=1e-9), i
 
 
 def pd_moving_average(scores: NDArray[np.float64]) -> NDArray[np.float64]:
