@@ -82,8 +82,8 @@ class Likelihood:
     right-aligned, ``_held`` of them real (zeros before, where a key has none yet);
     ``_history`` (window,) a ring of moving averages, ``_filled`` of them, the next written at
     ``_next``; ``_seen`` scores in all; the fit: the history's sums of deviations ``_sum1``
-    and squared deviations ``_sum2`` from ``_centre`` (NaN before a first fit), and the
-    ``_mean`` and ``_spread`` they give, which judge the key's next average.
+    and squared deviations ``_sum2`` from ``_centre`` (NaN before a first fit), whose mean and
+    spread (``_fit_of``) judge the key's next average.
     """
 
     method = "likelihood"
@@ -121,8 +121,6 @@ class Likelihood:
         self._seen = np.zeros(0, dtype=np.int64)
         self._used = 0
         self._started = False
-        self._mean = np.zeros(0)
-        self._spread = np.zeros(0)
         self._centre = np.zeros(0)
         self._sum1 = np.zeros(0)
         self._sum2 = np.zeros(0)
@@ -179,9 +177,12 @@ class Likelihood:
         None: a new key's, from the prior); NaN without a fit."""
         name = state.GLOBAL if not self.per_key else (key or "")
         row = self._rows.get(name, self._prior_row)
-        if math.isnan(self._mean[row]):
+        if math.isnan(self._centre[row]):
             return math.nan
-        limit = self._mean[row] + self.z_limit * self._spread[row]
+        at = slice(row, row + 1)
+        filled = self._filled[at].astype(np.float64)
+        mean, spread = self._fit_of(self._centre[at], self._sum1[at], self._sum2[at], filled)
+        limit = float(mean[0] + self.z_limit * spread[0])
         earlier = self._recent[row, 1:]
         count = min(int(self._held[row]), self.smooth - 1) + 1
         return float(count * limit - earlier.sum())
@@ -211,12 +212,11 @@ class Likelihood:
         for row, fields in zip(rows.tolist(), states.values(), strict=True):
             seen, centre, *sums = fields["counts"].tolist()
             self._load(row, fields["recent"], fields["history"], int(seen))
+            self._centre[row] = centre
             if changed or len(sums) != 2:  # other parameters, or a fit saved without its sums
-                self._centre[row] = centre
-                self._fit(row, self._least(row) if math.isnan(centre) else MIN_FIT)
+                self._fit(row, self._least(row))
             else:
-                self._centre[row], (self._sum1[row], self._sum2[row]) = centre, sums
-                self._settle(np.array([row]))
+                self._sum1[row], self._sum2[row] = sums
 
     # Rows ---------------------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class Likelihood:
                 self._grow(max(2 * row, 4))
         self._recent[row] = 0.0
         self._held[row] = self._filled[row] = self._next[row] = self._seen[row] = 0
-        self._mean[row] = self._spread[row] = self._centre[row] = np.nan
+        self._centre[row] = np.nan
         self._sum1[row] = self._sum2[row] = 0.0
         return row
 
@@ -244,12 +244,8 @@ class Likelihood:
         self._recent, self._history = grown(self._recent), grown(self._history)
         self._held, self._filled = grown(self._held), grown(self._filled)
         self._next, self._seen = grown(self._next), grown(self._seen)
-        self._mean, self._spread = grown(self._mean), grown(self._spread)
-        self._centre, self._sum1, self._sum2 = (
-            grown(self._centre),
-            grown(self._sum1),
-            grown(self._sum2),
-        )
+        self._centre, self._sum1 = grown(self._centre), grown(self._sum1)
+        self._sum2 = grown(self._sum2)
 
     def _rows_of(self, names: NDArray[np.str_]) -> NDArray[np.int64]:
         """Each name's row (n,), new keys started from the prior; the batch's keys become the
@@ -335,7 +331,7 @@ class Likelihood:
             within = np.arange(len(members)) - np.repeat(starts, added)
             slots = (self._next[member_rows] + within) % self.window
             values = averages.values[members]
-            mean, spread = self._running(member_rows, starts, within, slots, values)
+            mean, spread = self._running(member_rows, starts, added, within, slots, values)
             fitted = ~np.isnan(mean)
             at = members[fitted]
             limit = mean[fitted] + self.z_limit * spread[fitted]
@@ -347,7 +343,6 @@ class Likelihood:
             self._next[touched] = (self._next[touched] + added) % self.window
             self._filled[touched] = np.minimum(self._filled[touched] + added, self.window)
             self._seen[touched] += added
-            self._settle(touched)
             for row in touched[self._seen[touched] % self.refresh == 0].tolist():
                 self._fit(row, self._least(row))
         return thresholds, surprise
@@ -356,12 +351,14 @@ class Likelihood:
         self,
         member_rows: NDArray[np.int64],
         starts: NDArray[np.int64],
+        sizes: NDArray[np.int64],
         within: NDArray[np.int64],
         slots: NDArray[np.int64],
         values: NDArray[np.float64],
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The mean and spread (k,) that judge each of a phase's k moving averages ``values``
-        (grouped by row, ``within`` its group, written to ``slots``): each row's history after
+        (grouped by row from ``starts``, ``sizes`` long, ``within`` its group, written to
+        ``slots``): each row's history after
         the group's earlier averages, from its running sums. Each average adds its deviation
         from the row's centre and takes away that of the one it overwrites; a row's steps are
         summed in order after its carried sums (one sequential cumulative sum per row), which
@@ -372,15 +369,14 @@ class Likelihood:
             filled + within >= self.window, self._history[member_rows, slots], centre
         )
         new, old = values - centre, outgoing - centre
-        groups = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(member_rows)]))
+        groups = np.repeat(np.arange(len(starts)), sizes)
         touched = member_rows[starts]
         steps = np.zeros((2, len(starts), int(within.max()) + 2))
         steps[:, :, 0] = self._sum1[touched], self._sum2[touched]
         steps[0, groups, within + 1] = new - old
         steps[1, groups, within + 1] = new * new - old * old
         sums = np.cumsum(steps, axis=2)
-        ends = np.diff(np.r_[starts, len(member_rows)])
-        self._sum1[touched], self._sum2[touched] = sums[:, np.arange(len(starts)), ends]
+        self._sum1[touched], self._sum2[touched] = sums[:, np.arange(len(starts)), sizes]
         count = np.minimum(filled + within, self.window).astype(np.float64)
         return self._fit_of(centre, sums[0, groups, within], sums[1, groups, within], count)
 
@@ -397,12 +393,6 @@ class Likelihood:
         variance = np.maximum(sum2 - sum1 * sum1 / count, 0.0) / np.maximum(count - 1.0, 1.0)
         return centre + sum1 / count, np.maximum(np.sqrt(variance), MIN_SPREAD)
 
-    def _settle(self, rows: NDArray[np.int64]) -> None:
-        """Set ``rows``' mean and spread from their running sums (NaN without a fit)."""
-        count = self._filled[rows].astype(np.float64)
-        mean, spread = self._fit_of(self._centre[rows], self._sum1[rows], self._sum2[rows], count)
-        self._mean[rows], self._spread[rows] = mean, spread
-
     # State --------------------------------------------------------------------------------
 
     def _fit(self, row: int, least: int) -> None:
@@ -410,14 +400,13 @@ class Likelihood:
         averages (else it has no fit): its mean becomes the centre of fresh running sums."""
         history = self._ordered(row)
         if len(history) < least:
-            self._centre[row] = self._mean[row] = self._spread[row] = np.nan
+            self._centre[row] = np.nan
             return
         centre = float(np.mean(history))
         deviations = history - centre
         self._centre[row] = centre
         self._sum1[row] = float(np.sum(deviations))
         self._sum2[row] = float(np.sum(deviations * deviations))
-        self._settle(np.array([row]))
 
     def _least(self, row: int) -> int:
         """Moving averages a row's next fit needs: ``warmup`` for its first without a prior."""
@@ -427,7 +416,7 @@ class Likelihood:
         """Start row ``target`` as row ``source`` is (a new key from the prior)."""
         for array in (self._recent, self._history, self._held, self._filled, self._next):
             array[target] = array[source]
-        for fit in (self._mean, self._spread, self._centre, self._sum1, self._sum2):
+        for fit in (self._centre, self._sum1, self._sum2):
             fit[target] = fit[source]
         self._seen[target] = 0
 
